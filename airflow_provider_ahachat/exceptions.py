@@ -1,0 +1,100 @@
+"""Errors raised by the AhaChat client. No Airflow import here.
+
+Every error's text is built by this package and never contains the bot token: the client redacts
+AhaChat's own messages and never chains the exceptions of ``requests``, whose texts carry the URL.
+"""
+
+from __future__ import annotations
+
+
+class AhaChatError(Exception):
+    """
+    Base class of every error this provider raises.
+
+    :param message: what went wrong, for a person.
+    :param status: the HTTP status AhaChat answered with, if it answered.
+    :param api_message: AhaChat's own ``message`` field, if it sent one.
+    :param outcome_unknown: True when the request may or may not have been processed (a read
+        timeout or a 500 after a message was sent). Such a request is not retried unless asked.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        api_message: str | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.api_message = api_message
+        self.outcome_unknown = outcome_unknown
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep keyword-only state when pickled (Airflow sends exceptions across processes).
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[AhaChatError], message: str, state: dict[str, object]) -> AhaChatError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class AhaChatValidationError(AhaChatError, ValueError):
+    """Bad input, found before any request was sent. The text names each field and its rule."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems:\n" + "\n".join(f"- {p}" for p in self.problems)
+        super().__init__(text)
+
+
+class AhaChatAPIError(AhaChatError):
+    """AhaChat answered with an error, or could not be reached."""
+
+
+class AhaChatInvalidRequestError(AhaChatAPIError):
+    """400: AhaChat rejected the input (unknown message tag, malformed message, reserved name)."""
+
+
+class AhaChatAuthError(AhaChatAPIError):
+    """401 or 403: the token is wrong, or does not belong to this bot."""
+
+
+class AhaChatNotFoundError(AhaChatAPIError):
+    """404: no such bot, user, phone or block."""
+
+
+class AhaChatOutsideWindowError(AhaChatAPIError):
+    """422: the user cannot be messaged now (outside the 24-hour window without a tag, or unsubscribed)."""
+
+
+class AhaChatRateLimitError(AhaChatAPIError):
+    """
+    429: rate limited, and retries did not get through in the time allowed.
+
+    :param retry_after: the seconds AhaChat asked to wait, if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class AhaChatServerError(AhaChatAPIError):
+    """5xx: AhaChat or Facebook failed. ``outcome_unknown`` says whether the request may have been processed."""
+
+
+class AhaChatConnectionError(AhaChatAPIError):
+    """AhaChat could not be reached, or the connection broke. ``outcome_unknown`` says which."""
+
+
+class AhaChatTimeoutError(AhaChatConnectionError):
+    """AhaChat did not answer in time; the request may or may not have been processed."""

@@ -1,0 +1,84 @@
+"""Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_ahachat import __version__
+
+#: The connection form. Airflow 3.2+ renders it from here without importing the hook; older versions
+#: get the same fields from ``AhaChatHook.get_ui_field_behaviour`` and ``get_connection_form_widgets``,
+#: which read these two dictionaries too.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["extra"],
+    "relabeling": {
+        "login": "Bot ID",
+        "password": "Bot Token",
+        "host": "Base URL",
+        "schema": "Scheme",
+    },
+    "placeholders": {
+        "login": "12404829",
+        "password": "the token from the bot's Settings in AhaChat",
+        "host": "https://ahachat.com (leave empty for the real service)",
+        "schema": "https",
+        "port": "443",
+        "timeout": "30",
+        "connect_timeout": "10",
+        "max_retries": "5",
+    },
+}
+
+CONN_FIELDS: dict[str, Any] = {
+    "timeout": {
+        "label": "Read timeout (seconds)",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+        "description": "Optional. Seconds to wait for AhaChat's answer to one request. Default 30.",
+    },
+    "connect_timeout": {
+        "label": "Connect timeout (seconds)",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+        "description": "Optional. Seconds to wait while opening a connection. Default 10.",
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+        "description": "Optional. Retries after a rate limit (429) or a request that surely was not "
+        "processed (connection refused, 502, 503, 504). Default 5.",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's metadata, as Airflow's providers manager expects it."""
+    return {
+        "package-name": "airflow-provider-ahachat",
+        "name": "AhaChat",
+        "description": "`AhaChat <https://ahachat.com/>`__, the chatbot builder for Facebook Messenger.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "AhaChat",
+                "external-doc-url": "https://ahachat.com/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "AhaChat", "python-modules": ["airflow_provider_ahachat.hooks.ahachat"]}
+        ],
+        "operators": [
+            {
+                "integration-name": "AhaChat",
+                "python-modules": ["airflow_provider_ahachat.operators.ahachat"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_ahachat.hooks.ahachat.AhaChatHook",
+                "hook-name": "AhaChat",
+                "connection-type": "ahachat",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }

@@ -1,0 +1,538 @@
+"""
+What the provider sends to and reads from AhaChat, and the rules input must follow.
+
+No Airflow import here. Every rule raises :class:`AhaChatValidationError` naming the field and the
+rule, so that bad input stops before a request leaves the machine. The sandbox enforces the same
+rules with the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from enum import Enum
+from typing import Any, Union
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+
+#: Query names of the Broadcast API; an attribute may not take one of them.
+RESERVED_ATTRIBUTE_NAMES = frozenset({"ahachat_token", "ahachat_message_tag", "ahachat_block_name", "phone"})
+
+AttributeValue = Union[str, int, float, bool]
+
+# Messenger's limits, as AhaChat passes them on.
+MAX_TEXT = 2000
+MAX_BUTTON_TEMPLATE_TEXT = 640
+MAX_BUTTONS = 3
+MAX_GALLERY_ELEMENTS = 10
+MAX_QUICK_REPLIES = 13
+MAX_BUTTON_TITLE = 20
+MAX_ELEMENT_TITLE = 80
+
+MEDIA_EXTENSIONS: dict[str, frozenset[str] | None] = {
+    "image": frozenset({"jpg", "jpeg", "png", "gif"}),
+    "video": frozenset({"mp4"}),
+    "audio": frozenset({"mp3", "ogg", "wav"}),
+    "file": None,
+}
+BUTTON_TYPES = ("web_url", "show_block", "phone_number", "json_plugin_url")
+TEMPLATE_TYPES = ("button", "generic", "receipt")
+
+_PHONE_SEPARATORS = re.compile(r"[\s.\-]")
+_PHONE = re.compile(r"\+?[0-9]{9,15}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def load_json(value: Any, field: str) -> Any:
+    """Parse ``value`` if it is a string of JSON; return anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise AhaChatValidationError(
+            f"{field}: is a string but not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        ) from None
+
+
+# --------------------------------------------------------------------------- identifiers
+
+
+class MessageTag(str, Enum):
+    """The Messenger message tags the Broadcast API accepts. Each allows sending outside 24 hours."""
+
+    #: Reminders of an event or appointment the user registered for, bookings, itinerary changes.
+    CONFIRMED_EVENT_UPDATE = "CONFIRMED_EVENT_UPDATE"
+    #: Receipts, order and shipping status, changes to an order.
+    POST_PURCHASE_UPDATE = "POST_PURCHASE_UPDATE"
+    #: Changes to the user's account or application status, payment details, fraud alerts.
+    ACCOUNT_UPDATE = "ACCOUNT_UPDATE"
+    #: Non-promotional news the user subscribed to. AhaChat's recommended default.
+    NON_PROMOTIONAL_SUBSCRIPTION = "NON_PROMOTIONAL_SUBSCRIPTION"
+
+    @classmethod
+    def parse(cls, value: MessageTag | str | None, field: str = "message_tag") -> MessageTag:
+        """Return the tag named by ``value`` (any case); ``None`` gives the default."""
+        if value is None:
+            return DEFAULT_MESSAGE_TAG
+        if isinstance(value, MessageTag):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().upper())
+            except ValueError:
+                pass
+        names = ", ".join(tag.value for tag in cls)
+        raise AhaChatValidationError(f"{field}: {value!r} is not a message tag; use one of {names}")
+
+
+DEFAULT_MESSAGE_TAG = MessageTag.NON_PROMOTIONAL_SUBSCRIPTION
+
+
+def validate_user_id(value: Any, field: str = "user_id") -> str:
+    """
+    Return a messenger_user_id as a string of digits.
+
+    Integers are accepted and turned into strings; floats are refused because a 16-digit ID
+    loses its last digits as a float.
+    """
+    if isinstance(value, bool) or value is None:
+        raise AhaChatValidationError(f"{field}: must be a string of digits, got {_kind(value)}")
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, float):
+        raise AhaChatValidationError(
+            f"{field}: must be a string of digits, got the float {value!r}; 16-digit IDs lose "
+            "precision as floats, so keep IDs as strings end to end"
+        )
+    if not isinstance(value, str):
+        raise AhaChatValidationError(f"{field}: must be a string of digits, got {_kind(value)}")
+    text = value.strip()
+    if not text:
+        raise AhaChatValidationError(f"{field}: must not be empty")
+    if not _DIGITS.fullmatch(text):
+        raise AhaChatValidationError(f"{field}: must be a string of digits, got {value!r}")
+    return text
+
+
+def normalize_phone(value: Any, field: str = "phone") -> str:
+    """Strip spaces, dots and dashes; then require an optional ``+`` and 9 to 15 digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise AhaChatValidationError(f"{field}: must be a string, got {_kind(value)}")
+    text = _PHONE_SEPARATORS.sub("", value)
+    if not _PHONE.fullmatch(text):
+        raise AhaChatValidationError(
+            f"{field}: {value!r} is not a phone number (after removing spaces, dots and dashes it must "
+            "be an optional + and 9 to 15 digits)"
+        )
+    return text
+
+
+def validate_block_name(value: Any, field: str = "block_name") -> str:
+    """Return a non-empty block name."""
+    if not isinstance(value, str) or not value.strip():
+        raise AhaChatValidationError(f"{field}: must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def validate_text(value: Any, field: str = "text", limit: int = MAX_TEXT) -> str:
+    """Return a non-empty text of at most ``limit`` characters."""
+    if not isinstance(value, str):
+        raise AhaChatValidationError(f"{field}: must be a string, got {_kind(value)}")
+    if not value.strip():
+        raise AhaChatValidationError(f"{field}: must not be empty")
+    if len(value) > limit:
+        raise AhaChatValidationError(f"{field}: at most {limit} characters, got {len(value)}")
+    return value
+
+
+def _string_list(value: Any, field: str, what: str) -> list[str]:
+    value = load_json(value, field) if isinstance(value, str) and value.lstrip().startswith("[") else value
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable) or isinstance(value, Mapping | bytes):
+        raise AhaChatValidationError(f"{field}: must be a list of {what}s, got {_kind(value)}")
+    items = list(value)
+    if not items:
+        raise AhaChatValidationError(f"{field}: must name at least one {what}")
+    result: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise AhaChatValidationError(f"{field}[{index}]: a {what} must be a non-empty string, got {item!r}")
+        if item.strip() not in result:
+            result.append(item.strip())
+    return result
+
+
+def validate_tags(value: Any, field: str = "tags") -> list[str]:
+    """Return one or more non-empty tags; a single string is one tag, a JSON list string is parsed."""
+    return _string_list(value, field, "tag")
+
+
+def validate_attribute_names(value: Any, field: str = "attributes") -> list[str]:
+    """Return one or more attribute names to reset."""
+    names = _string_list(value, field, "attribute name")
+    for index, name in enumerate(names):
+        _check_attribute_name(name, f"{field}[{index}]")
+    return names
+
+
+def _check_attribute_name(name: Any, field: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise AhaChatValidationError(f"{field}: attribute names must be non-empty strings, got {name!r}")
+    if name in RESERVED_ATTRIBUTE_NAMES:
+        raise AhaChatValidationError(
+            f"{field}: attribute name {name!r} is reserved by the Broadcast API "
+            f"(reserved: {', '.join(sorted(RESERVED_ATTRIBUTE_NAMES))})"
+        )
+
+
+def validate_attributes(value: Any, field: str = "attributes", *, allow_empty: bool = False) -> dict[str, Any]:
+    """
+    Return attributes as a dict of name to string, number or boolean.
+
+    Accepts a mapping or a JSON object string. Names must be non-empty and not reserved by the
+    Broadcast API; nested objects, lists, ``null`` and non-finite numbers are refused.
+    """
+    value = load_json(value, field)
+    if value is None and allow_empty:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AhaChatValidationError(f"{field}: must be an object of name to value, got {_kind(value)}")
+    if not value and not allow_empty:
+        raise AhaChatValidationError(f"{field}: must set at least one attribute")
+    result: dict[str, Any] = {}
+    for name, item in value.items():
+        _check_attribute_name(name, f"{field}.{name}" if isinstance(name, str) and name else field)
+        where = f"{field}.{name}"
+        if isinstance(item, float) and not math.isfinite(item):
+            raise AhaChatValidationError(f"{where}: must be a finite number, got {item!r}")
+        if not isinstance(item, str | int | float | bool):
+            raise AhaChatValidationError(
+                f"{where}: values must be strings, numbers or booleans, got {_kind(item)}"
+            )
+        result[name] = item
+    return result
+
+
+def attribute_query_value(value: AttributeValue) -> str:
+    """Write an attribute value as the Broadcast API's query string carries it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- recipients and users
+
+
+class Recipient(BaseModel):
+    """
+    One customer to act on: by ``user_id`` (messenger_user_id) or by ``phone``, exactly one.
+
+    :param user_id: the messenger_user_id, a string of digits.
+    :param phone: the phone number; spaces, dots and dashes are stripped.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str | None = None
+    phone: str | None = None
+
+    @classmethod
+    def of(cls, user_id: Any = None, phone: Any = None) -> Recipient:
+        """Validate and build a recipient; exactly one of the two must be given."""
+        has_user = user_id not in (None, "")
+        has_phone = phone not in (None, "")
+        if has_user == has_phone:
+            raise AhaChatValidationError(
+                "user_id, phone: give exactly one of them" + (" (both were given)" if has_user else "")
+            )
+        if has_user:
+            return cls(user_id=validate_user_id(user_id))
+        return cls(phone=normalize_phone(phone))
+
+    def describe(self) -> str:
+        """``user 123`` or ``phone +84...``, for messages."""
+        return f"user {self.user_id}" if self.user_id else f"phone {self.phone}"
+
+
+class User(BaseModel):
+    """A customer of the bot, as AhaChat describes them. Unknown fields are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messenger_user_id: str
+    first_name: str | None = None
+    last_name: str | None = None
+    gender: str | None = None
+    locale: str | None = None
+    profile_pic_url: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    last_interaction_at: datetime | None = None
+    subscribed: bool = True
+
+    @field_validator("messenger_user_id", mode="before")
+    @classmethod
+    def _id_as_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def full_name(self) -> str:
+        """First and last name, as far as known."""
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+
+class SendResult(BaseModel):
+    """
+    What one action did, for XCom.
+
+    :param action: the action's name, such as ``add_tags`` or ``broadcast_block``.
+    :param user_id: the user acted on, when addressed by ID.
+    :param phone: the phone acted on, when addressed by phone.
+    :param data: AhaChat's ``data`` answer, if any.
+    """
+
+    action: str
+    user_id: str | None = None
+    phone: str | None = None
+    data: Any = None
+
+
+# --------------------------------------------------------------------------- dynamic messages
+
+
+class _Checker:
+    """Walks a dynamic message and collects every problem, each naming its field."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, rule: str) -> None:
+        self.problems.append(f"{path}: {rule}")
+
+    def obj(self, value: Any, path: str, allowed: Iterable[str] | None = None) -> Mapping[str, Any] | None:
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be an object, got {_kind(value)}")
+            return None
+        if allowed is not None:
+            allowed = tuple(allowed)
+            for key in value:
+                if key not in allowed:
+                    self.fail(f"{path}.{key}", f"unknown field; expected one of {', '.join(allowed)}")
+        return value
+
+    def text(self, value: Any, path: str, limit: int, required: bool = True) -> None:
+        if value is None and not required:
+            return
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, f"must be a non-empty string, got {value!r}")
+        elif len(value) > limit:
+            self.fail(path, f"at most {limit} characters, got {len(value)}")
+
+    def items(self, value: Any, path: str, most: int | None, least: int = 1) -> list[Any]:
+        if not isinstance(value, list):
+            self.fail(path, f"must be a list, got {_kind(value)}")
+            return []
+        if len(value) < least:
+            self.fail(path, f"at least {least}")
+        if most is not None and len(value) > most:
+            self.fail(path, f"at most {most}, got {len(value)}")
+        return value
+
+    def url(self, value: Any, path: str, https_only: bool) -> str | None:
+        schemes = ("https",) if https_only else ("http", "https")
+        if isinstance(value, str):
+            parts = urlsplit(value.strip())
+            if parts.scheme in schemes and parts.netloc:
+                return parts.path
+        self.fail(path, f"must be an {' or '.join(schemes)} URL, got {value!r}")
+        return None
+
+    def number(self, value: Any, path: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(path, f"must be a number, got {_kind(value)}")
+
+    # -- the format
+
+    def message(self, value: Any, path: str) -> None:
+        msg = self.obj(value, path, ("text", "attachment", "quick_replies"))
+        if msg is None:
+            return
+        if ("text" in msg) == ("attachment" in msg):
+            self.fail(path, "must have exactly one of text, attachment")
+        if "text" in msg:
+            self.text(msg["text"], f"{path}.text", MAX_TEXT)
+        if "attachment" in msg:
+            self.attachment(msg["attachment"], f"{path}.attachment")
+        if "quick_replies" in msg:
+            for i, reply in enumerate(self.items(msg["quick_replies"], f"{path}.quick_replies", MAX_QUICK_REPLIES)):
+                where = f"{path}.quick_replies[{i}]"
+                if self.obj(reply, where) is not None:
+                    self.text(reply.get("title"), f"{where}.title", MAX_BUTTON_TITLE)
+                    self.text(reply.get("block_name"), f"{where}.block_name", 10_000)
+
+    def attachment(self, value: Any, path: str) -> None:
+        att = self.obj(value, path, ("type", "payload"))
+        if att is None:
+            return
+        kind = att.get("type")
+        payload = self.obj(att.get("payload"), f"{path}.payload")
+        if kind in MEDIA_EXTENSIONS:
+            if payload is not None:
+                self.media(kind, payload, f"{path}.payload")
+        elif kind == "template":
+            if payload is not None:
+                self.template(payload, f"{path}.payload")
+        else:
+            kinds = ", ".join([*MEDIA_EXTENSIONS, "template"])
+            self.fail(f"{path}.type", f"must be one of {kinds}, got {kind!r}")
+
+    def media(self, kind: str, payload: Mapping[str, Any], path: str) -> None:
+        url_path = self.url(payload.get("url"), f"{path}.url", https_only=True)
+        allowed = MEDIA_EXTENSIONS[kind]
+        if url_path and allowed and "." in url_path.rsplit("/", 1)[-1]:
+            ext = url_path.rsplit(".", 1)[-1].lower()
+            if ext not in allowed:
+                article = "an" if kind[0] in "aeiou" else "a"
+                self.fail(f"{path}.url", f"{article} {kind} must be {', '.join(sorted(allowed))}, got .{ext}")
+
+    def template(self, payload: Mapping[str, Any], path: str) -> None:
+        kind = payload.get("template_type")
+        if kind == "button":
+            self.text(payload.get("text"), f"{path}.text", MAX_BUTTON_TEMPLATE_TEXT)
+            self.buttons(payload.get("buttons"), f"{path}.buttons", least=1)
+        elif kind == "generic":
+            ratio = payload.get("image_aspect_ratio")
+            if ratio is not None and ratio not in ("horizontal", "square"):
+                self.fail(f"{path}.image_aspect_ratio", f"must be horizontal or square, got {ratio!r}")
+            elements = self.items(payload.get("elements"), f"{path}.elements", MAX_GALLERY_ELEMENTS)
+            for i, element in enumerate(elements):
+                self.element(element, f"{path}.elements[{i}]")
+        elif kind == "receipt":
+            self.receipt(payload, path)
+        else:
+            self.fail(f"{path}.template_type", f"must be one of {', '.join(TEMPLATE_TYPES)}, got {kind!r}")
+
+    def element(self, value: Any, path: str) -> None:
+        element = self.obj(value, path)
+        if element is None:
+            return
+        self.text(element.get("title"), f"{path}.title", MAX_ELEMENT_TITLE)
+        self.text(element.get("subtitle"), f"{path}.subtitle", MAX_ELEMENT_TITLE, required=False)
+        if element.get("image_url") is not None:
+            self.url(element["image_url"], f"{path}.image_url", https_only=True)
+        if "buttons" in element:
+            self.buttons(element["buttons"], f"{path}.buttons", least=0)
+
+    def buttons(self, value: Any, path: str, least: int) -> None:
+        for i, button in enumerate(self.items(value, path, MAX_BUTTONS, least)):
+            where = f"{path}[{i}]"
+            if self.obj(button, where) is None:
+                continue
+            self.text(button.get("title"), f"{where}.title", MAX_BUTTON_TITLE)
+            kind = button.get("type")
+            if kind in ("web_url", "json_plugin_url"):
+                self.url(button.get("url"), f"{where}.url", https_only=False)
+            elif kind == "show_block":
+                self.text(button.get("block_name"), f"{where}.block_name", 10_000)
+            elif kind == "phone_number":
+                number = button.get("phone_number")
+                if not (isinstance(number, str) and number.startswith("+") and _PHONE.fullmatch(number)):
+                    self.fail(f"{where}.phone_number", f"must be + and 9 to 15 digits, got {number!r}")
+            else:
+                self.fail(f"{where}.type", f"must be one of {', '.join(BUTTON_TYPES)}, got {kind!r}")
+
+    def receipt(self, payload: Mapping[str, Any], path: str) -> None:
+        for name in ("recipient_name", "order_number", "payment_method"):
+            self.text(payload.get(name), f"{path}.{name}", 10_000)
+        currency = payload.get("currency")
+        if not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
+            self.fail(f"{path}.currency", f"must be a 3-letter ISO 4217 code such as VND, got {currency!r}")
+        if "elements" in payload:
+            for i, element in enumerate(self.items(payload["elements"], f"{path}.elements", None, 0)):
+                where = f"{path}.elements[{i}]"
+                if self.obj(element, where) is not None:
+                    self.text(element.get("title"), f"{where}.title", MAX_ELEMENT_TITLE)
+                    self.number(element.get("price"), f"{where}.price")
+        summary = self.obj(payload.get("summary"), f"{path}.summary")
+        if summary is not None:
+            self.number(summary.get("total_cost"), f"{path}.summary.total_cost")
+
+
+class DynamicMessage(BaseModel):
+    """
+    A message in AhaChat's "JSON API" format, checked against Messenger's limits.
+
+    Build it with :meth:`parse`, which accepts the whole object, a list of messages, a single
+    message, or any of these as a JSON string, and reports every problem with its field.
+
+    :param messages: the messages, each a ``text`` or an ``attachment``, with optional ``quick_replies``.
+    :param set_attributes: attributes to set on the user.
+    :param redirect_to_blocks: blocks to start after the messages.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[dict[str, Any]]
+    set_attributes: dict[str, Any] | None = None
+    redirect_to_blocks: list[str] | None = None
+
+    @classmethod
+    def parse(cls, value: Any, field: str = "message") -> DynamicMessage:
+        """Validate ``value`` and return the message, or raise listing every problem."""
+        if isinstance(value, DynamicMessage):
+            return value
+        value = load_json(value, field)
+        if isinstance(value, list):
+            value = {"messages": value}
+        elif isinstance(value, Mapping) and "messages" not in value and ("text" in value or "attachment" in value):
+            value = {"messages": [value]}
+        check = _Checker()
+        top = check.obj(value, field, ("messages", "set_attributes", "redirect_to_blocks"))
+        set_attributes: dict[str, Any] | None = None
+        redirect: list[str] | None = None
+        if top is not None:
+            for i, message in enumerate(check.items(top.get("messages"), "messages", None)):
+                check.message(message, f"messages[{i}]")
+            if top.get("set_attributes") is not None:
+                try:
+                    set_attributes = validate_attributes(top["set_attributes"], "set_attributes")
+                except AhaChatValidationError as err:
+                    check.problems.extend(err.problems)
+            if top.get("redirect_to_blocks") is not None:
+                try:
+                    redirect = _string_list(top["redirect_to_blocks"], "redirect_to_blocks", "block name")
+                except AhaChatValidationError as err:
+                    check.problems.extend(err.problems)
+        if check.problems:
+            raise AhaChatValidationError(check.problems)
+        assert top is not None
+        return cls(
+            messages=[dict(m) for m in top["messages"]],
+            set_attributes=set_attributes,
+            redirect_to_blocks=redirect,
+        )
+
+    @classmethod
+    def text(cls, text: str, field: str = "text") -> DynamicMessage:
+        """A message of one text."""
+        return cls(messages=[{"text": validate_text(text, field)}])
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body AhaChat expects."""
+        return self.model_dump(mode="json", exclude_none=True)
