@@ -89,7 +89,7 @@ class AhaChatRateLimitError(AhaChatAPIError):
 
 
 class AhaChatServerError(AhaChatAPIError):
-    """5xx: AhaChat or Facebook failed. ``outcome_unknown`` says whether the request may have been processed."""
+    """5xx: AhaChat or Facebook failed; ``outcome_unknown`` says if the request may have been processed."""
 
 
 class AhaChatConnectionError(AhaChatAPIError):

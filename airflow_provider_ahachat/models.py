@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,7 +24,7 @@ from airflow_provider_ahachat.exceptions import AhaChatValidationError
 #: Query names of the Broadcast API; an attribute may not take one of them.
 RESERVED_ATTRIBUTE_NAMES = frozenset({"ahachat_token", "ahachat_message_tag", "ahachat_block_name", "phone"})
 
-AttributeValue = Union[str, int, float, bool]
+AttributeValue = str | int | float | bool
 
 # Messenger's limits, as AhaChat passes them on.
 MAX_TEXT = 2000
@@ -170,7 +170,9 @@ def _string_list(value: Any, field: str, what: str) -> list[str]:
     result: list[str] = []
     for index, item in enumerate(items):
         if not isinstance(item, str) or not item.strip():
-            raise AhaChatValidationError(f"{field}[{index}]: a {what} must be a non-empty string, got {item!r}")
+            raise AhaChatValidationError(
+                f"{field}[{index}]: a {what} must be a non-empty string, got {item!r}"
+            )
         if item.strip() not in result:
             result.append(item.strip())
     return result
@@ -199,7 +201,9 @@ def _check_attribute_name(name: Any, field: str) -> None:
         )
 
 
-def validate_attributes(value: Any, field: str = "attributes", *, allow_empty: bool = False) -> dict[str, Any]:
+def validate_attributes(
+    value: Any, field: str = "attributes", *, allow_empty: bool = False
+) -> dict[str, Any]:
     """
     Return attributes as a dict of name to string, number or boolean.
 
@@ -380,7 +384,9 @@ class _Checker:
         if "attachment" in msg:
             self.attachment(msg["attachment"], f"{path}.attachment")
         if "quick_replies" in msg:
-            for i, reply in enumerate(self.items(msg["quick_replies"], f"{path}.quick_replies", MAX_QUICK_REPLIES)):
+            for i, reply in enumerate(
+                self.items(msg["quick_replies"], f"{path}.quick_replies", MAX_QUICK_REPLIES)
+            ):
                 where = f"{path}.quick_replies[{i}]"
                 if self.obj(reply, where) is not None:
                     self.text(reply.get("title"), f"{where}.title", MAX_BUTTON_TITLE)
@@ -500,7 +506,11 @@ class DynamicMessage(BaseModel):
         value = load_json(value, field)
         if isinstance(value, list):
             value = {"messages": value}
-        elif isinstance(value, Mapping) and "messages" not in value and ("text" in value or "attachment" in value):
+        elif (
+            isinstance(value, Mapping)
+            and "messages" not in value
+            and ("text" in value or "attachment" in value)
+        ):
             value = {"messages": [value]}
         check = _Checker()
         top = check.obj(value, field, ("messages", "set_attributes", "redirect_to_blocks"))

@@ -1,0 +1,192 @@
+"""The Airflow side of AhaChat: turns an ``ahachat`` connection into an :class:`AhaChatClient`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_ahachat.client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    AhaChatClient,
+    RetryPolicy,
+)
+from airflow_provider_ahachat.exceptions import (
+    AhaChatAuthError,
+    AhaChatError,
+    AhaChatNotFoundError,
+    AhaChatValidationError,
+)
+from airflow_provider_ahachat.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+
+def _mask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's secret masker, wherever this Airflow version keeps it."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # older Airflow 3 releases
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    mask_secret(secret)
+
+
+def base_url_from_connection(host: str | None, port: int | None, schema: str | None) -> str:
+    """
+    The base URL a connection names, as Airflow's HTTP connection reads it.
+
+    ``host`` may carry its own scheme (``http://127.0.0.1:8790``); otherwise ``schema`` is the
+    scheme (default ``https``). No host means the real service, ``https://ahachat.com``.
+    """
+    host = (host or "").strip().rstrip("/")
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" not in host:
+        host = f"{(schema or '').strip() or 'https'}://{host}"
+    parts = urlsplit(host)
+    if port and parts.port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:{port}")
+    return urlunsplit(parts)
+
+
+class AhaChatHook(BaseHook):
+    """
+    Interact with an AhaChat bot.
+
+    The connection holds the Bot ID in ``login`` and the Bot Token in ``password``, both from the
+    bot's settings in AhaChat. ``host`` (with ``port`` and ``schema``) points elsewhere than
+    ``https://ahachat.com``, for example at the local sandbox. Extra fields: ``timeout`` (read
+    timeout, seconds), ``connect_timeout`` and ``max_retries``.
+
+    .. code-block:: python
+
+        hook = AhaChatHook(ahachat_conn_id="ahachat_default")
+        user = hook.client.find_user(phone="+84908071111")
+
+    :param ahachat_conn_id: the ``ahachat`` connection to use.
+    :param retry_unknown_outcome: retry message-sending requests whose outcome is unknown (a read
+        timeout or a 500), at the risk of sending twice. Off by default.
+    """
+
+    conn_name_attr = "ahachat_conn_id"
+    default_conn_name = "ahachat_default"
+    conn_type = "ahachat"
+    hook_name = "AhaChat"
+
+    def __init__(
+        self, ahachat_conn_id: str = default_conn_name, *, retry_unknown_outcome: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ahachat_conn_id = ahachat_conn_id
+        self.retry_unknown_outcome = retry_unknown_outcome
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ahachat_conn_id={self.ahachat_conn_id!r})"
+
+    @cached_property
+    def client(self) -> AhaChatClient:
+        """The API client for this connection, built once per hook."""
+        return self.client_from_connection(self.get_connection(self.ahachat_conn_id))
+
+    def get_conn(self) -> AhaChatClient:
+        """The API client for this connection."""
+        return self.client
+
+    def client_from_connection(self, conn: Connection) -> AhaChatClient:
+        """Build a client from ``conn``, after registering its token with the secret masker."""
+        token = (conn.password or "").strip()
+        if token:
+            _mask_secret(token)
+        bot_id = (conn.login or "").strip()
+        problems = []
+        if not bot_id:
+            problems.append(f"connection {self.ahachat_conn_id!r}: Bot ID (login) is empty")
+        if not token:
+            problems.append(f"connection {self.ahachat_conn_id!r}: Bot Token (password) is empty")
+        if problems:
+            raise AhaChatValidationError(problems)
+        extra = conn.extra_dejson
+        return AhaChatClient(
+            bot_id=bot_id,
+            token=token,
+            base_url=base_url_from_connection(conn.host, conn.port, conn.schema),
+            connect_timeout=self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
+            retry=RetryPolicy(
+                max_retries=int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries)),
+                retry_unknown_outcome=self.retry_unknown_outcome,
+            ),
+        )
+
+    def _extra_number(self, extra: dict[str, Any], name: str, default: float) -> float:
+        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
+        if value in (None, ""):
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if number < 0:
+            raise AhaChatValidationError(
+                f"connection {self.ahachat_conn_id!r}: extra field {name!r} must be a non-negative number, "
+                f"got {value!r}"
+            )
+        return number
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands."""
+        try:
+            client = self.client
+            bot = client.check_connection()
+        except AhaChatAuthError:
+            return False, (
+                "AhaChat refused the Bot Token for this Bot ID. Copy both again from the bot's "
+                "Settings in AhaChat (the token changes whenever it is reset)."
+            )
+        except AhaChatNotFoundError:
+            return (
+                False,
+                "AhaChat knows no bot with this Bot ID. Copy it again from the bot's Settings in AhaChat.",
+            )
+        except AhaChatError as err:
+            return False, f"Could not check the connection: {err}"
+        name = bot.get("name")
+        named = f" ({name})" if name else ""
+        return True, f"Connected to AhaChat bot {client.bot_id}{named} at {client.base_url}."
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's standard fields, for Airflow versions that ask the hook."""
+        return {
+            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
+            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields, for Airflow versions that ask the hook."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            integer = "integer" in spec["schema"]["type"]
+            field_class = IntegerField if integer else StringField
+            validators = [Optional(strip_whitespace=True)]
+            if integer:
+                validators.append(NumberRange(min=spec["schema"].get("minimum", 0)))
+            widgets[name] = field_class(
+                lazy_gettext(spec["label"]),
+                widget=BS3TextFieldWidget(),
+                validators=validators,
+                description=spec["description"],
+            )
+        return widgets
