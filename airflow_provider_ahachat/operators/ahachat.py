@@ -69,8 +69,9 @@ class FindUserOperator(AhaChatBaseOperator):
     Find a user by ``user_id`` or by ``phone`` (exactly one); return everything about them.
 
     The XCom value is the user: ``messenger_user_id``, names, ``phone``, ``tags``, ``attributes``,
-    ``last_interaction_at`` and ``subscribed``. A user that does not exist fails the task
-    (``AhaChatNotFoundError``).
+    ``last_interaction_at`` and ``subscribed``. The ID is also pushed under the XCom key
+    ``messenger_user_id``, so ``find.output["messenger_user_id"]`` feeds it to the next operator.
+    A user that does not exist fails the task (``AhaChatNotFoundError``).
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param phone: the phone number; spaces, dots and dashes are ignored (templated).
@@ -90,6 +91,7 @@ class FindUserOperator(AhaChatBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.client
         user = client.fetch_user(self.prepare(client))
+        context["ti"].xcom_push(key="messenger_user_id", value=user.messenger_user_id)
         self.log.info("AhaChat: found user %s (%s)", user.messenger_user_id, user.full_name or "no name")
         return user.model_dump(mode="json")
 

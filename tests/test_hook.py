@@ -1,0 +1,150 @@
+"""The hook: connection to client, the connection form Airflow shows, and the provider's registration."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from airflow_provider_ahachat.hooks.ahachat import base_url_from_connection
+
+BOT = "12404829"
+TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "schema", "expected"),
+    [
+        (None, None, None, "https://ahachat.com"),
+        ("", 8790, "http", "https://ahachat.com"),
+        ("127.0.0.1", 8790, "http", "http://127.0.0.1:8790"),
+        ("127.0.0.1", None, None, "https://127.0.0.1"),
+        ("http://127.0.0.1:8790", None, "", "http://127.0.0.1:8790"),
+        ("http://127.0.0.1", 8790, "https", "http://127.0.0.1:8790"),
+        ("https://proxy.example.com/ahachat/", None, None, "https://proxy.example.com/ahachat"),
+        ("ahachat.com", 443, "https", "https://ahachat.com:443"),
+    ],
+)
+def test_base_url_from_connection(host: Any, port: Any, schema: Any, expected: str) -> None:
+    assert base_url_from_connection(host, port, schema) == expected
+
+
+def test_client_from_connection_fields_and_extras(airflow_db: Any) -> None:
+    from airflow.sdk import Connection
+
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+
+    conn = Connection(
+        conn_id="aha",
+        conn_type="ahachat",
+        login=BOT,
+        password=TOKEN,
+        host="127.0.0.1",
+        port=8790,
+        schema="http",
+        extra=json.dumps({"timeout": "12", "connect_timeout": 3, "max_retries": 2}),
+    )
+    hook = AhaChatHook(ahachat_conn_id="aha", retry_unknown_outcome=True)
+    client = hook.client_from_connection(conn)
+    assert (client.bot_id, client.base_url, client.timeout) == (BOT, "http://127.0.0.1:8790", (3.0, 12.0))
+    assert client.retry.max_retries == 2
+    assert client.retry.retry_unknown_outcome is True
+    assert TOKEN not in repr(client) + repr(hook)
+
+
+def test_uri_form_of_the_real_service(airflow_db: Any) -> None:
+    from airflow.sdk import Connection
+
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+
+    conn = Connection.from_uri(f"ahachat://{BOT}:{TOKEN}@", conn_id="ahachat_default")
+    client = AhaChatHook().client_from_connection(conn)
+    assert (client.bot_id, client.base_url) == (BOT, "https://ahachat.com")
+
+
+@pytest.mark.parametrize(
+    ("login", "password", "extra", "problem"),
+    [
+        ("", TOKEN, None, "Bot ID (login) is empty"),
+        (BOT, "", None, "Bot Token (password) is empty"),
+        (BOT, TOKEN, {"timeout": "soon"}, "extra field 'timeout' must be a non-negative number, got 'soon'"),
+    ],
+)
+def test_incomplete_connections_are_explained(airflow_db: Any, login, password, extra, problem) -> None:
+    from airflow.sdk import Connection
+
+    from airflow_provider_ahachat.exceptions import AhaChatValidationError
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+
+    conn = Connection(
+        conn_id="aha", conn_type="ahachat", login=login, password=password, extra=json.dumps(extra or {})
+    )
+    with pytest.raises(AhaChatValidationError, match=re.escape(problem)):
+        AhaChatHook(ahachat_conn_id="aha").client_from_connection(conn)
+
+
+def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) -> None:
+    """What the API server's connection hook metadata (the UI's form) says of ``ahachat``."""
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "ahachat"]
+    assert meta.hook_name == "AhaChat"
+    assert meta.hook_class_name == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
+    standard = meta.standard_fields
+    assert standard is not None
+    assert standard.login is not None and standard.login.title == "Bot ID"
+    assert standard.password is not None and standard.password.title == "Bot Token"
+    assert standard.host is not None and standard.host.title == "Base URL"
+    assert meta.extra_fields is not None
+    assert set(meta.extra_fields) == {"timeout", "connect_timeout", "max_retries"}
+    assert meta.extra_fields["timeout"]["schema"]["title"] == "Read timeout (seconds)"
+
+
+def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
+    from airflow_provider_ahachat.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+
+    behaviour = AhaChatHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"] == UI_FIELD_BEHAVIOUR["relabeling"]
+    assert behaviour["hidden_fields"] == ["extra"]
+    assert set(CONN_FIELDS) == {"timeout", "connect_timeout", "max_retries"}
+
+
+def run_airflow(*args: str) -> Any:
+    """Run the ``airflow`` command line with ``--output json``; return the JSON it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", *args, "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    return json.loads(line)
+
+
+def test_airflow_discovers_the_provider(airflow_db: Any) -> None:
+    providers = run_airflow("providers", "list")
+    assert {"package_name": "airflow-provider-ahachat", "version": "0.1.0"}.items() <= {
+        k: v for p in providers if p["package_name"] == "airflow-provider-ahachat" for k, v in p.items()
+    }.items()
+    hooks = run_airflow("providers", "hooks")
+    ahachat = [h for h in hooks if h["connection_type"] == "ahachat"]
+    assert ahachat, hooks
+    assert ahachat[0]["class"] == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
+
+
+def test_importing_the_operators_pulls_in_nothing_heavy() -> None:
+    code = (
+        "import sys; import airflow_provider_ahachat.operators.ahachat; "
+        "heavy = [m for m in ('fastapi', 'uvicorn', 'airflow_provider_ahachat.sandbox', 'starlette') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
