@@ -148,3 +148,50 @@ def test_importing_the_operators_pulls_in_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_test_connection_in_words_a_person_understands(airflow_db: Any, sandbox: Any, monkeypatch) -> None:
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+    from airflow_provider_ahachat.sandbox.server import connection_uri
+
+    cases = {
+        "good": sandbox.connection_uri,
+        "wrong_token": connection_uri(sandbox.url, sandbox.bot_id, "e" * 64),
+        "unknown_bot": connection_uri(sandbox.url, "999", sandbox.token),
+    }
+    for conn_id, uri in cases.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri)
+    answers = {conn_id: AhaChatHook(ahachat_conn_id=conn_id).test_connection() for conn_id in cases}
+
+    assert answers["good"] == (True, f"Connected to AhaChat bot 12404829 (Shop Thời Trang Lan Anh) at {sandbox.url}.")
+    assert answers["wrong_token"][0] is False
+    assert "refused the Bot Token" in answers["wrong_token"][1]
+    assert answers["unknown_bot"] == (
+        False,
+        "AhaChat knows no bot with this Bot ID. Copy it again from the bot's Settings in AhaChat.",
+    )
+    assert all(sandbox.token not in message for _, message in answers.values())
+
+
+def test_airflow_connections_test_uses_it(airflow_db: Any, sandbox: Any) -> None:
+    import os
+
+    from airflow_provider_ahachat.sandbox.server import connection_uri
+
+    def connections_test(uri: str) -> str:
+        env = {**os.environ, "AIRFLOW__CORE__TEST_CONNECTION": "Enabled", "AIRFLOW_CONN_AHACHAT_DEFAULT": uri}
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "connections", "test", "ahachat_default"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+        )
+        return result.stdout + result.stderr
+
+    good = connections_test(sandbox.connection_uri)
+    assert "Connection success!" in good, good
+    bad = connections_test(connection_uri(sandbox.url, sandbox.bot_id, "e" * 64))
+    assert "Connection failed!" in bad, bad
+    assert "AhaChat refused the Bot Token for this Bot ID" in bad
+    assert sandbox.token not in good + bad

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 
     from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
 
+__all__ = [
+    "AddAttributesOperator",
+    "AddTagsOperator",
+    "AhaChatBaseOperator",
+    "BroadcastBlockOperator",
+    "FindUserOperator",
+    "RemoveTagsOperator",
+    "ResetAttributesOperator",
+    "SendDynamicMessageOperator",
+    "SendTextMessageOperator",
+]
+
 
 class AhaChatBaseOperator(BaseOperator):
     """
