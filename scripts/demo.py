@@ -45,7 +45,8 @@ def airflow(env: dict[str, str], log: Path, *args: str) -> None:
     started = time.monotonic()
     with log.open("a") as out:
         code = subprocess.call([sys.executable, "-m", "airflow", *args], env=env, stdout=out, stderr=out)
-    print(f"  airflow {' '.join(args)}: {'ok' if code == 0 else f'exit {code}'} ({time.monotonic() - started:.1f}s)")
+    outcome = "ok" if code == 0 else f"exit {code}"
+    print(f"  airflow {' '.join(args)}: {outcome} ({time.monotonic() - started:.1f}s)")
     if code != 0:
         print(log.read_text()[-6000:])
         raise SystemExit(f"airflow {' '.join(args)} failed; the full log is in {log}")
@@ -61,12 +62,17 @@ def delivered_text(entry: dict[str, Any]) -> list[str]:
         else:
             payload = message.get("attachment", {}).get("payload", {})
             buttons = [b.get("title", "") for b in payload.get("buttons", [])]
-            lines.append(f"{payload.get('text') or message['attachment'].get('type')}  [{' | '.join(buttons)}]")
+            lines.append(
+                f"{payload.get('text') or message['attachment'].get('type')}  [{' | '.join(buttons)}]"
+            )
     return lines
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="ahachat-demo-") as tmp, SandboxProcess(conn_id=CONN_ID) as sandbox:
+    with (
+        tempfile.TemporaryDirectory(prefix="ahachat-demo-") as tmp,
+        SandboxProcess(conn_id=CONN_ID) as sandbox,
+    ):
         home = Path(tmp)
         log = home / "airflow.log"
         print(f"AhaChat sandbox at {sandbox.url} (bot {sandbox.bot_id}); Airflow home {home}")

@@ -163,7 +163,10 @@ def test_test_connection_in_words_a_person_understands(airflow_db: Any, sandbox:
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri)
     answers = {conn_id: AhaChatHook(ahachat_conn_id=conn_id).test_connection() for conn_id in cases}
 
-    assert answers["good"] == (True, f"Connected to AhaChat bot 12404829 (Shop Thời Trang Lan Anh) at {sandbox.url}.")
+    assert answers["good"] == (
+        True,
+        f"Connected to AhaChat bot 12404829 (Shop Thời Trang Lan Anh) at {sandbox.url}.",
+    )
     assert answers["wrong_token"][0] is False
     assert "refused the Bot Token" in answers["wrong_token"][1]
     assert answers["unknown_bot"] == (

@@ -62,7 +62,7 @@ CONTRACT_EXAMPLE: dict[str, Any] = {
     "redirect_to_blocks": ["after_size"],
 }
 
-RECEIPT = {
+RECEIPT: dict[str, Any] = {
     "attachment": {
         "type": "template",
         "payload": {

@@ -95,7 +95,7 @@ def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
     lan = sandbox.user(LAN)
     assert lan["attributes"]["codeso"] == 99999 and lan["attributes"]["s_d_t"] == "0908071111"
     assert "city" not in lan["attributes"]
-    assert set(lan["tags"]) == {"khach_quen", "da_mua_hang", "loyal"}
+    assert set(lan["tags"]) == {"khach_quen", "cho_giao_hang", "da_mua_hang", "loyal"}
     assert sandbox.user(BAO)["attributes"]["tracking_number"] == "GHN0001VN"
 
     delivered = [(e["messenger_user_id"], e["kind"]) for e in sandbox.outbox()]
@@ -337,6 +337,9 @@ def test_the_example_dag_runs_end_to_end(dag_runner: Any, sandbox: SandboxServer
 
     dag = load_example_dag()
     assert isinstance(dag, DAG)
+    before = sandbox.user(LAN)
+    assert "cho_giao_hang" in before["tags"]
+    assert "gio_hang" in before["attributes"]
     result = dag_runner(dag, {"ahachat_sandbox": sandbox.connection_uri})
 
     assert result.succeeded, result.summary()

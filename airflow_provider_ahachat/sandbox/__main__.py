@@ -1,0 +1,166 @@
+"""
+``python -m airflow_provider_ahachat.sandbox``: run the AhaChat sandbox until interrupted.
+
+Once it accepts requests it prints, and flushes::
+
+    AhaChat sandbox listening on http://127.0.0.1:8790
+    Bot 12404829 (Shop Thời Trang Lan Anh): 12 users, 12 blocks
+    AIRFLOW_CONN_AHACHAT_DEFAULT='ahachat://12404829:<token>@127.0.0.1:8790/http'
+    Control API: http://127.0.0.1:8790/_sandbox/docs
+
+The first line is stable, for programs that start the sandbox and read its URL. SIGINT or SIGTERM
+stop it cleanly, with exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
+
+from airflow_provider_ahachat.sandbox.app import create_app
+from airflow_provider_ahachat.sandbox.server import (
+    DEFAULT_CONN_ID,
+    READY_PREFIX,
+    bind_socket,
+    connection_env_var,
+    connection_uri,
+    socket_url,
+    uvicorn_config,
+)
+from airflow_provider_ahachat.sandbox.state import SandboxConfig, SandboxState, SeedError, read_seed
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _error_status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"must be an HTTP error status from 400 to 599, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_ahachat.sandbox",
+        description="Run a local, in-memory AhaChat for tests and demos.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8790, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument("--seed", default=None, help="seed JSON file (default: the packaged seed.json)")
+    parser.add_argument(
+        "--latency-ms", type=_non_negative, default=0.0, help="latency added to every API request"
+    )
+    parser.add_argument(
+        "--rate-limit", type=_non_negative, default=0.0, help="API requests per second before 429s; 0 is off"
+    )
+    parser.add_argument("--retry-after", type=int, default=1, help="least Retry-After of a 429, in seconds")
+    parser.add_argument(
+        "--error-rate",
+        type=_fraction,
+        default=0.0,
+        help="fraction of API requests answered with --error-status",
+    )
+    parser.add_argument("--error-status", type=_error_status, default=503, help="status of injected errors")
+    parser.add_argument(
+        "--deliver-before-fail",
+        action="store_true",
+        help="process a request before answering it with an injected error",
+    )
+    parser.add_argument(
+        "--conn-id",
+        default=DEFAULT_CONN_ID,
+        help="Airflow connection ID to print a URI for (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="uvicorn's log level (default: %(default)s)",
+    )
+    return parser
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that prints the ready lines once it accepts requests."""
+
+    def __init__(self, config: uvicorn.Config, lines: Sequence[str]) -> None:
+        super().__init__(config)
+        self.lines = lines
+
+    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets=sockets)  # type: ignore[arg-type]
+        if self.started:
+            print("\n".join(self.lines), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sandbox; return the exit code."""
+    args = build_parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        seed = read_seed(args.seed)
+        config = SandboxConfig(
+            latency_ms=args.latency_ms,
+            rate_limit=args.rate_limit,
+            retry_after=max(1, args.retry_after),
+            error_rate=args.error_rate,
+            error_status=args.error_status,
+            deliver_before_fail=args.deliver_before_fail,
+        )
+        state = SandboxState(seed, config)
+    except SeedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    url = socket_url(sock, args.host)
+    bot = state.default_bot
+    lines = [
+        f"{READY_PREFIX}{url}",
+        f"Bot {bot.id} ({bot.name}): {len(bot.users)} users, {len(bot.blocks)} blocks",
+        f"{connection_env_var(args.conn_id)}='{connection_uri(url, bot.id, bot.token)}'",
+        f"Control API: {url}/_sandbox/docs",
+    ]
+    server = _AnnouncingServer(uvicorn_config(create_app(state), args.log_level), lines)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    # Uvicorn takes over these signals while it serves and hands them back afterwards; until then,
+    # and when it hands them back, they only ask for a clean stop.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
