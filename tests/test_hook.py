@@ -198,3 +198,18 @@ def test_airflow_connections_test_uses_it(airflow_db: Any, sandbox: Any) -> None
     assert "Connection failed!" in bad, bad
     assert "AhaChat refused the Bot Token for this Bot ID" in bad
     assert sandbox.token not in good + bad
+
+
+def test_the_hook_registers_the_token_with_the_secret_masker(airflow_db: Any) -> None:
+    from airflow.sdk import Connection
+    from airflow.sdk.log import redact
+
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+
+    token = "9" * 60 + "abcd"
+    line = f"POST /api/bots/{BOT}/users/1/send?ahachat_token={token}"
+    assert token in str(redact(line))  # not yet known to the masker
+    # A connection built in memory, not fetched: only the hook can have registered the token.
+    conn = Connection(conn_id="masked", conn_type="ahachat", login=BOT, password=token)
+    AhaChatHook(ahachat_conn_id="masked").client_from_connection(conn)
+    assert token not in str(redact(line))
