@@ -311,8 +311,6 @@ class RetryPolicy:
             return True
         if not isinstance(error, AhaChatServerError | AhaChatConnectionError):
             return False
-        if getattr(error, "permanent", False):
-            return False
         if error.outcome_unknown:
             return self.retry_unknown_outcome or not request.sends_message
         return True
@@ -334,10 +332,8 @@ def _transport_error(
             + (": the message may or may not have been sent" if request.sends_message else ""),
             outcome_unknown=True,
         )
-    if isinstance(exc, requests.exceptions.SSLError):
-        err = AhaChatConnectionError(f"TLS failed while connecting to AhaChat for {where}")
-        err.permanent = True  # type: ignore[attr-defined]
-        return err
+    if isinstance(exc, requests.exceptions.SSLError):  # the handshake failed: nothing was sent
+        return AhaChatConnectionError(f"TLS failed while connecting to AhaChat for {where}")
     if isinstance(exc, requests.exceptions.ConnectionError):
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
         if isinstance(reason, urllib3.exceptions.NewConnectionError):

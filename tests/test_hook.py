@@ -87,21 +87,25 @@ def test_incomplete_connections_are_explained(airflow_db: Any, login, password, 
         AhaChatHook(ahachat_conn_id="aha").client_from_connection(conn)
 
 
-def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) -> None:
-    """What the API server's connection hook metadata (the UI's form) says of ``ahachat``."""
-    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any, monkeypatch) -> None:
+    """The API server's connection hook metadata, which the UI's connection form is built from."""
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
 
-    (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "ahachat"]
-    assert meta.hook_name == "AhaChat"
-    assert meta.hook_class_name == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
-    standard = meta.standard_fields
-    assert standard is not None
-    assert standard.login is not None and standard.login.title == "Bot ID"
-    assert standard.password is not None and standard.password.title == "Bot Token"
-    assert standard.host is not None and standard.host.title == "Base URL"
-    assert meta.extra_fields is not None
-    assert set(meta.extra_fields) == {"timeout", "connect_timeout", "max_retries"}
-    assert meta.extra_fields["timeout"]["schema"]["title"] == "Read timeout (seconds)"
+    with TestClient(create_app("core")) as api:
+        answer = api.get("/ui/connections/hook_meta")
+    assert answer.status_code == 200, answer.text
+    (meta,) = [m for m in answer.json() if m["connection_type"] == "ahachat"]
+    assert meta["hook_name"] == "AhaChat"
+    assert meta["hook_class_name"] == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
+    standard = meta["standard_fields"]
+    assert (standard["login"]["title"], standard["password"]["title"]) == ("Bot ID", "Bot Token")
+    assert (standard["host"]["title"], standard["url_schema"]["title"]) == ("Base URL", "Scheme")
+    extra = meta["extra_fields"]
+    assert set(extra) == {"timeout", "connect_timeout", "max_retries"}
+    assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
+    assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
 
 
 def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
