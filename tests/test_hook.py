@@ -145,7 +145,8 @@ def test_airflow_discovers_the_provider(airflow_db: Any) -> None:
 def test_importing_the_operators_pulls_in_nothing_heavy() -> None:
     code = (
         "import sys; import airflow_provider_ahachat.operators.ahachat; "
-        "heavy = [m for m in ('fastapi', 'uvicorn', 'airflow_provider_ahachat.sandbox', 'starlette') "
+        "heavy = [m for m in ('fastapi', 'uvicorn', 'starlette', 'requests', "
+        "'airflow_provider_ahachat.sandbox', 'airflow_provider_ahachat.client') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run(

@@ -8,13 +8,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_ahachat.client import (
-    DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_READ_TIMEOUT,
-    AhaChatClient,
-    RetryPolicy,
-)
 from airflow_provider_ahachat.exceptions import (
     AhaChatAuthError,
     AhaChatError,
@@ -25,6 +18,8 @@ from airflow_provider_ahachat.get_provider_info import CONN_FIELDS, UI_FIELD_BEH
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+    from airflow_provider_ahachat.client import AhaChatClient
 
 
 def _mask_secret(secret: str) -> None:
@@ -45,6 +40,8 @@ def base_url_from_connection(host: str | None, port: int | None, schema: str | N
     """
     host = (host or "").strip().rstrip("/")
     if not host:
+        from airflow_provider_ahachat.client import DEFAULT_BASE_URL
+
         return DEFAULT_BASE_URL
     if "://" not in host:
         host = f"{(schema or '').strip() or 'https'}://{host}"
@@ -99,6 +96,15 @@ class AhaChatHook(BaseHook):
 
     def client_from_connection(self, conn: Connection) -> AhaChatClient:
         """Build a client from ``conn``, after registering its token with the secret masker."""
+        # Imported here, not at the top: DAG files import the operators, and so this module, at
+        # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
+        from airflow_provider_ahachat.client import (
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_READ_TIMEOUT,
+            AhaChatClient,
+            RetryPolicy,
+        )
+
         token = (conn.password or "").strip()
         if token:
             _mask_secret(token)
