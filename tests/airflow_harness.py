@@ -196,15 +196,10 @@ def sync_dag_to_db(dag: DAG, bundle_name: str = BUNDLE_NAME) -> None:
     writer: Any
     try:  # Airflow >= 3.2: the scheduler-side DAG class owns bulk_write_to_db
         writer = importlib.import_module("airflow.serialization.definitions.dag").SerializedDAG
-    except (ImportError, AttributeError):  # pragma: no cover - Airflow 3.1 (untested here)
-        writer = importlib.import_module("airflow.models.dag").DAG
+    except (ImportError, AttributeError):  # Airflow 3.1
+        writer = importlib.import_module("airflow.serialization.serialized_objects").SerializedDAG
 
-    from_dag = getattr(LazyDeserializedDAG, "from_dag", None)
-    if from_dag is not None:
-        lazy_dag = from_dag(dag)
-    else:  # pragma: no cover - Airflow 3.1 (untested here)
-        serializer: Any = importlib.import_module("airflow.serialization.serialized_objects").SerializedDAG
-        lazy_dag = LazyDeserializedDAG(data=serializer.to_dict(dag))
+    lazy_dag = LazyDeserializedDAG.from_dag(dag)
 
     with create_session() as session:
         session.merge(DagBundleModel(name=bundle_name))

@@ -87,14 +87,16 @@ def test_incomplete_connections_are_explained(airflow_db: Any, login, password, 
         AhaChatHook(ahachat_conn_id="aha").client_from_connection(conn)
 
 
-def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any, monkeypatch) -> None:
+def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) -> None:
     """The API server's connection hook metadata, which the UI's connection form is built from."""
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-    from airflow.api_fastapi.app import create_app
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app("core")) as api:
-        answer = api.get("/ui/connections/hook_meta")
+    app = create_app("core")
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="ADMIN"))
+    with TestClient(app) as api:
+        answer = api.get("/ui/connections/hook_meta", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
     (meta,) = [m for m in answer.json() if m["connection_type"] == "ahachat"]
     assert meta["hook_name"] == "AhaChat"
