@@ -295,11 +295,6 @@ class User(BaseModel):
     def _id_as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @property
-    def full_name(self) -> str:
-        """First and last name, as far as known."""
-        return " ".join(part for part in (self.first_name, self.last_name) if part)
-
 
 class SendResult(BaseModel):
     """

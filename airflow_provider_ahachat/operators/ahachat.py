@@ -104,7 +104,7 @@ class FindUserOperator(AhaChatBaseOperator):
         client = self.hook.client
         user = client.fetch_user(self.prepare(client))
         context["ti"].xcom_push(key="messenger_user_id", value=user.messenger_user_id)
-        self.log.info("AhaChat: found user %s (%s)", user.messenger_user_id, user.full_name or "no name")
+        self.log.info("AhaChat: found user %s (%s)", user.messenger_user_id, user.first_name or "no name")
         return user.model_dump(mode="json")
 
 

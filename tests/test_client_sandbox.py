@@ -1,0 +1,145 @@
+"""The client against the sandbox: every action, every error class, and retries that deliver once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy, build_request
+from airflow_provider_ahachat.exceptions import (
+    AhaChatAuthError,
+    AhaChatInvalidRequestError,
+    AhaChatNotFoundError,
+    AhaChatOutsideWindowError,
+    AhaChatRateLimitError,
+    AhaChatServerError,
+)
+from airflow_provider_ahachat.sandbox import SandboxServer
+
+LAN = "3824547807572463"  # wrote 30 minutes ago
+BAO = "5310298476123984"  # wrote 3 days ago
+ANH = "3069285714039285"  # unsubscribed
+OTHER_BOT = "20517736"
+FAST = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_max=0.05, max_retry_time=10)
+
+
+@pytest.fixture
+def client(sandbox: SandboxServer) -> Iterator[AhaChatClient]:
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=FAST) as c:
+        yield c
+
+
+def test_every_action(client: AhaChatClient, sandbox: SandboxServer) -> None:
+    assert client.check_connection()["name"] == "Shop Thời Trang Lan Anh"
+    lan = client.find_user(phone="0908 071 111")
+    assert lan.messenger_user_id == LAN
+    assert (lan.last_name, lan.first_name) == ("Nguyễn Thị", "Lan")
+    assert client.find_user(user_id=LAN).phone == "+84908071111"
+
+    client.add_tags(LAN, ["mùa_hè", "vip"])
+    client.remove_tags(LAN, "khach_quen")
+    client.add_attributes(LAN, {"codeso": 99999, "ghi_chu": "Giao giờ hành chính", "vip": True})
+    client.reset_attributes(LAN, ["city"])
+    after = client.find_user(user_id=LAN)
+    assert "mùa_hè" in after.tags
+    assert "khach_quen" not in after.tags
+    assert after.attributes["codeso"] == 99999
+    assert after.attributes["ghi_chu"] == "Giao giờ hành chính"
+    assert "city" not in after.attributes
+
+    client.send_text(LAN, "Chào Lan!")
+    client.send_message(LAN, {"messages": [{"text": "Chọn size:"}], "set_attributes": {"size_asked": "yes"}})
+    result = client.broadcast_block(
+        "shipping_update",
+        phone="+84 903 456 789",
+        message_tag="POST_PURCHASE_UPDATE",
+        attributes={"order_id": "Đơn #9", "tracking_number": "GHN1"},
+    )
+    assert result.phone == "+84903456789"
+    delivered = sandbox.outbox()
+    assert [(e["messenger_user_id"], e["kind"]) for e in delivered] == [
+        (LAN, "text"),
+        (LAN, "dynamic"),
+        (BAO, "broadcast"),
+    ]
+    assert "Đơn #9" in delivered[2]["text"]
+    assert client.find_user(user_id=LAN).attributes["size_asked"] == "yes"
+
+
+def test_every_error_class(client: AhaChatClient, sandbox: SandboxServer) -> None:
+    # 400: the sandbox's own check, reached by a request built without the client's validation.
+    bad = build_request("add_tags", sandbox.bot_id, user_id=LAN, json_body={"tags": []})
+    with pytest.raises(AhaChatInvalidRequestError) as info:
+        client.send(bad)
+    assert info.value.status == 400
+    with pytest.raises(AhaChatNotFoundError, match="404"):
+        client.find_user(user_id="1111111111111111")
+    with pytest.raises(AhaChatNotFoundError):
+        client.broadcast_block("no_such_block", user_id=LAN)
+    with pytest.raises(AhaChatNotFoundError):
+        client.broadcast_block("welcome", phone="+84999999999")
+    with pytest.raises(AhaChatOutsideWindowError) as window:
+        client.send_text(BAO, "Chào")
+    assert window.value.status == 422
+    with pytest.raises(AhaChatOutsideWindowError):
+        client.broadcast_block("welcome", user_id=ANH)
+    with (
+        AhaChatClient(sandbox.bot_id, "0" * 64, sandbox.url) as wrong,
+        pytest.raises(AhaChatAuthError) as auth,
+    ):
+        wrong.check_connection()
+    assert auth.value.status == 401
+    other_token = sandbox.tokens[OTHER_BOT]
+    with (
+        AhaChatClient(sandbox.bot_id, other_token, sandbox.url) as other,
+        pytest.raises(AhaChatAuthError) as auth,
+    ):
+        other.check_connection()
+    assert auth.value.status == 403
+    assert sandbox.outbox() == []
+
+
+def test_a_broadcast_outside_the_window_reaches_the_customer(
+    client: AhaChatClient, sandbox: SandboxServer
+) -> None:
+    client.broadcast_block("welcome", user_id=BAO, message_tag="ACCOUNT_UPDATE")
+    assert [e["kind"] for e in sandbox.outbox(BAO)] == ["broadcast"]
+
+
+def test_injected_503s_are_retried_and_deliver_once(client: AhaChatClient, sandbox: SandboxServer) -> None:
+    sandbox.configure(fail_next=[503, 502, 504])
+    client.send_text(LAN, "Chào")
+    assert len(sandbox.outbox(LAN)) == 1
+    assert len([r for r in sandbox.request_log() if r["path"].endswith("/messages")]) == 4
+
+
+def test_a_500_after_delivery_is_not_resent(client: AhaChatClient, sandbox: SandboxServer) -> None:
+    sandbox.configure(fail_next=[{"status": 500, "deliver": True}])
+    with pytest.raises(AhaChatServerError) as info:
+        client.broadcast_block("welcome", user_id=LAN)
+    assert info.value.outcome_unknown
+    assert len(sandbox.outbox(LAN)) == 1  # it was delivered, and only once
+
+
+def test_rate_limits_are_waited_out(client: AhaChatClient, sandbox: SandboxServer) -> None:
+    sandbox.configure(rate_limit=5, retry_after=1)
+    started = time.monotonic()
+    for _ in range(8):
+        client.add_tags(LAN, "vip")
+    assert time.monotonic() - started >= 0.5
+    statuses = [r["status"] for r in sandbox.request_log(limit=100)]
+    assert statuses.count(200) == 8
+    assert 429 in statuses
+
+
+def test_rate_limit_past_the_time_budget_is_an_error(sandbox: SandboxServer) -> None:
+    sandbox.configure(rate_limit=1, retry_after=30)
+    policy = RetryPolicy(max_retry_time=2)
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=policy) as c:
+        c.add_tags(LAN, "vip")
+        with pytest.raises(AhaChatRateLimitError) as info:
+            c.add_tags(LAN, "vip")
+    assert info.value.retry_after is not None
+    assert info.value.retry_after >= 30
