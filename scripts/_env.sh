@@ -1,9 +1,15 @@
-# Shared set-up for scripts/test.sh and scripts/demo.sh: installs the pinned uv if missing and
+# Shared set-up for scripts/test.sh and scripts/demo.sh: installs the pinned uv if it is missing and
 # syncs .venv to uv.lock. Needs only Python 3.10+ and access to the package index.
 UV_VERSION=0.13.8
 export UV_PYTHON_DOWNLOADS=never
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
-  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
-  export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  if python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then
+    PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  else  # a Python that refuses installs of its own (PEP 668): use a private virtual environment
+    python3 -m venv .tools
+    .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+    PATH="$PWD/.tools/bin:$PATH"
+  fi
+  export PATH
 fi
 uv sync --frozen --quiet --python "$(command -v python3)"
