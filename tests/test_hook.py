@@ -71,7 +71,24 @@ def test_uri_form_of_the_real_service(airflow_db: Any) -> None:
     [
         ("", TOKEN, None, "Bot ID (login) is empty"),
         (BOT, "", None, "Bot Token (password) is empty"),
-        (BOT, TOKEN, {"timeout": "soon"}, "extra field 'timeout' must be a non-negative number, got 'soon'"),
+        (
+            BOT,
+            TOKEN,
+            {"timeout": "soon"},
+            "extra field 'timeout' must be a number of seconds above 0, got 'soon'",
+        ),
+        (
+            BOT,
+            TOKEN,
+            {"connect_timeout": 0},
+            "extra field 'connect_timeout' must be a number of seconds above 0",
+        ),
+        (
+            BOT,
+            TOKEN,
+            {"max_retries": 2.5},
+            "extra field 'max_retries' must be a whole number, 0 or more, got 2.5",
+        ),
     ],
 )
 def test_incomplete_connections_are_explained(airflow_db: Any, login, password, extra, problem) -> None:

@@ -124,23 +124,29 @@ class AhaChatHook(BaseHook):
             connect_timeout=self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
             read_timeout=self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
             retry=RetryPolicy(
-                max_retries=int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries)),
+                max_retries=int(
+                    self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)
+                ),
                 retry_unknown_outcome=self.retry_unknown_outcome,
             ),
         )
 
-    def _extra_number(self, extra: dict[str, Any], name: str, default: float) -> float:
+    def _extra_number(
+        self, extra: dict[str, Any], name: str, default: float, *, whole: bool = False
+    ) -> float:
+        """An extra field's number: positive, or a whole number of at least 0 when ``whole``."""
         value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
         if value in (None, ""):
             return default
         try:
             number = float(value)
         except (TypeError, ValueError):
-            number = -1.0
-        if number < 0:
+            number = float("nan")
+        valid = number >= 0 and number.is_integer() if whole else number > 0
+        if not valid:
+            rule = "a whole number, 0 or more" if whole else "a number of seconds above 0"
             raise AhaChatValidationError(
-                f"connection {self.ahachat_conn_id!r}: extra field {name!r} must be a non-negative number, "
-                f"got {value!r}"
+                f"connection {self.ahachat_conn_id!r}: extra field {name!r} must be {rule}, got {value!r}"
             )
         return number
 

@@ -71,8 +71,8 @@ class AhaChatBaseOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         client = self.hook.client
         request = self.prepare(client)
-        assert request.recipient is not None
-        self.log.info("AhaChat: %s for %s", request.action.replace("_", " "), request.recipient.describe())
+        who = request.recipient.describe() if request.recipient else f"bot {client.bot_id}"
+        self.log.info("AhaChat: %s for %s", request.action.replace("_", " "), who)
         return client.perform(request).model_dump(mode="json")
 
 
