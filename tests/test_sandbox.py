@@ -529,7 +529,8 @@ def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
         {"error_rate": 2},
         {"error_status": 200},
         {"fail_next": [700]},
-        {"retry_after": 0},
+        {"retry_after": -1},
+        {"error_status": [503, 200]},
     ):
         with pytest.raises(SandboxControlError) as caught:
             sandbox.configure(**knobs)
@@ -808,3 +809,34 @@ def test_reset_refills_the_rate_limit() -> None:
         assert _session.get(url, params={"ahachat_token": server.token}, timeout=10).status_code == 200
     with pytest.raises(ValueError, match="rate_limit"):
         SandboxServer(config={"rate_limit": -1})
+
+
+# --------------------------------------------------------------------------- tests at scale
+
+
+def test_generated_users_are_real_users_and_outbox_counts_tell_who_got_what(sandbox: SandboxServer) -> None:
+    ids = sandbox.generate_users(3, start=10)
+    assert ids == ["9000000000000010", "9000000000000011", "9000000000000012"]
+    found = ok_data(call(sandbox, "GET", "/users", params={"phone": "0900000011"}))
+    assert found["messenger_user_id"] == ids[1]
+    assert ok_data(call(sandbox, "GET", f"/users/{ids[2]}"))["first_name"] == "Khách 12"
+    for uid in (ids[0], ids[0], ids[2]):
+        assert broadcast(sandbox, uid, "shipping_update").status_code == 200
+    assert sandbox.outbox_counts() == {ids[0]: 2, ids[2]: 1}
+    assert sandbox.outbox_counts(bot_id="20517736") == {}
+    with pytest.raises(SandboxControlError) as caught:
+        sandbox.generate_users(1, start=10)  # the IDs are taken: nothing is added twice silently
+    assert caught.value.status == 409
+
+
+def test_out_of_window_generated_users_get_no_text(sandbox: SandboxServer) -> None:
+    (uid,) = sandbox.generate_users(1, in_window=False)
+    message = {"messages": [{"text": "hi"}]}
+    assert error(call(sandbox, "POST", f"/users/{uid}/messages", json=message), 422)
+
+
+def test_random_errors_draw_from_a_list_of_statuses(sandbox: SandboxServer) -> None:
+    sandbox.configure(error_rate=1.0, error_status=[429, 503], retry_after=0)
+    statuses = {call(sandbox, "GET", "").status_code for _ in range(40)}
+    assert statuses == {429, 503}
+    assert call(sandbox, "GET", "").headers.get("Retry-After") in (None, "0")

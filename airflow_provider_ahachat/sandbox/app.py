@@ -22,6 +22,12 @@ token and goes through none of them:
     "messenger_user_id", "kind" (broadcast, text, dynamic or block), "block_name", "message_tag",
     "blocks" (every block that ran), "messages" (placeholders replaced), "text" (a readable
     summary, one line per message), "attributes" (saved by the request), "unresolved"}``.
+``GET /_sandbox/outbox/counts?bot_id=``
+    ``{user_id: number of outbox entries}``: who got how many deliveries, to check exactly-once.
+``POST /_sandbox/users/generate?bot_id=``
+    Add ``count`` numbered customers for tests at scale (``{"count", "start": 0, "in_window":
+    true}``): number ``i`` has the ID ``9`` and ``i`` in 15 digits, the phone ``+849`` and ``i`` in
+    8 digits. Answers ``{"added", "first", "last"}``.
 ``GET /_sandbox/users?bot_id=``, ``GET /_sandbox/users/<id>?bot_id=``
     Users as the API shows them. ``bot_id`` may be left out when only one bot has the user.
 ``POST /_sandbox/users?bot_id=``
@@ -38,10 +44,10 @@ token and goes through none of them:
     request log, and every counter at 0.
 ``GET /_sandbox/config``, ``POST /_sandbox/config``
     The knobs (:class:`~.state.SandboxConfig`): ``latency_ms``, ``rate_limit`` (requests per
-    second, 0 off), ``retry_after`` (least ``Retry-After`` of a 429), ``error_rate``,
-    ``error_status``, ``deliver_before_fail`` and ``fail_next``. POST changes the knobs it names and
-    answers all of them; ``fail_next`` replaces the queue, and each item is a status or
-    ``{"status": 500, "deliver": true}``.
+    second, 0 off), ``retry_after`` (least ``Retry-After`` of a 429; 0 allowed), ``error_rate``,
+    ``error_status`` (a status, or a list to draw from), ``deliver_before_fail`` and ``fail_next``.
+    POST changes the knobs it names and answers all of them; ``fail_next`` replaces the queue, and
+    each item is a status or ``{"status": 500, "deliver": true}``.
 ``GET /_sandbox/stats``
     ``{"since", "total", "by_status": {"200": n}, "by_route": {"GET /api/bots/{bot_id}": {"200": n}},
     "outbox"}`` over answered API requests.
@@ -318,6 +324,15 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
         if limit is not None and limit < 0:
             raise ApiError(400, "limit: must be 0 or more")
         return ok(sandbox.outbox_json(user_id=user_id, bot_id=bot_id, since=since, limit=limit))
+
+    @app.get(f"{CONTROL_PREFIX}/outbox/counts")
+    async def outbox_counts(bot_id: str | None = None) -> JSONResponse:
+        return ok(sandbox.outbox_counts(bot_id=bot_id))
+
+    @app.post(f"{CONTROL_PREFIX}/users/generate")
+    async def generate_users(request: Request, bot_id: str | None = None) -> JSONResponse:
+        bot = _control_bot(sandbox, bot_id)
+        return ok(sandbox.generate_users(bot, await json_object(request)), status=201)
 
     @app.get(f"{CONTROL_PREFIX}/users")
     async def list_users(bot_id: str | None = None) -> JSONResponse:

@@ -36,6 +36,7 @@ from airflow_provider_ahachat.sandbox.state import (
     SandboxState,
     build_bots,
     read_seed,
+    synthetic_user_id,
 )
 
 #: The first line the sandbox prints, followed by its base URL.
@@ -244,6 +245,18 @@ class SandboxControl:
         """What the bots delivered, oldest first; see ``GET /_sandbox/outbox``."""
         params = {"user_id": user_id, "bot_id": bot_id, "since": since or None, "limit": limit}
         return list(self.control("GET", "/outbox", params=params))
+
+    def outbox_counts(self, bot_id: str | None = None) -> dict[str, int]:
+        """How many outbox entries each user has; see ``GET /_sandbox/outbox/counts``."""
+        return dict(self.control("GET", "/outbox/counts", params={"bot_id": bot_id}))
+
+    def generate_users(
+        self, count: int, *, start: int = 0, in_window: bool = True, bot_id: str | None = None
+    ) -> list[str]:
+        """Add ``count`` numbered customers (see ``POST /_sandbox/users/generate``); return their IDs."""
+        body = {"count": count, "start": start, "in_window": in_window}
+        self.control("POST", "/users/generate", body, params={"bot_id": bot_id})
+        return [synthetic_user_id(number) for number in range(start, start + count)]
 
     def users(self, bot_id: str | None = None) -> list[dict[str, Any]]:
         """Every user, of one bot or all."""

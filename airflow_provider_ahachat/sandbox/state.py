@@ -180,6 +180,16 @@ def phone_key(value: Any, field: str = "phone") -> str:
 # --------------------------------------------------------------------------- users, bots
 
 
+def synthetic_user_id(number: int) -> str:
+    """The ID of generated customer ``number``: 16 digits starting with 9."""
+    return f"9{number:015d}"
+
+
+def synthetic_phone(number: int) -> str:
+    """The phone of generated customer ``number``: ``+849`` and 8 digits (numbers past 10**8 wrap)."""
+    return f"+849{number % 10**8:08d}"
+
+
 @dataclass(slots=True)
 class SandboxUser:
     """
@@ -525,9 +535,9 @@ class SandboxConfig:
     :param latency_ms: added to every API request, without blocking the server.
     :param rate_limit: API requests per second before 429 answers (a token bucket holding one
         second's worth); 0 turns the limit off.
-    :param retry_after: the least ``Retry-After`` of a 429, in whole seconds (at least 1).
+    :param retry_after: the least ``Retry-After`` of a 429, in whole seconds (0 lets tests go fast).
     :param error_rate: the fraction of API requests answered with ``error_status`` at random.
-    :param error_status: the status of random injected errors.
+    :param error_status: the status of random injected errors, or a list to pick from at random.
     :param deliver_before_fail: whether a request answered with an injected error was processed
         first (the message was delivered, the tag added) or not at all.
     :param fail_next: the next API requests to fail, in order, one status each.
@@ -537,7 +547,7 @@ class SandboxConfig:
     rate_limit: float = 0.0
     retry_after: int = 1
     error_rate: float = 0.0
-    error_status: int = 503
+    error_status: int | list[int] = 503
     deliver_before_fail: bool = False
     fail_next: list[Fault] = field(default_factory=list)
 
@@ -576,11 +586,14 @@ class SandboxConfig:
             elif name == "rate_limit":
                 new.rate_limit = _number(value, name, 0, 1_000_000)
             elif name == "retry_after":
-                new.retry_after = int(_number(value, name, 1, 86_400, integer=True))
+                new.retry_after = int(_number(value, name, 0, 86_400, integer=True))
             elif name == "error_rate":
                 new.error_rate = _number(value, name, 0, 1)
             elif name == "error_status":
-                new.error_status = _status(value, name)
+                if isinstance(value, list) and value:
+                    new.error_status = [_status(item, f"{name}[{i}]") for i, item in enumerate(value)]
+                else:
+                    new.error_status = _status(value, name)
             elif name == "deliver_before_fail":
                 if not isinstance(value, bool):
                     raise ApiError(400, f"{name}: must be true or false, got {value!r}")
@@ -828,7 +841,7 @@ class SandboxState:
         wait = self.bucket.take()
         if wait <= 0:
             return 0
-        return max(self.config.retry_after, math.ceil(wait), 1)
+        return max(self.config.retry_after, math.ceil(wait))
 
     def next_fault(self) -> Fault | None:
         """The injected error for this request, if any: first the ``fail_next`` queue, then chance."""
@@ -836,7 +849,8 @@ class SandboxState:
         if config.fail_next:
             return config.fail_next.pop(0)
         if config.error_rate > 0 and self.random.random() < config.error_rate:
-            return Fault(config.error_status)
+            status = config.error_status
+            return Fault(self.random.choice(status) if isinstance(status, list) else status)
         return None
 
     def fault_delivers(self, fault: Fault) -> bool:
@@ -1020,6 +1034,55 @@ class SandboxState:
         )
         self.outbox.append(entry)
         return entry
+
+    def outbox_counts(self, *, bot_id: str | None = None) -> dict[str, int]:
+        """How many outbox entries each user has, of one bot if given: to check nobody got two."""
+        counts: dict[str, int] = {}
+        for entry in self.outbox:
+            if bot_id is None or entry.bot_id == bot_id:
+                counts[entry.messenger_user_id] = counts.get(entry.messenger_user_id, 0) + 1
+        return counts
+
+    def generate_users(self, bot: Bot, changes: Any) -> dict[str, Any]:
+        """
+        Add ``count`` numbered customers for tests at scale; see ``POST /_sandbox/users/generate``.
+
+        User number ``i`` has the ID :func:`synthetic_user_id` (i) and the phone
+        :func:`synthetic_phone` (i); ``in_window`` says whether they wrote in the last 24 hours.
+        """
+        if not isinstance(changes, Mapping):
+            raise ApiError(400, "body: must be a JSON object")
+        unknown = set(changes) - {"count", "start", "in_window"}
+        if unknown:
+            raise ApiError(
+                400, f"unknown field(s) {', '.join(sorted(unknown))}; expected count, start, in_window"
+            )
+        count = int(_number(changes.get("count"), "count", 0, 2_000_000, integer=True))
+        start = int(_number(changes.get("start", 0), "start", 0, 10**14, integer=True))
+        in_window = changes.get("in_window", True)
+        if not isinstance(in_window, bool):
+            raise ApiError(400, f"in_window: must be true or false, got {in_window!r}")
+        taken = next((n for n in range(start, start + count) if synthetic_user_id(n) in bot.users), None)
+        if taken is not None:
+            raise ApiError(
+                409, f"user {synthetic_user_id(taken)} already exists in bot {bot.id}; nothing added"
+            )
+        now = utcnow()
+        last = now - timedelta(minutes=5) if in_window else now - timedelta(days=3)
+        for number in range(start, start + count):
+            bot.add_user(
+                SandboxUser(
+                    messenger_user_id=synthetic_user_id(number),
+                    first_name=f"Khách {number}",
+                    phone=synthetic_phone(number),
+                    last_interaction_at=last,
+                )
+            )
+        return {
+            "added": count,
+            "first": synthetic_user_id(start) if count else None,
+            "last": synthetic_user_id(start + count - 1) if count else None,
+        }
 
     def outbox_json(
         self,
