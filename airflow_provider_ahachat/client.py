@@ -316,6 +316,18 @@ class RetryPolicy:
         return True
 
 
+def user_from_data(request: ApiRequest, data: Any) -> User:
+    """The user in the ``data`` of an answer to a find-user request."""
+    if isinstance(data, list):  # a phone lookup may answer with a list of users
+        if not data:
+            who = request.recipient.describe() if request.recipient else "this lookup"
+            raise AhaChatNotFoundError(f"AhaChat knows no user with {who}", status=200)
+        data = data[0]
+    if not isinstance(data, Mapping):
+        raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
+    return User.model_validate(data)
+
+
 # --------------------------------------------------------------------------- the client
 
 
@@ -424,7 +436,7 @@ class AhaChatClient:
         started = time.monotonic()
         attempt = 0
         while True:
-            data, error = self._attempt(request)
+            data, error = self.attempt(request)
             if error is None:
                 return data
             attempt += 1
@@ -439,7 +451,8 @@ class AhaChatClient:
             )
             time.sleep(wait)
 
-    def _attempt(self, request: ApiRequest) -> tuple[Any, AhaChatError | None]:
+    def attempt(self, request: ApiRequest) -> tuple[Any, AhaChatError | None]:
+        """Send ``request`` once; return AhaChat's ``data`` and None, or None and the error."""
         # The failure is turned into our own error outside the ``except`` block, so that the
         # exception of ``requests`` (whose text holds the URL and the token) is neither chained
         # nor kept as context.
@@ -500,15 +513,7 @@ class AhaChatClient:
 
     def fetch_user(self, request: ApiRequest) -> User:
         """Send a prepared find-user request and read the user from the answer."""
-        data = self.send(request)
-        if isinstance(data, list):  # a phone lookup may answer with a list of users
-            if not data:
-                who = request.recipient.describe() if request.recipient else "this lookup"
-                raise AhaChatNotFoundError(f"AhaChat knows no user with {who}", status=200)
-            data = data[0]
-        if not isinstance(data, Mapping):
-            raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
-        return User.model_validate(data)
+        return user_from_data(request, self.send(request))
 
     def prepare_add_tags(self, user_id: Any, tags: Any) -> ApiRequest:
         """The request that adds ``tags`` to a user."""
