@@ -203,9 +203,10 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
 
 
 class _Readable(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
-    def open(self, mode: str = ..., **kwargs: Any) -> Any: ...
+    def open(self, mode: str) -> Any: ...
 
 
 def read_recipients(path: _Readable) -> Iterator[Any]:
