@@ -1,0 +1,45 @@
+"""
+The bulk benchmarks still run: each script's smallest mode, in a child process, as a user runs it.
+
+The figures themselves are not checked (they depend on the machine), only that every scenario ran
+and that the provider lost and doubled nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_bulk_throughput_quick(tmp_path: Path) -> None:
+    figures = tmp_path / "throughput.json"
+    done = run("bulk_throughput.py", "--quick", "--json", str(figures))
+    assert "messages/s" in done.stdout
+    document = json.loads(figures.read_text())
+    assert document["rate_limit"] == 200
+    assert document["latency_ms"] == 50
+    by_scenario = {f["scenario"]: f for f in document["figures"]}
+    assert set(by_scenario) == {"naive requests.post loop", "provider, 300 recipients"}
+    provider = by_scenario["provider, 300 recipients"]
+    assert provider["delivered"] == provider["recipients"] == 300
+    assert provider["lost"] == 0
+    assert provider["doubled"] == 0
+    assert provider["messages_per_second"] > 0
+    assert by_scenario["naive requests.post loop"]["delivered"] == 20
+
