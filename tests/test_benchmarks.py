@@ -43,3 +43,15 @@ def test_bulk_throughput_quick(tmp_path: Path) -> None:
     assert provider["messages_per_second"] > 0
     assert by_scenario["naive requests.post loop"]["delivered"] == 20
 
+
+def test_bulk_memory_small(tmp_path: Path) -> None:
+    figures = tmp_path / "memory.json"
+    done = run("bulk_memory.py", "--sizes", "300", "--send-sizes", "200", "--json", str(figures))
+    assert "peak RSS MiB" in done.stdout
+    document = json.loads(figures.read_text())
+    rows = {(f["rows"], f["mode"]): f for f in document["figures"]}
+    assert set(rows) == {(300, "dry run"), (200, "sent")}
+    assert rows[300, "dry run"]["outcomes"] == {"would_send": 300}
+    assert rows[200, "sent"]["outcomes"] == {"delivered": 200}
+    assert rows[200, "sent"]["lost"] == rows[200, "sent"]["doubled"] == 0
+    assert all(f["peak_kib"] > 0 for f in document["figures"])
