@@ -565,10 +565,9 @@ class BulkRunner:
         starts from scratch).
     :param concurrency: requests in flight at once.
     :param rate_limit: requests per second for the whole run; None or 0 for no limit.
-    :param max_failures: the most failed, invalid, unknown or unsent rows allowed before the run
-        fails; None for no limit. Dispatching stops as soon as it is exceeded.
-    :param max_failure_ratio: the largest share of such rows allowed, checked at the end; None for
-        no limit.
+    :param max_failures: the most failed, invalid, unknown or unsent rows allowed; more fail the
+        run once every row has had its turn. None for no limit.
+    :param max_failure_ratio: the largest share of such rows allowed; None for no limit.
     :param resend_unknown: send again to recipients whose earlier outcome is unknown, at the risk of
         a duplicate. Actions that message nobody (tags, attributes) are always safe to resend.
     :param dry_run: validate and render every request, send nothing, write nothing to the journal.
@@ -709,9 +708,7 @@ class BulkRunner:
         return summary
 
     def _should_stop(self) -> bool:
-        if self.stop_event.is_set() or self._fatal is not None:
-            return True
-        return self.max_failures is not None and self._failed() > self.max_failures
+        return self.stop_event.is_set() or self._fatal is not None
 
     def _failed(self) -> int:
         return sum(self._counts[o] for o in COUNTED_AS_FAILURES)
@@ -749,7 +746,7 @@ class BulkRunner:
                 return None
         if self.dry_run:
             if request is not None and len(self._samples) < self.sample_size:
-                self._samples.append(_sample(row, request))
+                self._samples.append({"row": row.number, **request.preview()})
             self._record_final(index, number, row.key, who, WOULD_SEND, None)
             return None
         index.add(number, row.key, who, None)
@@ -992,16 +989,6 @@ class BulkRunner:
     def _count_retry(self, what: str) -> None:
         with self._retries_lock:
             self._retries[what] += 1
-
-
-def _sample(row: Row, request: ApiRequest) -> dict[str, Any]:
-    """What a dry run shows of one request: everything but the token."""
-    sample: dict[str, Any] = {"row": row.number, "request": request.describe()}
-    if request.params:
-        sample["query"] = dict(request.params)
-    if request.json is not None:
-        sample["json"] = request.json
-    return sample
 
 
 def _describe_raw(raw: Any) -> str:

@@ -172,6 +172,15 @@ class ApiRequest:
         """``POST /api/bots/1/users/2/tags``: what the request is, without its query."""
         return f"{self.method} {self.path}"
 
+    def preview(self) -> dict[str, Any]:
+        """The request as a dry run shows it: method and path, query and body, without the token."""
+        shown: dict[str, Any] = {"request": self.describe()}
+        if self.params:
+            shown["query"] = dict(self.params)
+        if self.json is not None:
+            shown["json"] = self.json
+        return shown
+
 
 def build_request(
     action: str,

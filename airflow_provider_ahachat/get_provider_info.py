@@ -26,6 +26,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "timeout": "30",
         "connect_timeout": "10",
         "max_retries": "5",
+        "rate_limit": "20",
+        "concurrency": "16",
     },
 }
 
@@ -46,7 +48,23 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Optional. Retries after a rate limit (429) or a request that surely was not "
         "processed (connection refused, 502, 503, 504). Default 5.",
     },
+    "rate_limit": {
+        "label": "Rate limit (requests per second)",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+        "description": "Optional. The most requests per second one task sends when it acts on many "
+        "recipients; 0 for no limit. Operators can override it. Default 20.",
+    },
+    "concurrency": {
+        "label": "Concurrency",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": "Optional. Requests one task keeps in flight at once when it acts on many "
+        "recipients. Operators can override it. Default 16.",
+    },
 }
+
+#: Defaults of the bulk settings when neither the operator nor the connection gives them.
+DEFAULT_RATE_LIMIT = 20.0
+DEFAULT_CONCURRENCY = 16
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -72,6 +90,30 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_ahachat.operators.ahachat"],
             }
         ],
+        "transfers": [
+            {
+                "source-integration-name": "Common SQL",
+                "target-integration-name": "AhaChat",
+                "python-module": "airflow_provider_ahachat.transfers.sql_to_ahachat",
+            }
+        ],
+        "config": {
+            "ahachat": {
+                "description": "Settings of the AhaChat provider.",
+                "options": {
+                    "ledger_path": {
+                        "description": "Where bulk sends keep their delivery ledger: a local folder or "
+                        "an object storage URL such as s3://aws_default@bucket/ahachat. Use shared "
+                        "storage when task retries may run on another worker. Operators can override "
+                        "it with ledger_path.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://aws_default@my-bucket/ahachat-ledger",
+                        "default": None,
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_ahachat.hooks.ahachat.AhaChatHook",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pathlib
+from collections.abc import Iterable, Mapping, Sized
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
@@ -14,12 +16,103 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatNotFoundError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_ahachat.get_provider_info import (
+    CONN_FIELDS,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RATE_LIMIT,
+    UI_FIELD_BEHAVIOUR,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+    from airflow_provider_ahachat.bulk import BulkRunner, Ledger
     from airflow_provider_ahachat.client import AhaChatClient
+
+#: File names that ``recipients`` reads as a file rather than as a user ID.
+RECIPIENT_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
+
+
+def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
+    """
+    The rows of ``recipients`` as a stream, and how many there are when that is cheap to know.
+
+    ``recipients`` is a list of user IDs or of mappings (a resolved XCom is one), a mapping (one
+    recipient), a JSON list as a string, a :class:`pathlib.Path` or an ``ObjectStoragePath``, or a
+    string naming a ``.csv`` or ``.jsonl`` file, locally or at an object storage URL such as
+    ``s3://aws_default@bucket/audience.csv``. Files are read row by row, never whole.
+    """
+    from airflow_provider_ahachat.bulk import count_recipients, read_recipients
+
+    if recipients is None:
+        raise AhaChatValidationError("recipients: give a list, a file or an XCom of recipients")
+    if isinstance(recipients, str):
+        text = recipients.strip()
+        if text.startswith("["):
+            from airflow_provider_ahachat.models import load_json
+
+            recipients = load_json(text, "recipients")
+        elif text.isdigit():
+            recipients = [text]
+        elif "://" in text:
+            from airflow.sdk import ObjectStoragePath
+
+            recipients = ObjectStoragePath(text)
+        elif text.lower().endswith(RECIPIENT_FILE_SUFFIXES):
+            recipients = pathlib.Path(text).expanduser()
+        else:
+            raise AhaChatValidationError(
+                f"recipients: {text[:80]!r} is neither a user ID, a JSON list nor a .csv or .jsonl file"
+            )
+    if isinstance(recipients, Mapping):
+        return [recipients], 1
+    if hasattr(recipients, "open") and hasattr(recipients, "name"):  # a file
+        try:
+            exists = recipients.exists()
+        except OSError as err:
+            raise AhaChatValidationError(f"recipients: cannot reach {recipients}: {err}") from None
+        if not exists:
+            raise AhaChatValidationError(f"recipients: there is no file {recipients}")
+        local = isinstance(recipients, pathlib.PurePath) or getattr(recipients, "protocol", "") == "file"
+        total = count_recipients(recipients) if local else None
+        return read_recipients(recipients), total
+    if isinstance(recipients, Iterable) and not isinstance(recipients, bytes):
+        return recipients, len(recipients) if isinstance(recipients, Sized) else None
+    raise AhaChatValidationError(
+        f"recipients: must be a list, a file or an XCom of recipients, got {type(recipients).__name__}"
+    )
+
+
+def ledger_folder(ledger_path: Any, *, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> Any:
+    """
+    The ledger folder of one task instance, under ``ledger_path``.
+
+    ``ledger_path`` is a local folder, an object storage URL or an ``ObjectStoragePath``; None
+    means ``[ahachat] ledger_path`` from Airflow's configuration, else ``$AIRFLOW_HOME/ahachat/ledger``.
+    Under it, one folder per DAG, run, task and map index keeps each task instance's deliveries.
+    """
+    if ledger_path in (None, ""):
+        from airflow.configuration import conf
+
+        ledger_path = conf.get("ahachat", "ledger_path", fallback=None) or str(
+            pathlib.Path(conf.get("core", "airflow_home", fallback="~/airflow")).expanduser()
+            / "ahachat"
+            / "ledger"
+        )
+    root: Any
+    if isinstance(ledger_path, str):
+        if "://" in ledger_path:
+            from airflow.sdk import ObjectStoragePath
+
+            root = ObjectStoragePath(ledger_path)
+        else:
+            root = pathlib.Path(ledger_path).expanduser()
+    else:
+        root = ledger_path
+    index = -1 if map_index is None else map_index
+    for part in (f"dag_id={dag_id}", f"run_id={run_id}", f"task_id={task_id}", f"map_index={index}"):
+        root = root / quote(part, safe="=")
+    return root
 
 
 def _mask_secret(secret: str) -> None:
@@ -132,9 +225,9 @@ class AhaChatHook(BaseHook):
         )
 
     def _extra_number(
-        self, extra: dict[str, Any], name: str, default: float, *, whole: bool = False
+        self, extra: dict[str, Any], name: str, default: float, *, whole: bool = False, zero: bool = False
     ) -> float:
-        """An extra field's number: positive, or a whole number of at least 0 when ``whole``."""
+        """An extra field's number: above 0 (or 0 too when ``zero``), or a whole number of at least 0."""
         value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
         if value in (None, ""):
             return default
@@ -142,13 +235,55 @@ class AhaChatHook(BaseHook):
             number = float(value)
         except (TypeError, ValueError):
             number = float("nan")
-        valid = number >= 0 and number.is_integer() if whole else number > 0
+        valid = number >= 0 and number.is_integer() if whole else number >= 0 if zero else number > 0
         if not valid:
-            rule = "a whole number, 0 or more" if whole else "a number of seconds above 0"
+            rule = (
+                "a whole number, 0 or more"
+                if whole
+                else "0 or more"
+                if zero
+                else "a number of seconds above 0"
+            )
             raise AhaChatValidationError(
                 f"connection {self.ahachat_conn_id!r}: extra field {name!r} must be {rule}, got {value!r}"
             )
         return number
+
+    # -- many recipients
+
+    def bulk_runner(
+        self,
+        action: str,
+        arguments: Mapping[str, Any],
+        *,
+        ledger: Ledger | None,
+        concurrency: int | None = None,
+        rate_limit: float | None = None,
+        **options: Any,
+    ) -> BulkRunner:
+        """
+        A :class:`~airflow_provider_ahachat.bulk.BulkRunner` for ``action`` on this connection.
+
+        ``arguments`` (the tags, the text, the block...) are validated now, before anything is sent.
+        ``concurrency`` and ``rate_limit`` default to the connection's extra fields, then to 16
+        requests in flight and 20 requests per second. ``options`` go to the runner.
+        """
+        from airflow_provider_ahachat.bulk import BulkRunner, bulk_action
+
+        client = self.client
+        extra = self.get_connection(self.ahachat_conn_id).extra_dejson
+        if concurrency is None:
+            concurrency = int(self._extra_number(extra, "concurrency", DEFAULT_CONCURRENCY, whole=True))
+        if rate_limit is None:
+            rate_limit = self._extra_number(extra, "rate_limit", DEFAULT_RATE_LIMIT, zero=True)
+        return BulkRunner(
+            client,
+            bulk_action(client, action, **arguments),
+            ledger=ledger,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            **options,
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands."""

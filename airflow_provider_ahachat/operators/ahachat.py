@@ -14,17 +14,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, open_recipients
 from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_ahachat.bulk import BulkRunner
     from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
+
 
 __all__ = [
     "AddAttributesOperator",
     "AddTagsOperator",
+    "AhaChatAudienceOperator",
     "AhaChatBaseOperator",
     "BroadcastBlockOperator",
     "FindUserOperator",
@@ -76,6 +80,134 @@ class AhaChatBaseOperator(BaseOperator):
         return client.perform(request).model_dump(mode="json")
 
 
+class AhaChatAudienceOperator(AhaChatBaseOperator):
+    """
+    Base of the operators that act on one user or, with ``recipients``, on many.
+
+    With ``recipients`` the task runs the action for each of them through the bulk engine: at most
+    ``rate_limit`` requests per second with ``concurrency`` in flight, per-recipient failures
+    recorded without stopping the run, and a delivery ledger so that a retried or cleared task skips
+    whoever was already reached. The XCom is a summary, never the list of recipients.
+
+    :param recipients: many recipients instead of one (templated): a list of user IDs, a list of
+        dicts each with ``user_id`` or ``phone`` (and, for actions that set attributes, their own
+        attributes as further keys or under ``attributes``), an XComArg, or a ``.csv`` or ``.jsonl``
+        file, local or on object storage (``s3://conn_id@bucket/audience.csv``), read row by row.
+    :param concurrency: requests in flight at once; default from the connection, else 16.
+    :param rate_limit: requests per second for this task; default from the connection, else 20.
+    :param ledger_path: where the delivery ledger lives (templated): a local folder or an object
+        storage URL; default ``[ahachat] ledger_path``, else ``$AIRFLOW_HOME/ahachat/ledger``.
+    :param max_failures: the task fails when more recipients than this were not delivered (failed,
+        invalid, unknown outcome). Default 0: any failure fails the task, after every recipient had
+        their turn.
+    :param max_failure_ratio: the task fails when a larger share than this was not delivered.
+    :param dry_run: validate and render every recipient's request and report what would be sent;
+        send nothing.
+    :param progress_interval: seconds between progress lines in the task log.
+    """
+
+    #: The bulk engine's name for this operator's action.
+    bulk_action: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        recipients: Any = None,
+        concurrency: int | None = None,
+        rate_limit: float | None = None,
+        ledger_path: Any = None,
+        max_failures: int | None = 0,
+        max_failure_ratio: float | None = None,
+        dry_run: bool = False,
+        progress_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recipients = recipients
+        self.concurrency = concurrency
+        self.rate_limit = rate_limit
+        self.ledger_path = ledger_path
+        self.max_failures = max_failures
+        self.max_failure_ratio = max_failure_ratio
+        # Not ``self.dry_run``: that name is a method of BaseOperator.
+        self.is_dry_run = dry_run
+        self.progress_interval = progress_interval
+        self._runner: BulkRunner | None = None
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        """The action's shared arguments for the bulk engine (the tags, the text, the block...)."""
+        raise NotImplementedError
+
+    def single_recipient_given(self) -> bool:
+        """Whether a single recipient (``user_id`` or ``phone``) was given."""
+        return any(getattr(self, name, None) not in (None, "") for name in ("user_id", "phone"))
+
+    def execute(self, context: Context) -> Any:
+        if self.recipients is None:
+            if self.is_dry_run:
+                request = self.prepare(self.hook.client)
+                self.log.info("AhaChat dry run: would send %s; nothing sent", request.describe())
+                return {"dry_run": True, "would_send": 1, "request": request.preview()}
+            return super().execute(context)
+        if self.single_recipient_given():
+            raise AhaChatValidationError(
+                "recipients: give either recipients or a single user_id/phone, not both"
+            )
+        return self.run_bulk(context, self.bulk_action, self.bulk_arguments(), self.recipients)
+
+    def run_bulk(
+        self,
+        context: Context,
+        action: str,
+        arguments: dict[str, Any],
+        recipients: Any,
+        total: int | None = None,
+    ) -> dict[str, Any]:
+        """Run ``action`` for every recipient through the hook's bulk engine; return the summary."""
+        from airflow_provider_ahachat.bulk import Ledger
+
+        ti = context["ti"]
+        folder = ledger_folder(
+            self.ledger_path,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=getattr(ti, "map_index", -1),
+        )
+        runner = self.hook.bulk_runner(
+            action,
+            arguments,
+            ledger=Ledger(folder),
+            concurrency=self.concurrency,
+            rate_limit=self.rate_limit,
+            max_failures=self.max_failures,
+            max_failure_ratio=self.max_failure_ratio,
+            dry_run=self.is_dry_run,
+            progress_interval=self.progress_interval,
+            logger=self.log,
+        )
+        rows, counted = open_recipients(recipients)
+        self._runner = runner
+        self.log.info(
+            "AhaChat %s for %s recipients: %d in flight, %s requests/s at most, ledger %s%s",
+            action,
+            f"{counted:,}" if counted is not None else "all the",
+            runner.concurrency,
+            f"{runner.limiter.limit:g}" if runner.limiter.limit else "no limit on",
+            folder,
+            " (dry run: nothing is sent)" if self.is_dry_run else "",
+        )
+        try:
+            return runner.run(rows, total if total is not None else counted)
+        finally:
+            self._runner = None
+
+    def on_kill(self) -> None:
+        """Stop a bulk run: requests in flight finish and are recorded; the rest are not sent."""
+        if self._runner is not None:
+            self._runner.stop()
+
+
 class FindUserOperator(AhaChatBaseOperator):
     """
     Find a user by ``user_id`` or by ``phone`` (exactly one); return everything about them.
@@ -108,21 +240,28 @@ class FindUserOperator(AhaChatBaseOperator):
         return user.model_dump(mode="json")
 
 
-class AddTagsOperator(AhaChatBaseOperator):
+class AddTagsOperator(AhaChatAudienceOperator):
     """
     Add one or more tags to a user.
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param tags: a tag or a list of tags, each non-empty (templated).
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
-    template_fields: Sequence[str] = ("user_id", "tags")
+    template_fields: Sequence[str] = ("user_id", "tags", "recipients", "ledger_path")
+    bulk_action: ClassVar[str] = "add_tags"
 
-    def __init__(self, *, user_id: str, tags: str | list[str], **kwargs: Any) -> None:
+    def __init__(self, *, user_id: str | None = None, tags: str | list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
         self.tags = tags
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"tags": self.tags}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_add_tags(self.user_id, self.tags)
@@ -134,56 +273,80 @@ class RemoveTagsOperator(AddTagsOperator):
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param tags: a tag or a list of tags, each non-empty (templated).
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
+
+    bulk_action: ClassVar[str] = "remove_tags"
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"tags": self.tags}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_remove_tags(self.user_id, self.tags)
 
 
-class AddAttributesOperator(AhaChatBaseOperator):
+class AddAttributesOperator(AhaChatAudienceOperator):
     """
     Set attributes on a user, e.g. ``{"codeso": 99999, "s_d_t": "0908071111"}``.
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param attributes: a dict, or a JSON object string, of name to string, number or boolean
         (templated). Names reserved by the Broadcast API (``phone``, ``ahachat_*``) are refused.
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
-    template_fields: Sequence[str] = ("user_id", "attributes")
+    template_fields: Sequence[str] = ("user_id", "attributes", "recipients", "ledger_path")
+    bulk_action: ClassVar[str] = "add_attributes"
     template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json"}
 
-    def __init__(self, *, user_id: str, attributes: dict[str, Any] | str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, user_id: str | None = None, attributes: dict[str, Any] | str, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
         self.attributes = attributes
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"attributes": self.attributes}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_add_attributes(self.user_id, self.attributes)
 
 
-class ResetAttributesOperator(AhaChatBaseOperator):
+class ResetAttributesOperator(AhaChatAudienceOperator):
     """
     Clear one or more attributes from a user.
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param attributes: an attribute name or a list of them (templated).
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
-    template_fields: Sequence[str] = ("user_id", "attributes")
+    template_fields: Sequence[str] = ("user_id", "attributes", "recipients", "ledger_path")
+    bulk_action: ClassVar[str] = "reset_attributes"
 
-    def __init__(self, *, user_id: str, attributes: str | list[str], **kwargs: Any) -> None:
+    def __init__(self, *, user_id: str | None = None, attributes: str | list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
         self.attributes = attributes
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"names": self.attributes}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_reset_attributes(self.user_id, self.attributes)
 
 
-class SendTextMessageOperator(AhaChatBaseOperator):
+class SendTextMessageOperator(AhaChatAudienceOperator):
     """
     Send a text message (at most 2000 characters) to a user.
 
@@ -193,22 +356,29 @@ class SendTextMessageOperator(AhaChatBaseOperator):
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param text: the text (templated).
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
 
-    template_fields: Sequence[str] = ("user_id", "text")
+    template_fields: Sequence[str] = ("user_id", "text", "recipients", "ledger_path")
+    bulk_action: ClassVar[str] = "send_text"
 
-    def __init__(self, *, user_id: str, text: str, **kwargs: Any) -> None:
+    def __init__(self, *, user_id: str | None = None, text: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
         self.text = text
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"text": self.text}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_send_text(self.user_id, self.text)
 
 
-class SendDynamicMessageOperator(AhaChatBaseOperator):
+class SendDynamicMessageOperator(AhaChatAudienceOperator):
     """
     Send a dynamic message in AhaChat's JSON API format: images, video, audio, files, galleries,
     receipts, buttons and quick replies. The same 24-hour rule as text applies.
@@ -217,23 +387,32 @@ class SendDynamicMessageOperator(AhaChatBaseOperator):
     :param message: the whole object (``{"messages": [...], "set_attributes": ..., "redirect_to_blocks":
         ...}``), a list of messages, or either as a JSON string (templated). It is checked against
         Messenger's limits before sending.
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
 
-    template_fields: Sequence[str] = ("user_id", "message")
+    template_fields: Sequence[str] = ("user_id", "message", "recipients", "ledger_path")
+    bulk_action: ClassVar[str] = "send_message"
     template_fields_renderers: ClassVar[dict[str, str]] = {"message": "json"}
 
-    def __init__(self, *, user_id: str, message: dict[str, Any] | list[Any] | str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, user_id: str | None = None, message: dict[str, Any] | list[Any] | str, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
         self.message = message
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"message": self.message}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_send_message(self.user_id, self.message)
 
 
-class BroadcastBlockOperator(AhaChatBaseOperator):
+class BroadcastBlockOperator(AhaChatAudienceOperator):
     """
     Start a chatbot block for a user through AhaChat's Broadcast API.
 
@@ -246,11 +425,23 @@ class BroadcastBlockOperator(AhaChatBaseOperator):
     :param message_tag: one of ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``,
         ``ACCOUNT_UPDATE``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default) (templated).
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
+    :param recipients: many recipients instead of ``user_id`` (templated); see
+        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
+        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
 
-    template_fields: Sequence[str] = ("block_name", "user_id", "phone", "message_tag", "attributes")
+    template_fields: Sequence[str] = (
+        "block_name",
+        "user_id",
+        "phone",
+        "message_tag",
+        "attributes",
+        "recipients",
+        "ledger_path",
+    )
+    bulk_action: ClassVar[str] = "broadcast_block"
     template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json"}
 
     def __init__(
@@ -269,6 +460,9 @@ class BroadcastBlockOperator(AhaChatBaseOperator):
         self.phone = phone
         self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
         self.attributes = attributes
+
+    def bulk_arguments(self) -> dict[str, Any]:
+        return {"block_name": self.block_name, "message_tag": self.message_tag, "attributes": self.attributes}
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_broadcast_block(
