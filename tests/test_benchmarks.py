@@ -35,8 +35,8 @@ def test_bulk_throughput_quick(tmp_path: Path) -> None:
     assert document["rate_limit"] == 200
     assert document["latency_ms"] == 50
     by_scenario = {f["scenario"]: f for f in document["figures"]}
-    assert set(by_scenario) == {"naive requests.post loop", "provider, 300 recipients"}
-    provider = by_scenario["provider, 300 recipients"]
+    assert set(by_scenario) == {"naive requests.post loop", "provider engine, 300 recipients"}
+    provider = by_scenario["provider engine, 300 recipients"]
     assert provider["delivered"] == provider["recipients"] == 300
     assert provider["lost"] == 0
     assert provider["doubled"] == 0
