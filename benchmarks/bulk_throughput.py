@@ -298,10 +298,12 @@ class AirflowHome:
         return seconds
 
     def task_instances(self, dag_id: str) -> tuple[int, int, list[datetime]]:
-        """Task instances of ``dag_id``: how many, how many succeeded, and their ends in order."""
+        """Task instances of ``dag_id``'s latest run: how many, how many succeeded, their ends in order."""
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
             rows = db.execute(
-                "SELECT state, end_date FROM task_instance WHERE dag_id = ?", (dag_id,)
+                "SELECT state, end_date FROM task_instance WHERE dag_id = ? AND run_id = "
+                "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
+                (dag_id, dag_id),
             ).fetchall()
         ends = sorted(_when(r[1]) for r in rows if r[1])
         return len(rows), sum(1 for r in rows if r[0] == "success"), ends
