@@ -202,14 +202,7 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
         raise AhaChatValidationError([f"row {number}: {problem}" for problem in err.problems]) from None
 
 
-class _Readable(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def open(self, mode: str) -> Any: ...
-
-
-def read_recipients(path: _Readable) -> Iterator[Any]:
+def read_recipients(path: Any) -> Iterator[Any]:
     """
     Stream the rows of a CSV (with a header) or JSON Lines file, one at a time.
 
@@ -229,7 +222,7 @@ def read_recipients(path: _Readable) -> Iterator[Any]:
                     yield _BadLine(number)
 
 
-def count_recipients(path: _Readable) -> int:
+def count_recipients(path: Any) -> int:
     """How many rows :func:`read_recipients` will give, counted by one streaming pass."""
     kind = _file_kind(path)
     with path.open("rb") as raw:
@@ -239,7 +232,7 @@ def count_recipients(path: _Readable) -> int:
         return sum(1 for line in raw if line.strip())
 
 
-def _file_kind(path: _Readable) -> str:
+def _file_kind(path: Any) -> str:
     name = path.name.lower()
     if name.endswith(".csv"):
         return "csv"
@@ -315,7 +308,7 @@ class Ledger:
                 entries = sorted(
                     (p for p in self.folder.iterdir() if p.name.startswith("journal-")), key=lambda p: p.name
                 )
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # no earlier try
                 return
         for entry in entries:
             with entry.open("rb") as handle:
@@ -953,6 +946,7 @@ class BulkRunner:
     def _failure(self, row: Row, error: AhaChatError, *, sent: bool) -> _Outcome:
         reason = str(error)
         if isinstance(error, AhaChatAuthError):  # refused before processing: nothing was sent
+            self.stop_event.set()  # no other worker sends another request with this token
             return _Outcome(row, NOT_SENT, reason, fatal=error)
         if sent and error.outcome_unknown:
             return _Outcome(row, UNKNOWN, reason)
