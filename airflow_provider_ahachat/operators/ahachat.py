@@ -104,6 +104,8 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     :param dry_run: validate and render every recipient's request and report what would be sent;
         send nothing.
     :param progress_interval: seconds between progress lines in the task log.
+    :param retry_unknown_outcome: also resend to recipients whose outcome was unknown in an earlier
+        try of the task (and retry such requests at once), at the risk of a duplicate.
     """
 
     #: The bulk engine's name for this operator's action.
@@ -182,6 +184,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             rate_limit=self.rate_limit,
             max_failures=self.max_failures,
             max_failure_ratio=self.max_failure_ratio,
+            resend_unknown=self.retry_unknown_outcome,
             dry_run=self.is_dry_run,
             progress_interval=self.progress_interval,
             logger=self.log,
