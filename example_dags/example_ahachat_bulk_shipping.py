@@ -34,7 +34,7 @@ AHACHAT_CONN_ID = os.environ.get("AHACHAT_CONN_ID", "ahachat_sandbox")
 SHOP_DB_CONN_ID = os.environ.get("SHOP_DB_CONN_ID", "shop_db")
 POOL = os.environ.get("AHACHAT_POOL", "default_pool")
 PARTS = 4
-RATE_LIMIT = 50
+RATE_LIMIT = float(os.environ.get("AHACHAT_RATE_LIMIT", "50"))  # requests per second, per task
 
 SHIPPED_YESTERDAY = """
 SELECT messenger_user_id, order_id, tracking_number
