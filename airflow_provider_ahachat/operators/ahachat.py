@@ -19,6 +19,7 @@ from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, o
 from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
 
     from airflow_provider_ahachat.bulk import BulkRunner
@@ -60,6 +61,28 @@ class AhaChatBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.ahachat_conn_id = ahachat_conn_id
         self.retry_unknown_outcome = retry_unknown_outcome
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """
+        Render ``content`` as Airflow does, but hand back strings without Jinja syntax untouched.
+
+        Airflow compiles every string of a templated list as a Jinja template, about a millisecond
+        each: 40 seconds for a literal list of 40,000 recipients. A string with no ``{{``, ``{%`` or
+        ``{#`` renders to itself, so it is skipped.
+        """
+        if (
+            isinstance(content, str)
+            and not any(marker in content for marker in ("{{", "{%", "{#"))
+            and not content.endswith(tuple(self.template_ext))
+        ):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     @cached_property
     def hook(self) -> AhaChatHook:
