@@ -465,7 +465,7 @@ def print_table(figures: list[Figure], limit: float) -> None:
                 f"{f.recipients:,}",
                 f"{f.seconds:.2f}",
                 f"{f.rate:.1f}",
-                f"{100 * f.rate / limit:.1f}%",
+                f"{100 * f.rate / limit:.1f}%" if limit > 0 else "-",
                 unknown if f.lost is None else str(f.lost),
                 unknown if f.doubled is None else str(f.doubled),
                 str(f.refused_429),
