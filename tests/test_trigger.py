@@ -202,7 +202,7 @@ def test_a_missing_connection_is_an_error_event() -> None:
 
 def test_the_event_loop_is_never_blocked(conn: SandboxServer, later: Any) -> None:
     """A ticker on the same loop keeps ticking while the trigger waits on a slow AhaChat."""
-    conn.configure(latency_ms=300)
+    conn.configure(latency_ms=500)
     later(1.2, conn.update_user, LAN, add_tags=["da_nhan_hang"])
     t = trigger(user_id=LAN, tags=["da_nhan_hang"], poke_interval=0.05)
 
@@ -227,9 +227,10 @@ def test_the_event_loop_is_never_blocked(conn: SandboxServer, later: Any) -> Non
     event, gaps = asyncio.run(main())
     assert event["status"] == "success", event
     assert len(find_requests(conn)) >= 3  # several slow requests happened during the wait
-    assert len(gaps) > 80  # about 1.5 s of 10 ms ticks
-    # The connection is read in a worker thread; the loop itself never stalls on I/O.
-    assert max(gaps) < 0.2, max(gaps)
+    assert len(gaps) > 60  # well over a second of 10 ms ticks
+    # A blocking request would stall the loop for the sandbox's 500 ms; the connection is read in a
+    # worker thread too.
+    assert max(gaps) < 0.3, max(gaps)
 
 
 def test_exponential_backoff_waits_longer_each_time(conn: SandboxServer) -> None:
@@ -242,4 +243,4 @@ def test_exponential_backoff_waits_longer_each_time(conn: SandboxServer) -> None
     event = first_event(trigger(user_id=LAN, tags=["never"], exponential_backoff=True, deadline=deadline))
     assert event["status"] == "timeout"
     # 0.1 + 0.2 + 0.4 + 0.8 s: five checks fit in 1.6 s, where a fixed 0.1 s interval makes about 16.
-    assert 4 <= len(find_requests(conn)) <= 6
+    assert 4 <= len(find_requests(conn)) <= 7
