@@ -6,11 +6,11 @@ import importlib.util
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_fixtures import user_lookups
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.sandbox import SandboxServer
@@ -50,44 +50,14 @@ def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, uri: str | None = Non
     return result
 
 
-def find_requests(sandbox: SandboxServer) -> list[dict[str, Any]]:
-    return [r for r in sandbox.request_log(limit=1000) if r["method"] == "GET" and "/users" in r["path"]]
-
-
-@pytest.fixture
-def later(sandbox: SandboxServer) -> Iterator[Any]:
-    """
-    ``later(checks, fn, *args, **kwargs)``: act as the customer once the sensor has looked ``checks``
-    times, so that the change comes part-way through the wait however long Airflow takes to start.
-    """
-    threads: list[threading.Thread] = []
-    stop = threading.Event()
-
-    def schedule(checks: int, fn: Any, *args: Any, **kwargs: Any) -> None:
-        def act() -> None:
-            while not stop.is_set() and len(find_requests(sandbox)) < checks:
-                time.sleep(0.05)
-            if not stop.is_set():
-                fn(*args, **kwargs)
-
-        thread = threading.Thread(target=act, daemon=True)
-        threads.append(thread)
-        thread.start()
-
-    yield schedule
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=5)
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_succeeds_when_the_customer_answers_part_way(
-    dag_runner: Any, sandbox: SandboxServer, later: Any, mode: str
+    dag_runner: Any, sandbox: SandboxServer, after_lookups: Any, mode: str
 ) -> None:
     with new_dag(f"sensor_answers_{mode}") as dag:
         sensor(mode, user_id=LAN, attributes={"delivery_confirmed": "yes"}, absent_tags=["cho_giao_hang"])
-    later(2, sandbox.update_user, LAN, attributes={"delivery_confirmed": "yes"})
-    later(3, sandbox.update_user, LAN, remove_tags=["cho_giao_hang"])
+    after_lookups(2, sandbox.update_user, LAN, attributes={"delivery_confirmed": "yes"})
+    after_lookups(3, sandbox.update_user, LAN, remove_tags=["cho_giao_hang"])
 
     result = run(dag_runner, dag, sandbox)
 
@@ -96,7 +66,7 @@ def test_succeeds_when_the_customer_answers_part_way(
     assert user["messenger_user_id"] == LAN
     assert user["attributes"]["delivery_confirmed"] == "yes"
     assert "cho_giao_hang" not in user["tags"]
-    assert len(find_requests(sandbox)) >= 4  # it checked, waited, and checked again
+    assert len(user_lookups(sandbox)) >= 4  # it checked, waited, and checked again
     if mode == "deferrable":
         assert "[DAG TEST] running trigger in line" in result.log
 
@@ -116,7 +86,7 @@ def test_times_out_when_the_customer_never_answers(
         "wait"
     ].error_text
     assert time.monotonic() - started < 15
-    assert len(find_requests(sandbox)) >= 2
+    assert len(user_lookups(sandbox)) >= 2
 
 
 @pytest.mark.parametrize("mode", ["poke", "deferrable"])
@@ -143,29 +113,31 @@ def test_a_wrong_token_fails_at_once(dag_runner: Any, sandbox: SandboxServer, mo
     assert type(error).__name__ == "AhaChatAuthError"
     assert "check the Bot ID and the Bot Token" in str(error)
     assert time.monotonic() - started < 10
-    assert len(find_requests(sandbox)) == 1
+    assert len(user_lookups(sandbox)) == 1
 
 
-def test_transient_failures_never_fail_it(dag_runner: Any, sandbox: SandboxServer, later: Any) -> None:
+def test_transient_failures_never_fail_it(
+    dag_runner: Any, sandbox: SandboxServer, after_lookups: Any
+) -> None:
     sandbox.configure(fail_next=[503, 429, 500])
     with new_dag("sensor_transient") as dag:
         sensor("poke", user_id=LAN, tags=["da_nhan_hang"], poke_interval=0.1)
-    later(5, sandbox.update_user, LAN, add_tags=["da_nhan_hang"])
+    after_lookups(5, sandbox.update_user, LAN, add_tags=["da_nhan_hang"])
 
     result = run(dag_runner, dag, sandbox)
 
     assert result.task_states == {"wait": "success"}, result.summary()
-    assert [r["status"] for r in find_requests(sandbox)][:3] == [503, 429, 500]
+    assert [r["status"] for r in user_lookups(sandbox)][:3] == [503, 429, 500]
     assert result.log.count("checking again at the next interval") == 3
 
 
 def test_waits_for_a_customer_who_does_not_exist_yet(
-    dag_runner: Any, sandbox: SandboxServer, later: Any
+    dag_runner: Any, sandbox: SandboxServer, after_lookups: Any
 ) -> None:
     new_user = {"messenger_user_id": "9990001112223334", "first_name": "Hoa", "phone": "+84977000111"}
     with new_dag("sensor_new_user") as dag:
         sensor("deferrable", phone="{{ params.phone }}", params={"phone": "0977 000 111"}, poke_interval=0.2)
-    later(3, sandbox.add_user, new_user)
+    after_lookups(3, sandbox.add_user, new_user)
 
     result = run(dag_runner, dag, sandbox)
 
@@ -174,7 +146,7 @@ def test_waits_for_a_customer_who_does_not_exist_yet(
     assert "no phone 0977000111 yet" in result.log
 
 
-def test_check_callable_in_poke_mode(dag_runner: Any, sandbox: SandboxServer, later: Any) -> None:
+def test_check_callable_in_poke_mode(dag_runner: Any, sandbox: SandboxServer, after_lookups: Any) -> None:
     with new_dag("sensor_check") as dag:
         sensor(
             "poke",
@@ -183,8 +155,8 @@ def test_check_callable_in_poke_mode(dag_runner: Any, sandbox: SandboxServer, la
             check=lambda user: int(user.attributes["points"]) >= 100,
             poke_interval=0.2,
         )
-    later(2, sandbox.update_user, LAN, attributes={"points": 20})
-    later(4, sandbox.update_user, LAN, attributes={"points": 150})
+    after_lookups(2, sandbox.update_user, LAN, attributes={"points": 20})
+    after_lookups(4, sandbox.update_user, LAN, attributes={"points": 150})
 
     result = run(dag_runner, dag, sandbox)
 
@@ -215,7 +187,7 @@ def test_bad_templated_input_fails_before_any_request(dag_runner: Any, sandbox: 
     assert "attributes.cart: the wanted value must be a string" in errors["nested"]
     assert "user_id: must be a string of digits, got '3.8e15'" in errors["float_id"]
     assert "vip cannot be both required and forbidden" in errors["both_tags"]
-    assert find_requests(sandbox) == []
+    assert user_lookups(sandbox) == []
 
 
 def test_an_error_event_from_the_trigger_fails_with_its_own_class() -> None:
