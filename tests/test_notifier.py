@@ -50,6 +50,16 @@ def texts(sandbox: SandboxServer, user_id: str) -> list[str]:
     return [json.dumps(entry, ensure_ascii=False) for entry in sandbox.outbox(user_id)]
 
 
+def exception_in_dag_test_context() -> bool:
+    """
+    Whether ``dag.test()`` puts ``exception`` in a failure callback's context. Checked: 3.3.2 does;
+    3.1.8 sets it only in the real task runner (``task_runner.main``), which ``dag.test()`` bypasses.
+    """
+    from airflow import __version__
+
+    return tuple(int(part) for part in __version__.split(".")[:2]) >= (3, 3)
+
+
 def assert_failed_with_the_original_error(result: Any) -> None:
     assert result.task_states == {"load_orders": "failed"}, result.summary()
     assert result.tasks["load_orders"].error_text == "ValueError: kho dữ liệu không phản hồi"
@@ -72,7 +82,10 @@ def test_task_failure_sends_the_rendered_text_once(dag_runner: Any, sandbox: San
         (entry,) = sandbox.outbox(user_id)
         assert entry["kind"] == "text"
         sent = json.dumps(entry, ensure_ascii=False)
-        assert "❌ notify_task_failure.load_orders thất bại: kho dữ liệu không phản hồi" in sent
+        if exception_in_dag_test_context():
+            assert "❌ notify_task_failure.load_orders thất bại: kho dữ liệu không phản hồi" in sent
+        else:
+            assert "❌ notify_task_failure.load_orders thất bại: None" in sent
     assert "AhaChat: notified 2 of 2 recipients" in result.log
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -216,21 +215,16 @@ def load_example_dag() -> Any:
     return module.dag
 
 
-def test_the_confirm_delivery_example_runs_end_to_end(dag_runner: Any, sandbox: SandboxServer) -> None:
+def test_the_confirm_delivery_example_runs_end_to_end(
+    dag_runner: Any, sandbox: SandboxServer, after_lookups: Any
+) -> None:
     dag = load_example_dag()
     dag.get_task("wait_for_confirmation").poke_interval = 0.2  # the example waits 5 minutes between checks
 
-    def customer_taps_received() -> None:
-        deadline = time.monotonic() + 20
-        while not sandbox.outbox(LAN) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        sandbox.update_user(LAN, run_block="delivery_received")  # the quick reply "Đã nhận"
-
-    customer = threading.Thread(target=customer_taps_received, daemon=True)
-    customer.start()
+    # The customer taps "Đã nhận" once the sensor has looked twice: once on the worker, then in
+    # the trigger.
+    after_lookups(2, sandbox.update_user, LAN, run_block="delivery_received")
     result = dag_runner(dag, {"ahachat_sandbox": sandbox.connection_uri})
-    customer.join(timeout=25)
 
     assert result.succeeded, result.summary()
     broadcasts = [e for e in sandbox.outbox(LAN) if e["kind"] == "broadcast"]

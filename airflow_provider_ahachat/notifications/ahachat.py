@@ -129,8 +129,11 @@ class AhaChatNotifier(BaseNotifier):
         Render the templated arguments with ``context``.
 
         ``dag.test()`` runs DAG-level callbacks with the scheduler's copy of the DAG in the context,
-        which cannot build a Jinja environment; the default environment renders them then.
+        which cannot build a Jinja environment; the default environment renders them then. Where
+        a context has no ``exception`` (``dag.test()`` on Airflow 3.1, success callbacks), it is
+        None, so that one template serves every callback.
         """
+        context.setdefault("exception", None)
         dag = context.get("dag")
         if jinja_env is None and dag is not None and not hasattr(dag, "get_template_env"):
             jinja_env = self.get_template_env()
