@@ -204,10 +204,16 @@ def test_a_long_text_is_cut_to_fit(dag_runner: Any, sandbox: SandboxServer) -> N
 def test_deadline_alert_path_runs_in_the_triggerer(
     sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A deadline alert's AsyncCallback: Airflow's CallbackTrigger awaits the notifier with a context."""
-    callback_module = pytest.importorskip("airflow.triggers.callback")  # Airflow 3.2+
+    """A deadline alert's AsyncCallback: Airflow's callback trigger awaits the notifier with a context."""
+    try:
+        from airflow.triggers.callback import CallbackTrigger as callback_trigger
+    except ImportError:  # Airflow 3.1
+        from airflow.triggers.deadline import (  # type: ignore[no-redef]
+            DeadlineCallbackTrigger as callback_trigger,
+        )
+
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", sandbox.connection_uri)
-    trigger = callback_module.CallbackTrigger(
+    trigger = callback_trigger(
         callback_path="airflow_provider_ahachat.notifications.ahachat.AhaChatNotifier",
         callback_kwargs={
             "ahachat_conn_id": CONN,

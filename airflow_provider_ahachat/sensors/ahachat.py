@@ -145,9 +145,10 @@ class UserSensor(BaseSensorOperator):
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.ahachat_conn_id = ahachat_conn_id
         problems = []
-        if (user_id in (None, "")) == (phone in (None, "")):
+        has_user, has_phone = user_id not in (None, ""), phone not in (None, "")
+        if has_user == has_phone:
             problems.append(
-                "user_id, phone: give exactly one of them" + (" (both were given)" if user_id else "")
+                "user_id, phone: give exactly one of them" + (" (both were given)" if has_user else "")
             )
         if check is not None and not callable(check):
             problems.append(f"check: must be a callable taking the User, got {type(check).__name__}")
