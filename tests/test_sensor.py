@@ -68,6 +68,18 @@ def test_succeeds_when_the_customer_answers_part_way(
     assert len(user_lookups(sandbox)) >= 4  # it checked, waited, and checked again
     if mode == "deferrable":
         assert "[DAG TEST] running trigger in line" in result.log
+        # What the metadata database holds for the trigger: its arguments, and no token.
+        from airflow.models.trigger import Trigger
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = [(t.classpath, t.kwargs) for t in session.query(Trigger).all()]
+        stored = [kwargs for classpath, kwargs in rows if classpath.endswith("ahachat.UserTrigger")]
+        assert stored, rows
+        assert stored[-1]["user_id"] == LAN
+        assert stored[-1]["attributes"] == {"delivery_confirmed": "yes"}
+        assert stored[-1]["ahachat_conn_id"] == CONN
+        assert sandbox.token not in repr(rows)
 
 
 @pytest.mark.parametrize("mode", MODES)
