@@ -225,3 +225,17 @@ def test_exponential_backoff_waits_longer_each_time(conn: SandboxServer) -> None
     assert event["status"] == "timeout"
     # 0.1 + 0.2 + 0.4 + 0.8 s: five checks fit in 1.6 s, where a fixed 0.1 s interval makes about 16.
     assert 4 <= len(user_lookups(conn)) <= 7
+
+
+def test_the_triggerer_registers_the_token_with_the_secret_masker(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.log import redact
+
+    token = "7" * 60 + "beef"  # used by no other test, so only this trigger can have registered it
+    line = f"GET /api/bots/{sandbox.bot_id}/users/{LAN}?ahachat_token={token}"
+    assert token in str(redact(line))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_uri(sandbox.url, sandbox.bot_id, token))
+    event = first_event(trigger(user_id=LAN))
+    assert event["error"] == "AhaChatAuthError"
+    assert token not in str(redact(line))
