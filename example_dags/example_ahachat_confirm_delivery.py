@@ -14,6 +14,7 @@ Ask a customer to confirm delivery, wait for the answer without holding a worker
 
 It talks to the connection ``ahachat_sandbox``: the local sandbox, so that trying it messages nobody.
 To run it against your bot, set ``AHACHAT_CONN_ID`` to your own ``ahachat`` connection's ID.
+``AHACHAT_POKE_INTERVAL`` (seconds) changes the 5 minutes between checks, as the demo does.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from airflow_provider_ahachat.operators.ahachat import (
 from airflow_provider_ahachat.sensors.ahachat import UserSensor
 
 AHACHAT_CONN_ID = os.environ.get("AHACHAT_CONN_ID", "ahachat_sandbox")
+POKE_INTERVAL = timedelta(seconds=float(os.environ.get("AHACHAT_POKE_INTERVAL", "300")))
 
 with DAG(
     dag_id="example_ahachat_confirm_delivery",
@@ -68,7 +70,7 @@ with DAG(
         user_id="{{ params.customer_id }}",
         attributes={"delivery_confirmed": "yes"},
         deferrable=True,
-        poke_interval=timedelta(minutes=5),
+        poke_interval=POKE_INTERVAL,
         timeout=timedelta(days=3),
     )
 
