@@ -15,7 +15,7 @@ import pytest
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 CONN = "aha"
-LAN = "3824547807572463"  # a seeded customer, with tags khach_quen and vip
+LAN = "3824547807572463"  # a seeded customer
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -89,9 +89,10 @@ def test_every_audience_operator_acts_once_on_each_recipient(
         SendTextMessageOperator,
     )
 
-    groups = {name: sandbox.generate_users(3, start=10 * i) for i, name in enumerate(
-        ["tags", "untag", "attrs", "reset", "text", "dynamic", "broadcast"]
-    )}
+    groups = {
+        name: sandbox.generate_users(3, start=10 * i)
+        for i, name in enumerate(["tags", "untag", "attrs", "reset", "text", "dynamic", "broadcast"])
+    }
     for uid in groups["untag"]:
         sandbox.update_user(uid, add_tags=["cu", "giu_lai"])
     for uid in groups["reset"]:
@@ -335,7 +336,7 @@ def test_many_recipients_with_three_percent_unknown(
         assert f"({delivered} delivered, {failures} failed)" in message
         assert f"First: row {first_row} user {first}: " in message
         assert "not found" in message
-        summary = error.summary  # type: ignore[union-attr]
+        summary = error.summary
     assert summary["outcomes"] == {"delivered": delivered, "failed": failures}, summary
     assert summary["total"] == total
     # Everyone reachable got exactly one message, however the task ended: nobody was skipped.
@@ -348,3 +349,374 @@ def test_many_recipients_with_three_percent_unknown(
     assert all(line["outcome"] == "failed" and "not found" in line["reason"] for line in failed)
     assert took < 60, f"{total:,} recipients took {took:.1f}s"
     print(f"{total:,} recipients: the DAG run took {took:.1f}s, the bulk run {summary['seconds']}s")
+
+
+# --------------------------------------------------------------------------- 4. dry run
+
+
+def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> None:
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator, BroadcastBlockOperator
+
+    ids = sandbox.generate_users(15)
+    lan_tags = sandbox.user(LAN)["tags"]
+    ledger = tmp_path / "ledger"
+
+    with new_dag("bulk_dry_run") as dag:
+        BroadcastBlockOperator(
+            task_id="many",
+            recipients=[
+                {"user_id": uid, "order_id": f"DH{n}", "tracking_number": "X"} for n, uid in enumerate(ids)
+            ]
+            + [{"phone": "090-ABC"}],
+            block_name="shipping_update",
+            message_tag="POST_PURCHASE_UPDATE",
+            dry_run=True,
+            max_failures=1,
+            ledger_path=str(ledger),
+        )
+        AddTagsOperator(task_id="one", user_id=LAN, tags="thu", dry_run=True, ledger_path=str(ledger))
+
+    result = run(dag_runner, dag, sandbox, ledger)
+
+    assert result.succeeded, result.summary()
+    assert sandbox.stats()["total"] == 0
+    assert sandbox.outbox() == []
+    assert sandbox.user(LAN)["tags"] == lan_tags
+    many = result.xcoms["many"]
+    assert many["dry_run"] is True
+    assert many["would_send"] == 15
+    assert many["outcomes"] == {"would_send": 15, "invalid": 1}
+    samples = many["sample_requests"]
+    assert len(samples) == 10
+    assert samples[0]["row"] == 1
+    assert samples[0]["request"] == f"POST /api/bots/{sandbox.bot_id}/users/{ids[0]}/send"
+    assert samples[0]["query"] == {
+        "ahachat_message_tag": "POST_PURCHASE_UPDATE",
+        "ahachat_block_name": "shipping_update",
+        "order_id": "DH0",
+        "tracking_number": "X",
+    }
+    assert many["report"].endswith("dry-run.jsonl")
+    assert [line["outcome"] for line in report(many)] == ["would_send"] * 15 + ["invalid"]
+    # Nothing was claimed: a real run afterwards would send to everyone.
+    assert not list(ledger.rglob("journal-*"))
+    assert result.xcoms["one"] == {
+        "dry_run": True,
+        "would_send": 1,
+        "request": {
+            "request": f"POST /api/bots/{sandbox.bot_id}/users/{LAN}/tags",
+            "json": {"tags": ["thu"]},
+        },
+    }
+
+
+# --------------------------------------------------------------------------- 5. retry
+
+
+def test_a_cleared_task_skips_whoever_was_reached(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A retried bulk task (same DAG run) sends only to who was not reached, and never twice."""
+    from airflow_provider_ahachat.operators.ahachat import SendTextMessageOperator
+
+    ids = sandbox.generate_users(40)
+    late = unknown_id(1)  # not a customer yet: the first try fails for them
+    audience = [*ids[:20], late, *ids[20:]]
+    ledger = tmp_path / "ledger"
+    # The first request is processed but answered 500: its outcome is unknown to the client.
+    sandbox.configure(fail_next=[500], deliver_before_fail=True)
+    logical_date = datetime.datetime(2026, 11, 11, tzinfo=datetime.timezone.utc)
+
+    with new_dag("bulk_retry") as dag:
+        SendTextMessageOperator(
+            task_id="send", recipients=audience, text="Sale 11.11", concurrency=1, ledger_path=str(ledger)
+        )
+
+    first = run(dag_runner, dag, sandbox, ledger, logical_date=logical_date, run_after=logical_date)
+
+    assert first.task_states == {"send": "failed"}, first.summary()
+    summary = first.tasks["send"].error.summary
+    assert summary["outcomes"] == {"delivered": 39, "failed": 1, "unknown": 1}, summary
+    assert "(39 delivered, 1 failed, 1 unknown)" in str(first.tasks["send"].error)
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)  # the unknown one was delivered too
+    unsure = audience[0]
+
+    sandbox.add_user({"messenger_user_id": late, "first_name": "Mới", "last_interaction_minutes_ago": 1})
+    second = run(dag_runner, dag, sandbox, ledger, logical_date=logical_date, run_after=logical_date)
+
+    # dag.test() with the same logical date and run_after clears and reruns the same DAG run.
+    assert second.run_id == first.run_id
+    # The unknown outcome is not resent (it would risk a duplicate), so the task fails again.
+    assert second.task_states == {"send": "failed"}, second.summary()
+    summary = second.tasks["send"].error.summary
+    assert summary["outcomes"] == {"delivered": 40, "unknown": 1}, summary
+    assert summary["delivered_in_earlier_tries"] == 39
+    assert sandbox.outbox_counts() == dict.fromkeys([*ids, late], 1)
+    lines = {line["recipient"]: line for line in report(summary)}
+    assert lines[f"user {late}"] == {"row": 21, "recipient": f"user {late}", "outcome": "delivered"}
+    assert lines[f"user {ids[0]}"]["earlier_try"] is True
+    assert lines[f"user {unsure}"]["outcome"] == "unknown"
+    assert "not resent" in lines[f"user {unsure}"]["reason"]
+    # Two tries, two journals, in the task instance's own folder.
+    (folder,) = {path.parent for path in ledger.rglob("journal-*.jsonl")}
+    assert len(list(folder.glob("journal-*.jsonl"))) == 2
+    assert folder.name == "map_index=-1" and folder.parent.name == "task_id=send"
+
+
+# --------------------------------------------------------------------------- 6. mapped batches
+
+
+def test_mapped_batches_each_keep_their_own_ledger(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow.models.pool import Pool
+    from airflow.sdk import task
+
+    from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
+
+    ids = sandbox.generate_users(50)
+    ledger = tmp_path / "ledger"
+    # A pool caps how many batches run at once across the whole Airflow deployment.
+    Pool.create_or_update_pool("ahachat_bulk", slots=2, description="AhaChat bulk", include_deferred=False)
+
+    with new_dag("bulk_mapped") as dag:
+
+        @task
+        def batches() -> list[list[dict[str, Any]]]:
+            rows = [
+                {"user_id": uid, "order_id": f"M{n}", "tracking_number": "T"} for n, uid in enumerate(ids)
+            ]
+            return [rows[i : i + 20] for i in range(0, len(rows), 20)]
+
+        BroadcastBlockOperator.partial(
+            task_id="broadcast",
+            block_name="shipping_update",
+            rate_limit=0,
+            ledger_path=str(ledger),
+            pool="ahachat_bulk",
+        ).expand(recipients=batches())
+
+    result = run(dag_runner, dag, sandbox, ledger)
+
+    assert result.succeeded, result.summary()
+    assert [key for key in result.tasks if key.startswith("broadcast")] == [
+        "broadcast[0]",
+        "broadcast[1]",
+        "broadcast[2]",
+    ]
+    for index, size in enumerate((20, 20, 10)):
+        summary = result.xcoms[f"broadcast[{index}]"]
+        assert summary["outcomes"] == {"delivered": size}
+        assert summary["ledger"].endswith(f"task_id=broadcast/map_index={index}")
+        assert Path(summary["report"]).parent == Path(summary["ledger"])
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
+    for n, entry in enumerate(sorted(sandbox.outbox(), key=lambda e: e["messenger_user_id"])):
+        assert entry["attributes"]["order_id"] == f"M{n}"
+    assert sorted(p.name for p in ledger.rglob("map_index=*")) == [f"map_index={i}" for i in range(3)]
+    assert _pools(result.dag_id) == {"broadcast": {"ahachat_bulk"}, "batches": {"default_pool"}}
+
+
+def _pools(dag_id: str) -> dict[str, set[str]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        pools: dict[str, set[str]] = {}
+        for ti in session.query(TaskInstance).filter_by(dag_id=dag_id):
+            pools.setdefault(ti.task_id, set()).add(ti.pool)
+        return pools
+
+
+# --------------------------------------------------------------------------- 7. validation
+
+BAD_SHARED: list[tuple[str, str, dict[str, Any], str]] = [
+    (
+        "AddAttributesOperator",
+        "reserved",
+        {"attributes": {"phone": "0908"}},
+        "attribute name 'phone' is reserved by the Broadcast API",
+    ),
+    ("AddTagsOperator", "no_tags", {"tags": []}, "tags: must name at least one tag"),
+    (
+        "BroadcastBlockOperator",
+        "bad_tag",
+        {"block_name": "welcome", "message_tag": "PROMOTION"},
+        "message_tag: 'PROMOTION' is not a message tag",
+    ),
+    (
+        "SendTextMessageOperator",
+        "both",
+        {"text": "hi", "user_id": LAN},
+        "recipients: give either recipients or a single user_id/phone, not both",
+    ),
+    (
+        "AddTagsOperator",
+        "no_file",
+        {"tags": "x", "recipients": "/nowhere/audience.csv"},
+        "recipients: there is no file",
+    ),
+    (
+        "AddTagsOperator",
+        "not_a_file",
+        {"tags": "x", "recipients": "audience.xlsx"},
+        "recipients: 'audience.xlsx' is neither",
+    ),
+    (
+        "AddTagsOperator",
+        "no_concurrency",
+        {"tags": "x", "concurrency": 0},
+        "concurrency: must be a whole number from 1 to 256, got 0",
+    ),
+    (
+        "AddTagsOperator",
+        "bad_rate",
+        {"tags": "x", "rate_limit": -1},
+        "rate_limit: must be requests per second, 0 or more",
+    ),
+    (
+        "AddTagsOperator",
+        "bad_ratio",
+        {"tags": "x", "max_failure_ratio": 1.5},
+        "max_failure_ratio: must be from 0 to 1",
+    ),
+]
+
+
+def test_bad_shared_arguments_fail_before_anything_is_sent(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.operators import ahachat
+
+    ids = sandbox.generate_users(3)
+    with new_dag("bulk_bad_shared") as dag:
+        for class_name, task_id, kwargs, _ in BAD_SHARED:
+            getattr(ahachat, class_name)(
+                task_id=task_id, **{"recipients": ids, "ledger_path": str(tmp_path / "ledger"), **kwargs}
+            )
+
+    result = run(dag_runner, dag, sandbox, tmp_path / "ledger")
+
+    assert set(result.task_states.values()) == {"failed"}, result.summary()
+    for _, task_id, _, message in BAD_SHARED:
+        error = result.tasks[task_id].error_text or ""
+        assert "AhaChatValidationError" in error and message in error, (task_id, error)
+    assert sandbox.stats()["total"] == 0
+    assert not list((tmp_path / "ledger").rglob("journal-*"))
+
+
+def test_bad_rows_are_invalid_and_the_rest_delivered(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
+
+    ids = sandbox.generate_users(5)
+    rows: list[Any] = [
+        {"user_id": ids[0], "order_id": "A"},
+        {"phone": "090-ABC"},
+        {"user_id": ids[1], "phone": "+84901234567"},
+        {"user_id": ids[2], "attributes": {"ahachat_block_name": "other"}},
+        {"user_id": ids[3], "order_id": {"nested": 1}},
+        {"order_id": "no one"},
+        3.5,
+        ids[4],
+        ids[0],
+    ]
+
+    with new_dag("bulk_bad_rows") as dag:
+        BroadcastBlockOperator(
+            task_id="broadcast",
+            recipients=rows,
+            block_name="shipping_update",
+            max_failures=6,
+            ledger_path=str(tmp_path / "ledger"),
+        )
+
+    result = run(dag_runner, dag, sandbox, tmp_path / "ledger")
+
+    assert result.succeeded, result.summary()
+    summary = result.xcoms["broadcast"]
+    assert summary["outcomes"] == {"delivered": 2, "invalid": 6, "duplicate": 1}
+    lines = report(summary)
+    assert [line["outcome"] for line in lines] == ["delivered"] + ["invalid"] * 6 + ["delivered", "duplicate"]
+    reasons = {line["row"]: line.get("reason", "") for line in lines}
+    assert reasons[2].startswith("row 2: phone: '090-ABC' is not a phone number"), reasons[2]
+    assert reasons[3].startswith("row 3: ") and "exactly one" in reasons[3], reasons[3]
+    assert reasons[4].startswith("row 4: ") and "'ahachat_block_name' is reserved" in reasons[4], reasons[4]
+    assert reasons[5].startswith("row 5: attributes.order_id: values must be strings"), reasons[5]
+    assert reasons[6].startswith("row 6: "), reasons[6]
+    assert reasons[7].startswith("row 7: a recipient is a user ID or a mapping"), reasons[7]
+    assert summary["first_failures"][0] == {
+        "row": 2,
+        "recipient": "phone 090-ABC",
+        "outcome": "invalid",
+        "reason": reasons[2],
+    }
+    assert sandbox.outbox_counts() == {ids[0]: 1, ids[4]: 1}
+    assert sandbox.stats()["total"] == 2
+
+
+# --------------------------------------------------------------------------- 8. the token
+
+
+def test_a_refused_token_stops_the_run_and_is_never_written(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
+    from airflow_provider_ahachat.sandbox.server import connection_uri
+
+    ids = sandbox.generate_users(100)
+    ledger = tmp_path / "ledger"
+    with new_dag("bulk_bad_token") as dag:
+        AddTagsOperator(task_id="tags", recipients=ids, tags="x", concurrency=4, ledger_path=str(ledger))
+
+    wrong = "f" * 64
+    result = dag_runner(dag, {CONN: connection_uri(sandbox.url, sandbox.bot_id, wrong)})
+
+    assert result.task_states == {"tags": "failed"}, result.summary()
+    error = result.tasks["tags"].error
+    assert type(error).__name__ == "AhaChatBulkError"
+    assert "AhaChat add_tags stopped" in str(error)
+    summary = error.summary
+    assert summary["outcomes"].get("delivered", 0) == 0
+    assert summary["outcomes"]["not_sent"] == 100
+    # The first refusal stops the run: a few requests were in flight or paced already (20 per
+    # second by default), nowhere near one per recipient.
+    assert 1 <= sandbox.stats()["total"] <= 20
+    assert set(sandbox.stats()["by_status"]) == {"401"}
+    files = [path for path in ledger.rglob("*") if path.is_file()]
+    assert {path.name.split("-")[0] for path in files} == {"journal", "report.jsonl"}
+    everything = [result.log, result.tasks["tags"].error_text or "", json.dumps(summary)]
+    everything += [path.read_text(encoding="utf-8") for path in files]
+    for text in everything:
+        assert wrong not in text
+        assert sandbox.token not in text
+
+
+# --------------------------------------------------------------------------- 9. progress
+
+
+def test_progress_lines_in_the_task_log(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> None:
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
+
+    ids = sandbox.generate_users(40)
+    sandbox.configure(latency_ms=50)
+    with new_dag("bulk_progress") as dag:
+        AddTagsOperator(
+            task_id="tags",
+            recipients=ids,
+            tags="x",
+            concurrency=2,
+            rate_limit=0,
+            progress_interval=0.2,
+            ledger_path=str(tmp_path / "ledger"),
+        )
+
+    result = run(dag_runner, dag, sandbox, tmp_path / "ledger")
+
+    assert result.succeeded, result.summary()
+    log = result.tasks["tags"].log
+    assert "AhaChat add_tags for 40 recipients: 2 in flight, no limit on requests/s at most" in log
+    done = [int(n) for n in re.findall(r"AhaChat add_tags: (\d+) / 40 \(\d+\.\d%\) done", log)]
+    assert len(done) >= 3, log
+    assert done == sorted(done) and done[-1] == 40 and done[0] < 40
+    assert re.search(r"about \d+s left", log)
