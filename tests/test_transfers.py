@@ -337,3 +337,45 @@ def test_wrong_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], mes
 
     with new_dag("sql_parse"), pytest.raises(AhaChatValidationError, match="^" + message):
         SqlToAhaChatOperator(task_id="t", sql="SELECT 1", sql_conn_id=SHOP, **kwargs)
+
+
+def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """``phone_column`` is for rows without a user ID: a customer with both is reached by ID, once."""
+    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
+
+    ids = sandbox.generate_users(4)
+    phones = [sandbox.user(uid)["phone"] for uid in ids]
+    db = shop_db(
+        tmp_path / "shop.db",
+        [
+            (ids[0], phones[0], "DH0", "T0", None, None, None),  # both
+            (ids[1], None, "DH1", "T1", None, None, None),  # the ID only
+            (None, phones[2], "DH2", "T2", None, None, None),  # the phone only
+            ("", phones[3], "DH3", "T3", None, None, None),  # an empty ID: the phone
+        ],
+    )
+    with new_dag("sql_id_and_phone") as dag:
+        SqlToAhaChatOperator(
+            task_id="broadcast",
+            sql="SELECT user_id, phone, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
+            sql_conn_id=SHOP,
+            action="broadcast_block",
+            block_name="shipping_update",
+            ledger_path=str(tmp_path / "ledger"),
+        )
+
+    result = run(dag_runner, dag, sandbox, db, tmp_path)
+
+    assert result.succeeded, result.summary()
+    assert result.xcoms["broadcast"]["outcomes"] == {"delivered": 4}
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
+    assert [line["recipient"] for line in report(result.xcoms["broadcast"])] == [
+        f"user {ids[0]}",
+        f"user {ids[1]}",
+        f"phone {phones[2]}",
+        f"phone {phones[3]}",
+    ]
+    for n, uid in enumerate(ids):
+        assert sandbox.outbox(uid)[0]["attributes"] == {"order_id": f"DH{n}", "tracking_number": f"T{n}"}
