@@ -314,7 +314,7 @@ class Ledger:
                 entries = sorted(
                     (p for p in self.folder.iterdir() if p.name.startswith("journal-")), key=lambda p: p.name
                 )
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # no earlier try (fsspec paths raise the latter)
                 return
         for entry in entries:
             with entry.open("rb") as handle:

@@ -6,6 +6,7 @@ import datetime
 import json
 import re
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -720,3 +721,64 @@ def test_progress_lines_in_the_task_log(dag_runner: Any, sandbox: SandboxServer,
     assert len(done) >= 3, log
     assert done == sorted(done) and done[-1] == 40 and done[0] < 40
     assert re.search(r"about \d+s left", log)
+
+
+# --------------------------------------------------------------------------- object storage
+
+
+@pytest.fixture
+def memory_storage() -> Any:
+    """A ``memory://`` object store for Airflow's ObjectStoragePath, emptied afterwards."""
+    from airflow.sdk.io import attach
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs = MemoryFileSystem()
+    attach("memory", fs=fs)
+    root = f"memory://ahachat-tests/{uuid.uuid4().hex}"
+    yield root
+    fs.rm(root.removeprefix("memory://"), recursive=True)
+
+
+def test_ledger_and_recipients_on_object_storage(
+    dag_runner: Any, sandbox: SandboxServer, memory_storage: str
+) -> None:
+    """On object storage (no appends: one object per journal write) a rerun also skips who was reached."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_ahachat.operators.ahachat import SendTextMessageOperator
+
+    ids = sandbox.generate_users(30)
+    late = unknown_id(7)
+    audience = ObjectStoragePath(f"{memory_storage}/audience.csv")
+    audience.write_text("user_id\n" + "".join(f"{uid}\n" for uid in [*ids[:10], late, *ids[10:]]))
+    ledger = f"{memory_storage}/ledger"
+    day = datetime.datetime(2026, 11, 12, tzinfo=datetime.timezone.utc)
+
+    with new_dag("bulk_object_storage") as dag:
+        SendTextMessageOperator(
+            task_id="send", recipients=str(audience), text="Chào bạn", concurrency=4, ledger_path=ledger
+        )
+
+    first = run(dag_runner, dag, sandbox, logical_date=day, run_after=day)
+
+    assert first.task_states == {"send": "failed"}, first.summary()
+    summary = first.tasks["send"].error.summary
+    assert summary["outcomes"] == {"delivered": 30, "failed": 1}
+    assert summary["report"].startswith(f"{ledger}/dag_id=bulk_object_storage/")
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
+
+    sandbox.add_user({"messenger_user_id": late, "first_name": "Mới", "last_interaction_minutes_ago": 1})
+    second = run(dag_runner, dag, sandbox, logical_date=day, run_after=day)
+
+    assert second.succeeded, second.summary()
+    summary = second.xcoms["send"]
+    assert summary["outcomes"] == {"delivered": 31}
+    assert summary["delivered_in_earlier_tries"] == 30
+    assert sandbox.outbox_counts() == dict.fromkeys([*ids, late], 1)
+    lines = [json.loads(line) for line in ObjectStoragePath(summary["report"]).read_text().splitlines()]
+    assert [line["row"] for line in lines if not line.get("earlier_try")] == [11]
+    folder = ObjectStoragePath(summary["ledger"])
+    journals = [p for p in folder.iterdir() if p.name.startswith("journal-")]
+    assert len({p.name.rsplit("-", 1)[0] for p in journals}) == 2  # two tries
+    for path in folder.iterdir():
+        assert sandbox.token not in path.read_text()
