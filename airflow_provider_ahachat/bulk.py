@@ -202,13 +202,7 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
         raise AhaChatValidationError([f"row {number}: {problem}" for problem in err.problems]) from None
 
 
-class _Readable(Protocol):
-    name: str
-
-    def open(self, mode: str = ..., **kwargs: Any) -> Any: ...
-
-
-def read_recipients(path: _Readable) -> Iterator[Any]:
+def read_recipients(path: Any) -> Iterator[Any]:
     """
     Stream the rows of a CSV (with a header) or JSON Lines file, one at a time.
 
@@ -228,7 +222,7 @@ def read_recipients(path: _Readable) -> Iterator[Any]:
                     yield _BadLine(number)
 
 
-def count_recipients(path: _Readable) -> int:
+def count_recipients(path: Any) -> int:
     """How many rows :func:`read_recipients` will give, counted by one streaming pass."""
     kind = _file_kind(path)
     with path.open("rb") as raw:
@@ -238,7 +232,7 @@ def count_recipients(path: _Readable) -> int:
         return sum(1 for line in raw if line.strip())
 
 
-def _file_kind(path: _Readable) -> str:
+def _file_kind(path: Any) -> str:
     name = path.name.lower()
     if name.endswith(".csv"):
         return "csv"
@@ -285,6 +279,11 @@ class Ledger:
     ``{"c": [keys]}`` (claimed: about to be sent) or ``{"k": key, "o": outcome, ...}``. On start,
     every earlier journal is replayed: a recipient claimed without an outcome is ``unknown``.
 
+    In a local journal each recipient is claimed by the worker right before their request goes
+    out, so a process killed outright leaves at most ``concurrency`` recipients unknown. On object
+    storage recipients are claimed a batch at a time, before the batch is queued, so up to about
+    four times ``concurrency`` may be left unknown.
+
     :param folder: the folder of this task's ledger (one per DAG, run, task and map index).
     """
 
@@ -294,7 +293,13 @@ class Ledger:
         self._attempt = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self._segment = itertools.count(1)
         self._file: Any = None
+        self._lock = threading.Lock()
         self.writes = 0
+
+    @property
+    def appends(self) -> bool:
+        """Whether the journal is a local file, cheap to append one line to before each request."""
+        return self._local is not None
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.folder)!r})"
@@ -314,7 +319,7 @@ class Ledger:
                 entries = sorted(
                     (p for p in self.folder.iterdir() if p.name.startswith("journal-")), key=lambda p: p.name
                 )
-            except (FileNotFoundError, NotADirectoryError):  # no earlier try (fsspec paths raise the latter)
+            except (FileNotFoundError, NotADirectoryError):  # no earlier try
                 return
         for entry in entries:
             with entry.open("rb") as handle:
@@ -329,6 +334,10 @@ class Ledger:
         if not records:
             return
         data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+        with self._lock:
+            self._write(data)
+
+    def _write(self, data: str) -> None:
         if self._local is not None:
             if self._file is None:
                 self._local.mkdir(parents=True, exist_ok=True)
@@ -550,6 +559,14 @@ class _Outcome:
 _STOP = object()
 
 
+def _record(result: _Outcome) -> dict[str, Any]:
+    """The journal line of an outcome."""
+    record: dict[str, Any] = {"k": result.row.key, "o": result.outcome}
+    if result.reason:
+        record["r"] = result.reason
+    return record
+
+
 class _Stopped(Exception):
     """The run was stopped before this request was sent."""
 
@@ -613,6 +630,7 @@ class BulkRunner:
         self.max_failures = max_failures
         self.max_failure_ratio = max_failure_ratio
         self.resend_unknown = resend_unknown or not action.sends_message
+        self._claim_on_send = ledger is not None and ledger.appends and not dry_run
         self.dry_run = dry_run
         self.progress_interval = progress_interval
         self.log = logger or log
@@ -764,12 +782,12 @@ class BulkRunner:
     ) -> None:
         index.add(number, key, who, outcome, reason, earlier=earlier)
         self._counts[outcome] += 1
-        if outcome in (FAILED, INVALID) and len(self._failures) < 20:
+        if outcome in (FAILED, INVALID, UNKNOWN) and len(self._failures) < 20:
             self._failures.append({"row": number, "recipient": who, "outcome": outcome, "reason": reason})
 
     def _dispatch(self, index: _Index, jobs: list[_Job]) -> None:
         """Claim ``jobs`` in the ledger, then hand them to the workers."""
-        if self.ledger is not None:
+        if self.ledger is not None and not self._claim_on_send:
             records = self._pending_outcomes
             self._pending_outcomes = []
             records.append({"c": [job.row.key for job in jobs]})
@@ -806,10 +824,8 @@ class BulkRunner:
         row = result.row
         index.settle(row.number, result.outcome, result.reason)
         self._counts[result.outcome] += 1
-        record: dict[str, Any] = {"k": row.key, "o": result.outcome}
-        if result.reason:
-            record["r"] = result.reason
-        self._pending_outcomes.append(record)
+        if not self._claim_on_send:  # else the worker wrote it already
+            self._pending_outcomes.append(_record(result))
         if result.outcome in (FAILED, UNKNOWN) and len(self._failures) < 20:
             self._failures.append(
                 {
@@ -871,8 +887,7 @@ class BulkRunner:
             "seconds": round(elapsed, 3),
             "rate_limit_pauses": self.limiter.pauses,
             "retries": dict(self._retries),
-            # Workers finish out of order: list the failures kept by their row, as the input has them.
-            "first_failures": sorted(self._failures, key=lambda failure: failure["row"]),
+            "first_failures": self._failures,
             "report": report,
             "ledger": self.ledger.location() if self.ledger is not None else None,
         }
@@ -925,13 +940,16 @@ class BulkRunner:
                 return
             if self.stop_event.is_set() or self._fatal is not None:
                 self._results.put(_Outcome(job.row, NOT_SENT, "the run stopped before this row"))
-                continue
+                continue  # never claimed: nothing to write
             try:
-                self._results.put(self._deliver(job))
+                result = self._deliver(job)
             except _Stopped:
-                self._results.put(_Outcome(job.row, NOT_SENT, "the run stopped before this row"))
+                result = _Outcome(job.row, NOT_SENT, "the run stopped before this row")
             except Exception as exc:  # pragma: no cover - a bug; record rather than lose the row
-                self._results.put(_Outcome(job.row, UNKNOWN, f"internal error: {type(exc).__name__}"))
+                result = _Outcome(job.row, UNKNOWN, f"internal error: {type(exc).__name__}")
+            if self._claim_on_send and self.ledger is not None:
+                self.ledger.append([_record(result)])  # at once: a kill now loses nothing
+            self._results.put(result)
 
     def _deliver(self, job: _Job) -> _Outcome:
         request = job.request
@@ -945,7 +963,7 @@ class BulkRunner:
                 request = self.action.build(Recipient(user_id=user.messenger_user_id), job.row.attributes)
             except AhaChatError as err:
                 return self._failure(job.row, err, sent=False)
-        _, error = self._send(request)
+        _, error = self._send(request, claim=job.row.key)
         if error is None:
             return _Outcome(job.row, DELIVERED)
         return self._failure(job.row, error, sent=True)
@@ -953,6 +971,7 @@ class BulkRunner:
     def _failure(self, row: Row, error: AhaChatError, *, sent: bool) -> _Outcome:
         reason = str(error)
         if isinstance(error, AhaChatAuthError):  # refused before processing: nothing was sent
+            self.stop_event.set()  # no other worker sends another request with this token
             return _Outcome(row, NOT_SENT, reason, fatal=error)
         if sent and error.outcome_unknown:
             return _Outcome(row, UNKNOWN, reason)
@@ -960,8 +979,12 @@ class BulkRunner:
             return _Outcome(row, NOT_SENT, reason)
         return _Outcome(row, FAILED, reason)
 
-    def _send(self, request: ApiRequest) -> tuple[Any, AhaChatError | None]:
-        """One request, paced, retried as the client's policy allows; 429s pause every worker."""
+    def _send(self, request: ApiRequest, claim: str | None = None) -> tuple[Any, AhaChatError | None]:
+        """
+        One request, paced, retried as the client's policy allows; 429s pause every worker.
+
+        ``claim`` is the recipient's key, claimed in a local journal just before the first attempt.
+        """
         policy = self.client.retry
         started = time.monotonic()
         attempt = 0
@@ -969,6 +992,9 @@ class BulkRunner:
             self.limiter.acquire(self.stop_event)
             if self.stop_event.is_set():
                 raise _Stopped
+            if claim is not None and self._claim_on_send and self.ledger is not None:
+                self.ledger.append([{"c": [claim]}])
+                claim = None
             data, error = self.client.attempt(request)
             if error is None:
                 self.limiter.succeeded()
@@ -992,13 +1018,16 @@ class BulkRunner:
 
 
 def _describe_raw(raw: Any) -> str:
+    """Who an unparsed row names, as :meth:`Recipient.describe` words it."""
     if isinstance(raw, Mapping):
         for name in (*_ID_COLUMNS, "phone"):
             if raw.get(name) not in (None, ""):
-                return f"{name} {raw[name]}"
+                return f"{'phone' if name == 'phone' else 'user'} {str(raw[name]).strip()[:40]}"
         return "a row without user_id or phone"
     if isinstance(raw, _BadLine):
         return f"line {raw.line}"
+    if isinstance(raw, str | int) and not isinstance(raw, bool):
+        return f"user {str(raw).strip()[:40]}"
     text = repr(raw)
     return text if len(text) <= 60 else text[:57] + "..."
 
