@@ -887,7 +887,8 @@ class BulkRunner:
             "seconds": round(elapsed, 3),
             "rate_limit_pauses": self.limiter.pauses,
             "retries": dict(self._retries),
-            "first_failures": self._failures,
+            # Workers finish out of order: list the failures kept by their row, as the input has them.
+            "first_failures": sorted(self._failures, key=lambda failure: failure["row"]),
             "report": report,
             "ledger": self.ledger.location() if self.ledger is not None else None,
         }
