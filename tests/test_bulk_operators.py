@@ -338,6 +338,7 @@ def test_many_recipients_with_three_percent_unknown(
         assert f"First: row {first_row} user {first}: " in message
         assert "not found" in message
         summary = error.summary
+        assert not outcome.has_xcom  # a failed task pushes no summary: it is on the error and the report
     assert summary["outcomes"] == {"delivered": delivered, "failed": failures}, summary
     assert summary["total"] == total
     # Everyone reachable got exactly one message, however the task ended: nobody was skipped.
@@ -563,6 +564,13 @@ BAD_SHARED: list[tuple[str, str, dict[str, Any], str]] = [
         "recipients: 'audience.xlsx' is neither",
     ),
     (
+        # A list rendered by Jinja is Python's repr, not JSON: ``| tojson`` makes it JSON.
+        "AddTagsOperator",
+        "repr_list",
+        {"tags": "x", "recipients": "{{ params.ids }}", "params": {"ids": ["9000000000000000"]}},
+        "recipients: is a string but not valid JSON",
+    ),
+    (
         "AddTagsOperator",
         "no_concurrency",
         {"tags": "x", "concurrency": 0},
@@ -781,3 +789,24 @@ def test_ledger_and_recipients_on_object_storage(
     assert len({p.name.rsplit("-", 1)[0] for p in journals}) == 2  # two tries
     for path in folder.iterdir():
         assert sandbox.token not in path.read_text()
+
+
+def test_the_default_ledger_folder_comes_from_the_configuration(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
+
+    ids = sandbox.generate_users(3)
+    with new_dag("bulk_configured_ledger") as dag:
+        AddTagsOperator(task_id="tags", recipients=ids, tags="x")
+
+    configured = tmp_path / "configured"
+    result = dag_runner(
+        dag, {CONN: sandbox.connection_uri}, env={"AIRFLOW__AHACHAT__LEDGER_PATH": str(configured)}
+    )
+
+    assert result.succeeded, result.summary()
+    summary = result.xcoms["tags"]
+    assert summary["ledger"].startswith(f"{configured}/dag_id=bulk_configured_ledger/run_id=")
+    assert Path(summary["report"]).is_file()
+    assert len(list(configured.rglob("journal-*.jsonl"))) == 1
