@@ -228,7 +228,7 @@ def count_recipients(path: Any) -> int:
     with path.open("rb") as raw:
         if kind == "csv":
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            return max(0, sum(1 for _ in csv.reader(text)) - 1)
+            return max(0, sum(1 for row in csv.reader(text) if row) - 1)  # DictReader skips blank lines
         return sum(1 for line in raw if line.strip())
 
 

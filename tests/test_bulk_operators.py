@@ -810,3 +810,23 @@ def test_the_default_ledger_folder_comes_from_the_configuration(
     assert summary["ledger"].startswith(f"{configured}/dag_id=bulk_configured_ledger/run_id=")
     assert Path(summary["report"]).is_file()
     assert len(list(configured.rglob("journal-*.jsonl"))) == 1
+
+
+def test_blank_lines_in_a_csv_file_are_not_counted(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
+
+    ids = sandbox.generate_users(2)
+    audience = tmp_path / "audience.csv"
+    audience.write_text(f"user_id\r\n{ids[0]}\r\n\r\n{ids[1]}\r\n\r\n\r\n", encoding="utf-8")
+    with new_dag("bulk_blank_lines") as dag:
+        AddTagsOperator(task_id="tags", recipients=str(audience), tags="x", ledger_path=str(tmp_path / "l"))
+
+    result = run(dag_runner, dag, sandbox, tmp_path / "l")
+
+    assert result.succeeded, result.summary()
+    assert result.xcoms["tags"]["outcomes"] == {"delivered": 2}
+    log = result.tasks["tags"].log
+    assert "AhaChat add_tags for 2 recipients:" in log
+    assert "AhaChat add_tags: 2 / 2 (100.0%) done" in log
