@@ -717,7 +717,14 @@ class BulkRunner:
                 report = self.ledger.write(name, index.report_lines())
             summary = self._summary(rows, time.monotonic() - started, report)
         finally:
+            # On an error (a file that cannot be read, a database cursor that broke), the rows
+            # still queued are not sent, and the requests in flight are waited for so that their
+            # outcomes reach the journal before it is closed.
+            self.stop_event.set()
             self._closing.set()
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join(timeout=sum(self.client.timeout) + 1)
             if self.ledger is not None:
                 self.ledger.close()
             index.close()

@@ -1,16 +1,25 @@
 """
-The demo: the example DAG end to end on the local sandbox, then what each customer received.
+The demo: the example DAGs end to end on the local sandbox, then what the customers received.
 
 It starts the sandbox, gives Airflow a throw-away home whose DAGs folder is ``example_dags/``,
-runs ``airflow dags test example_ahachat_shipping_update`` exactly as a user would, with the
-connection ``ahachat_sandbox`` in an ``AIRFLOW_CONN_`` variable, and prints the sandbox's outbox
-customer by customer. Nobody real is messaged.
+and runs the examples with ``airflow dags test`` exactly as a user would, with the connection
+``ahachat_sandbox`` in an ``AIRFLOW_CONN_`` variable:
+
+- ``example_ahachat_shipping_update`` (all eight operators), then the sandbox's outbox customer by
+  customer;
+- ``example_ahachat_bulk_shipping``: a SQLite shop database with 2,000 orders shipped yesterday
+  (a few of them for people the bot does not know), sent in four mapped slices; then the totals
+  and a check that nobody got the message twice.
+
+Nobody real is messaged.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,7 +31,10 @@ from airflow_provider_ahachat.sandbox import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "example_ahachat_shipping_update"
+BULK_DAG_ID = "example_ahachat_bulk_shipping"
 CONN_ID = "ahachat_sandbox"
+BULK_ORDERS = 2_000
+BULK_STRANGERS = 12  # orders of people who never wrote to the bot: AhaChat answers 404
 
 
 def airflow_env(home: Path, sandbox: SandboxProcess) -> dict[str, str]:
@@ -94,8 +106,58 @@ def main() -> None:
                 print(f"  - {how}:")
                 for line in delivered_text(entry):
                     print(f"      {line}")
-        result = {"deliveries": len(outbox), "customers": len({e["messenger_user_id"] for e in outbox})}
+        result: dict[str, Any] = {
+            "deliveries": len(outbox),
+            "customers": len({e["messenger_user_id"] for e in outbox}),
+        }
+        result["bulk"] = bulk_demo(env, log, home, sandbox)
         print("\n" + json.dumps(result))
+
+
+def bulk_demo(env: dict[str, str], log: Path, home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
+    """Yesterday's 2,000 shipments from a shop database, through the bulk example DAG."""
+    print(f"\nThe bulk example: {BULK_ORDERS:,} orders shipped yesterday, from a SQLite shop database")
+    customers = sandbox.generate_users(BULK_ORDERS - BULK_STRANGERS, start=100_000)
+    strangers = [f"8{n:015d}" for n in range(BULK_STRANGERS)]
+    audience = customers + strangers
+    yesterday = (datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)).isoformat()
+    database = home / "shop.db"
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "CREATE TABLE orders (customer_id INTEGER PRIMARY KEY, messenger_user_id TEXT,"
+            " order_id TEXT, tracking_number TEXT, shipped_on TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+            [(n, uid, f"DH{n:06d}", f"GHN{n:08d}VN", yesterday) for n, uid in enumerate(audience)],
+        )
+    before = sandbox.stats()["total"]
+    bulk_env = {
+        **env,
+        "AIRFLOW_CONN_SHOP_DB": json.dumps({"conn_type": "sqlite", "host": str(database)}),
+        "AIRFLOW__AHACHAT__LEDGER_PATH": str(home / "ledger"),
+        "AHACHAT_RATE_LIMIT": "500",
+    }
+    started = time.monotonic()
+    airflow(bulk_env, log, "dags", "test", BULK_DAG_ID)
+    elapsed = time.monotonic() - started
+
+    outcomes: dict[str, dict[str, int]] = {}
+    for report in sorted((home / "ledger").rglob("report.jsonl")):
+        task = next(part for part in report.parts if part.startswith("task_id=")).removeprefix("task_id=")
+        counts = outcomes.setdefault(task, {})
+        for line in report.read_text().splitlines():
+            outcome = json.loads(line)["outcome"]
+            counts[outcome] = counts.get(outcome, 0) + 1
+    counts_by_user = sandbox.outbox_counts()
+    reached = [uid for uid in customers if counts_by_user.get(uid)]
+    twice = [uid for uid in audience if counts_by_user.get(uid, 0) > 1]
+    print(f"  {sandbox.stats()['total'] - before:,} requests to AhaChat in {elapsed:.1f}s (Airflow included)")
+    for task, counts in outcomes.items():
+        print(f"  {task}: " + ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(counts.items())))
+    print(f"  {len(reached):,} of {len(customers):,} known customers got the shipping update;", end=" ")
+    print(f"{len(twice)} got it twice")
+    return {"orders": len(audience), "reached": len(reached), "twice": len(twice), "outcomes": outcomes}
 
 
 if __name__ == "__main__":

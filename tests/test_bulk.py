@@ -430,3 +430,25 @@ def test_a_local_object_storage_path_appends_to_one_journal(
     claimed = [key for r in records if "c" in r for key in r["c"]]
     assert sorted(claimed) == sorted(f"user:{uid}" for uid in ids)
     assert sorted(r["k"] for r in records if r.get("o") == "delivered") == sorted(claimed)
+
+
+def test_an_input_that_breaks_part_way_stops_sending_and_a_rerun_resumes(
+    sandbox: SandboxServer, client: AhaChatClient, tmp_path: Path
+) -> None:
+    ids = sandbox.generate_users(100)
+
+    def rows() -> Iterator[str]:
+        yield from ids[:60]
+        raise OSError("the export file was truncated")
+
+    with pytest.raises(OSError, match="truncated"):
+        runner(client, "send_text", tmp_path, text="Hi", concurrency=4).run(rows())
+    reached = set(sandbox.outbox_counts())
+    time.sleep(0.3)
+    assert set(sandbox.outbox_counts()) == reached  # nothing more went out after the error
+    assert len(reached) <= 60
+
+    again = runner(client, "send_text", tmp_path, text="Hi", concurrency=4).run(ids)
+    assert again["outcomes"] == {"delivered": 100}
+    assert again["delivered_in_earlier_tries"] == len(reached)
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)

@@ -237,3 +237,27 @@ def test_the_hook_registers_the_token_with_the_secret_masker(airflow_db: Any) ->
     conn = Connection(conn_id="masked", conn_type="ahachat", login=BOT, password=token)
     AhaChatHook(ahachat_conn_id="masked").client_from_connection(conn)
     assert token not in str(redact(line))
+
+
+def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_ahachat.exceptions import AhaChatValidationError
+    from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+
+    def runner(extra: dict[str, Any], tags: Any = "x", **options: Any) -> Any:
+        conn = {"conn_type": "ahachat", "login": BOT, "password": TOKEN, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_BULK", json.dumps(conn))
+        return AhaChatHook("bulk").bulk_runner("add_tags", {"tags": tags}, ledger=None, **options)
+
+    default = runner({})
+    assert (default.concurrency, default.limiter.limit) == (16, 20.0)
+    configured = runner({"rate_limit": "120", "concurrency": 32})
+    assert (configured.concurrency, configured.limiter.limit) == (32, 120.0)
+    assert runner({"rate_limit": 0}).limiter.limit == 0  # no limit
+    overridden = runner({"rate_limit": 120, "concurrency": 32}, concurrency=4, rate_limit=10)
+    assert (overridden.concurrency, overridden.limiter.limit) == (4, 10.0)
+    with pytest.raises(AhaChatValidationError, match="'rate_limit' must be 0 or more"):
+        runner({"rate_limit": -1})
+    with pytest.raises(AhaChatValidationError, match="'concurrency' must be a whole number"):
+        runner({"concurrency": 2.5})
+    with pytest.raises(AhaChatValidationError, match="tags"):
+        runner({}, tags=[])

@@ -372,3 +372,16 @@ def test_the_example_dag_runs_end_to_end(dag_runner: Any, sandbox: SandboxServer
     assert "gio_hang" not in lan["attributes"]
     assert lan["attributes"]["tracking_number"] == "GHN8123456VN"
     result.assert_not_in_log(sandbox.token)
+
+
+def test_strings_without_jinja_are_not_compiled_as_templates(dag_runner: Any, sandbox: SandboxServer) -> None:
+    # Airflow compiles each string of a templated list as a template (about 1 ms each); plain strings
+    # are handed back as they are, so a long literal list of recipients renders at once.
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
+
+    operator = AddTagsOperator(task_id="t", tags="x", recipients=[])
+    plain = "3824547807572463"
+    rows = [plain, {"user_id": plain, "order_id": "DH1"}, "{{ 40 + 2 }}", "x.csv"]
+    rendered = operator.render_template(rows, {}, operator.get_template_env())
+    assert rendered[0] is plain and rendered[1]["user_id"] is plain
+    assert rendered == [plain, {"user_id": plain, "order_id": "DH1"}, "42", "x.csv"]

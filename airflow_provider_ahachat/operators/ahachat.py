@@ -19,6 +19,7 @@ from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, o
 from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
 
     from airflow_provider_ahachat.bulk import BulkRunner
@@ -60,6 +61,28 @@ class AhaChatBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.ahachat_conn_id = ahachat_conn_id
         self.retry_unknown_outcome = retry_unknown_outcome
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """
+        Render ``content`` as Airflow does, but hand back strings without Jinja syntax untouched.
+
+        Airflow compiles every string of a templated list as a Jinja template, about a millisecond
+        each: 40 seconds for a literal list of 40,000 recipients. A string with no ``{{``, ``{%`` or
+        ``{#`` renders to itself, so it is skipped.
+        """
+        if (
+            isinstance(content, str)
+            and not any(marker in content for marker in ("{{", "{%", "{#"))
+            and not content.endswith(tuple(self.template_ext))
+        ):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     @cached_property
     def hook(self) -> AhaChatHook:
@@ -104,6 +127,8 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     :param dry_run: validate and render every recipient's request and report what would be sent;
         send nothing.
     :param progress_interval: seconds between progress lines in the task log.
+    :param retry_unknown_outcome: also resend to recipients whose outcome was unknown in an earlier
+        try of the task (and retry such requests at once), at the risk of a duplicate.
     """
 
     #: The bulk engine's name for this operator's action.
@@ -182,6 +207,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             rate_limit=self.rate_limit,
             max_failures=self.max_failures,
             max_failure_ratio=self.max_failure_ratio,
+            resend_unknown=self.retry_unknown_outcome,
             dry_run=self.is_dry_run,
             progress_interval=self.progress_interval,
             logger=self.log,
