@@ -302,7 +302,7 @@ def test_many_recipients_with_three_percent_unknown(
     audience, unknown = audience_with_unknowns(sandbox, total)
     reachable = [uid for uid in audience if uid not in set(unknown)]
     assert (len(audience), len(unknown), len(reachable)) == (total, total * 3 // 100, total * 97 // 100)
-    # A large audience comes as a file: a literal list in a templated field is rendered item by item.
+    # A large audience comes as a file, read row by row.
     audience_file = tmp_path / "audience.jsonl"
     audience_file.write_text("".join(json.dumps(uid) + "\n" for uid in audience), encoding="utf-8")
 
