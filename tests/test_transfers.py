@@ -379,3 +379,46 @@ def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
     ]
     for n, uid in enumerate(ids):
         assert sandbox.outbox(uid)[0]["attributes"] == {"order_id": f"DH{n}", "tracking_number": f"T{n}"}
+
+
+def test_sql_from_a_templated_file_with_positional_parameters(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
+
+    ids = sandbox.generate_users(4)
+    db = shop_db(
+        tmp_path / "shop.db",
+        [
+            (uid, None, f"DH{n}", None, None, ["2026-11-11", "2026-11-12"][n % 2], None)
+            for n, uid in enumerate(ids)
+        ],
+    )
+    (tmp_path / "shipped.sql").write_text(
+        "SELECT user_id FROM orders WHERE shipped_on = '{{ ds }}' AND ma_don != ?", encoding="utf-8"
+    )
+    with new_dag("sql_file", template_searchpath=[str(tmp_path)]) as dag:
+        SqlToAhaChatOperator(
+            task_id="tags",
+            sql="shipped.sql",
+            parameters=["{{ params.skip }}"],
+            params={"skip": "DH2"},
+            sql_conn_id=SHOP,
+            action="remove_tags",
+            tags="cho_giao_hang",
+            ledger_path=str(tmp_path / "ledger"),
+        )
+    for uid in ids:
+        sandbox.update_user(uid, add_tags=["cho_giao_hang", "vip"])
+
+    day = datetime.datetime(2026, 11, 11, tzinfo=datetime.timezone.utc)
+    result = run(dag_runner, dag, sandbox, db, tmp_path, logical_date=day)
+
+    assert result.succeeded, result.summary()
+    assert result.xcoms["tags"]["outcomes"] == {"delivered": 1}
+    assert {uid: sandbox.user(uid)["tags"] for uid in ids} == {
+        ids[0]: ["vip"],
+        ids[1]: ["cho_giao_hang", "vip"],
+        ids[2]: ["cho_giao_hang", "vip"],
+        ids[3]: ["cho_giao_hang", "vip"],
+    }
