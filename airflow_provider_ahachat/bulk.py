@@ -228,7 +228,7 @@ def count_recipients(path: Any) -> int:
     with path.open("rb") as raw:
         if kind == "csv":
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            return max(0, sum(1 for _ in csv.reader(text)) - 1)
+            return max(0, sum(1 for row in csv.reader(text) if row) - 1)  # DictReader skips blank lines
         return sum(1 for line in raw if line.strip())
 
 
@@ -894,7 +894,8 @@ class BulkRunner:
             "seconds": round(elapsed, 3),
             "rate_limit_pauses": self.limiter.pauses,
             "retries": dict(self._retries),
-            "first_failures": self._failures,
+            # Workers finish out of order: list the failures kept by their row, as the input has them.
+            "first_failures": sorted(self._failures, key=lambda failure: failure["row"]),
             "report": report,
             "ledger": self.ledger.location() if self.ledger is not None else None,
         }
