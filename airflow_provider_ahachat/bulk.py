@@ -582,8 +582,9 @@ class BulkRunner:
     :param concurrency: requests in flight at once.
     :param rate_limit: requests per second for the whole run; None or 0 for no limit.
     :param max_failures: the most failed, invalid, unknown or unsent rows allowed; more fail the
-        run once every row has had its turn. None for no limit.
-    :param max_failure_ratio: the largest share of such rows allowed; None for no limit.
+        run once every row has had its turn.
+    :param max_failure_ratio: the largest share of such rows allowed. Either limit applies only
+        when given; with neither, any such row fails the run (``max_failure_ratio=1`` never does).
     :param resend_unknown: send again to recipients whose earlier outcome is unknown, at the risk of
         a duplicate. Actions that message nobody (tags, attributes) are always safe to resend.
     :param dry_run: validate and render every request, send nothing, write nothing to the journal.
@@ -599,7 +600,7 @@ class BulkRunner:
         ledger: Ledger | None = None,
         concurrency: int = 8,
         rate_limit: float | None = None,
-        max_failures: int | None = 0,
+        max_failures: int | None = None,
         max_failure_ratio: float | None = None,
         resend_unknown: bool = False,
         dry_run: bool = False,
@@ -627,7 +628,7 @@ class BulkRunner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limiter = RateLimiter(rate_limit)
-        self.max_failures = max_failures
+        self.max_failures = 0 if max_failures is None and max_failure_ratio is None else max_failures
         self.max_failure_ratio = max_failure_ratio
         self.resend_unknown = resend_unknown or not action.sends_message
         self._claim_on_send = ledger is not None and ledger.appends and not dry_run

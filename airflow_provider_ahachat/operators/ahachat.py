@@ -121,9 +121,10 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     :param ledger_path: where the delivery ledger lives (templated): a local folder or an object
         storage URL; default ``[ahachat] ledger_path``, else ``$AIRFLOW_HOME/ahachat/ledger``.
     :param max_failures: the task fails when more recipients than this were not delivered (failed,
-        invalid, unknown outcome). Default 0: any failure fails the task, after every recipient had
-        their turn.
-    :param max_failure_ratio: the task fails when a larger share than this was not delivered.
+        invalid, unknown outcome, not sent), once every recipient had their turn.
+    :param max_failure_ratio: the task fails when a larger share than this was not delivered. Each
+        limit applies only when given; with neither, any recipient not delivered fails the task
+        (``max_failure_ratio=1`` never does).
     :param dry_run: validate and render every recipient's request and report what would be sent;
         send nothing.
     :param progress_interval: seconds between progress lines in the task log.
@@ -141,7 +142,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         concurrency: int | None = None,
         rate_limit: float | None = None,
         ledger_path: Any = None,
-        max_failures: int | None = 0,
+        max_failures: int | None = None,
         max_failure_ratio: float | None = None,
         dry_run: bool = False,
         progress_interval: float = 5.0,
