@@ -173,7 +173,8 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
     """
     Read one input item: a user ID, or a mapping with ``user_id`` or ``phone``, optional
     ``attributes`` (a mapping or JSON object string), and, for actions that take attributes, any
-    other column as an attribute. Empty cells are ignored.
+    other column as an attribute. Empty cells are ignored. A row with both a user ID and a phone
+    (an export often has both columns) is addressed by its user ID.
 
     :raises AhaChatValidationError: naming the row and the field.
     """
@@ -181,7 +182,8 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
         if isinstance(raw, Mapping):
             values = {str(k).strip(): v for k, v in raw.items() if k is not None and v not in (None, "")}
             user_id = next((values[c] for c in _ID_COLUMNS if c in values), None)
-            recipient = Recipient.of(user_id=user_id, phone=values.get("phone"))
+            phone = values.get("phone") if user_id is None else None
+            recipient = Recipient.of(user_id=user_id, phone=phone)
             attributes: dict[str, Any] = {}
             if takes_attributes:
                 own = values.get("attributes")

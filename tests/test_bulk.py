@@ -128,7 +128,7 @@ def test_bad_rows_are_reported_by_row_and_field_and_the_rest_go_out(
     ids = sandbox.generate_users(3)
     rows: list[Any] = [
         ids[0],
-        {"user_id": ids[1], "phone": "0900000001"},
+        {"user_id": ids[1], "phone": "0911111111"},  # both: the user ID wins
         {"phone": "(090) 000"},
         {"user_id": ids[2], "phone_number": "x", "ahachat_block_name": "evil"},
         {"name": "no id"},
@@ -139,18 +139,18 @@ def test_bad_rows_are_reported_by_row_and_field_and_the_rest_go_out(
     summary = runner(
         client, "broadcast_block", tmp_path, block_name="shipping_update", max_failure_ratio=1
     ).run(rows)
-    assert summary["outcomes"] == {"delivered": 2, "invalid": 5, "duplicate": 1}
+    assert summary["outcomes"] == {"delivered": 3, "invalid": 4, "duplicate": 1}
     lines = report(summary)
     assert [line["outcome"] for line in lines] == [
-        "delivered", "invalid", "invalid", "invalid", "invalid", "invalid", "duplicate", "delivered",
+        "delivered", "delivered", "invalid", "invalid", "invalid", "invalid", "duplicate", "delivered",
     ]  # fmt: skip
     reasons = {line["row"]: line.get("reason", "") for line in lines}
-    assert reasons[2].startswith("row 2: user_id, phone: give exactly one")
+    assert lines[1]["recipient"] == f"user {ids[1]}"
     assert reasons[3].startswith("row 3: phone")
     assert "row 4: " in reasons[4] and "ahachat_block_name" in reasons[4] and "reserved" in reasons[4]
     assert reasons[5].startswith("row 5: user_id, phone")
     assert reasons[6].startswith("row 6: a recipient is a user ID or a mapping")
-    assert sandbox.outbox_counts() == {ids[0]: 1, ids[2]: 1}
+    assert sandbox.outbox_counts() == {ids[0]: 1, ids[1]: 1, ids[2]: 1}
 
 
 def test_parse_row_rules() -> None:

@@ -622,7 +622,7 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
     rows: list[Any] = [
         {"user_id": ids[0], "order_id": "A"},
         {"phone": "090-ABC"},
-        {"user_id": ids[1], "phone": "+84901234567"},
+        {"user_id": ids[1], "phone": "+84901234567"},  # both: the user ID wins
         {"user_id": ids[2], "attributes": {"ahachat_block_name": "other"}},
         {"user_id": ids[3], "order_id": {"nested": 1}},
         {"order_id": "no one"},
@@ -636,7 +636,7 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
             task_id="broadcast",
             recipients=rows,
             block_name="shipping_update",
-            max_failures=6,
+            max_failures=5,
             ledger_path=str(tmp_path / "ledger"),
         )
 
@@ -644,12 +644,15 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
 
     assert result.succeeded, result.summary()
     summary = result.xcoms["broadcast"]
-    assert summary["outcomes"] == {"delivered": 2, "invalid": 6, "duplicate": 1}
+    assert summary["outcomes"] == {"delivered": 3, "invalid": 5, "duplicate": 1}
     lines = report(summary)
-    assert [line["outcome"] for line in lines] == ["delivered"] + ["invalid"] * 6 + ["delivered", "duplicate"]
+    assert [line["outcome"] for line in lines] == ["delivered", "invalid", "delivered"] + ["invalid"] * 4 + [
+        "delivered",
+        "duplicate",
+    ]
     reasons = {line["row"]: line.get("reason", "") for line in lines}
     assert reasons[2].startswith("row 2: phone: '090-ABC' is not a phone number"), reasons[2]
-    assert reasons[3].startswith("row 3: ") and "exactly one" in reasons[3], reasons[3]
+    assert lines[2]["recipient"] == f"user {ids[1]}"
     assert reasons[4].startswith("row 4: ") and "'ahachat_block_name' is reserved" in reasons[4], reasons[4]
     assert reasons[5].startswith("row 5: attributes.order_id: values must be strings"), reasons[5]
     assert reasons[6].startswith("row 6: "), reasons[6]
@@ -660,8 +663,8 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
         "outcome": "invalid",
         "reason": reasons[2],
     }
-    assert sandbox.outbox_counts() == {ids[0]: 1, ids[4]: 1}
-    assert sandbox.stats()["total"] == 2
+    assert sandbox.outbox_counts() == {ids[0]: 1, ids[1]: 1, ids[4]: 1}
+    assert sandbox.stats()["total"] == 3
 
 
 # --------------------------------------------------------------------------- 8. the token

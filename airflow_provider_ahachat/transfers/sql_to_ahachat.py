@@ -197,14 +197,11 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
                 if not batch:
                     return
                 for values in batch:
-                    row = {
+                    yield {
                         rename[column]: _plain(value)
                         for column, value in zip(columns, values, strict=False)
                         if column in rename
                     }
-                    if row.get("user_id") not in (None, ""):
-                        row.pop("phone", None)  # the phone is for rows without a user ID
-                    yield row
         finally:
             cursor.close()
             conn.close()
