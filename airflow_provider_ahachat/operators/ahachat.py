@@ -110,7 +110,8 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     With ``recipients`` the task runs the action for each of them through the bulk engine: at most
     ``rate_limit`` requests per second with ``concurrency`` in flight, per-recipient failures
     recorded without stopping the run, and a delivery ledger so that a retried or cleared task skips
-    whoever was already reached. The XCom is a summary, never the list of recipients.
+    whoever was already reached. The XCom is a summary, never the list of recipients; it is also
+    pushed under the key ``summary``, even when the task fails on too many failures.
 
     :param recipients: many recipients instead of one (templated): a list of user IDs, a list of
         dicts each with ``user_id`` or ``phone`` (and, for actions that set attributes, their own
@@ -224,10 +225,19 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             folder,
             " (dry run: nothing is sent)" if self.is_dry_run else "",
         )
+        from airflow_provider_ahachat.bulk import AhaChatBulkError
+
         try:
-            return runner.run(rows, total if total is not None else counted)
+            summary = runner.run(rows, total if total is not None else counted)
+        except AhaChatBulkError as err:
+            # A failed task returns nothing, so its summary also goes under its own key, for
+            # tasks downstream (trigger_rule="all_done") that report on the run.
+            ti.xcom_push(key="summary", value=err.summary)
+            raise
         finally:
             self._runner = None
+        ti.xcom_push(key="summary", value=summary)
+        return summary
 
     def on_kill(self) -> None:
         """Stop a bulk run: requests in flight finish and are recorded; the rest are not sent."""
