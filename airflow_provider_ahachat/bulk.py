@@ -292,7 +292,8 @@ class Ledger:
     def __init__(self, folder: Any) -> None:
         self.folder = folder
         self._local = _local_path(folder)
-        self._attempt = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        # Sortable in time order, so that replaying the journals applies later tries last.
+        self._attempt = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self._segment = itertools.count(1)
         self._file: Any = None
         self._lock = threading.Lock()
