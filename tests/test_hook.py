@@ -185,11 +185,13 @@ def test_importing_what_dag_files_import_pulls_in_nothing_heavy() -> None:
         "airflow_provider_ahachat.sandbox",
         "airflow_provider_ahachat.client",
         "airflow_provider_ahachat.async_client",
+        "airflow_provider_ahachat.bulk",
+        "sqlite3",
     )
     modules = [
         f"airflow_provider_ahachat.{kind}.ahachat"
         for kind in ("operators", "sensors", "triggers", "notifications")
-    ]
+    ] + ["airflow_provider_ahachat.transfers.sql_to_ahachat"]
     code = (
         "import importlib, json, sys; import airflow.sdk, airflow.triggers.base\n"
         f"heavy = {heavy!r}; before = {{m for m in heavy if m in sys.modules}}; found = {{}}\n"
