@@ -173,7 +173,8 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
     """
     Read one input item: a user ID, or a mapping with ``user_id`` or ``phone``, optional
     ``attributes`` (a mapping or JSON object string), and, for actions that take attributes, any
-    other column as an attribute. Empty cells are ignored.
+    other column as an attribute. Empty cells are ignored. A row with both a user ID and a phone
+    (an export often has both columns) is addressed by its user ID.
 
     :raises AhaChatValidationError: naming the row and the field.
     """
@@ -181,7 +182,8 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
         if isinstance(raw, Mapping):
             values = {str(k).strip(): v for k, v in raw.items() if k is not None and v not in (None, "")}
             user_id = next((values[c] for c in _ID_COLUMNS if c in values), None)
-            recipient = Recipient.of(user_id=user_id, phone=values.get("phone"))
+            phone = values.get("phone") if user_id is None else None
+            recipient = Recipient.of(user_id=user_id, phone=phone)
             attributes: dict[str, Any] = {}
             if takes_attributes:
                 own = values.get("attributes")
@@ -228,7 +230,7 @@ def count_recipients(path: Any) -> int:
     with path.open("rb") as raw:
         if kind == "csv":
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            return max(0, sum(1 for _ in csv.reader(text)) - 1)
+            return max(0, sum(1 for row in csv.reader(text) if row) - 1)  # DictReader skips blank lines
         return sum(1 for line in raw if line.strip())
 
 
@@ -290,7 +292,8 @@ class Ledger:
     def __init__(self, folder: Any) -> None:
         self.folder = folder
         self._local = _local_path(folder)
-        self._attempt = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        # Sortable in time order, so that replaying the journals applies later tries last.
+        self._attempt = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self._segment = itertools.count(1)
         self._file: Any = None
         self._lock = threading.Lock()
@@ -582,8 +585,9 @@ class BulkRunner:
     :param concurrency: requests in flight at once.
     :param rate_limit: requests per second for the whole run; None or 0 for no limit.
     :param max_failures: the most failed, invalid, unknown or unsent rows allowed; more fail the
-        run once every row has had its turn. None for no limit.
-    :param max_failure_ratio: the largest share of such rows allowed; None for no limit.
+        run once every row has had its turn.
+    :param max_failure_ratio: the largest share of such rows allowed. Either limit applies only
+        when given; with neither, any such row fails the run (``max_failure_ratio=1`` never does).
     :param resend_unknown: send again to recipients whose earlier outcome is unknown, at the risk of
         a duplicate. Actions that message nobody (tags, attributes) are always safe to resend.
     :param dry_run: validate and render every request, send nothing, write nothing to the journal.
@@ -599,7 +603,7 @@ class BulkRunner:
         ledger: Ledger | None = None,
         concurrency: int = 8,
         rate_limit: float | None = None,
-        max_failures: int | None = 0,
+        max_failures: int | None = None,
         max_failure_ratio: float | None = None,
         resend_unknown: bool = False,
         dry_run: bool = False,
@@ -627,7 +631,7 @@ class BulkRunner:
         self.ledger = ledger
         self.concurrency = concurrency
         self.limiter = RateLimiter(rate_limit)
-        self.max_failures = max_failures
+        self.max_failures = 0 if max_failures is None and max_failure_ratio is None else max_failures
         self.max_failure_ratio = max_failure_ratio
         self.resend_unknown = resend_unknown or not action.sends_message
         self._claim_on_send = ledger is not None and ledger.appends and not dry_run
@@ -894,7 +898,8 @@ class BulkRunner:
             "seconds": round(elapsed, 3),
             "rate_limit_pauses": self.limiter.pauses,
             "retries": dict(self._retries),
-            "first_failures": self._failures,
+            # Workers finish out of order: list the failures kept by their row, as the input has them.
+            "first_failures": sorted(self._failures, key=lambda failure: failure["row"]),
             "report": report,
             "ledger": self.ledger.location() if self.ledger is not None else None,
         }

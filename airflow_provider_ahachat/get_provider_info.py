@@ -114,6 +114,16 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         },
+        "sensors": [
+            {"integration-name": "AhaChat", "python-modules": ["airflow_provider_ahachat.sensors.ahachat"]}
+        ],
+        "triggers": [
+            {
+                "integration-name": "AhaChat",
+                "python-modules": ["airflow_provider_ahachat.triggers.ahachat"],
+            }
+        ],
+        "notifications": ["airflow_provider_ahachat.notifications.ahachat.AhaChatNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_ahachat.hooks.ahachat.AhaChatHook",

@@ -74,7 +74,6 @@ with DAG(
         rate_limit=RATE_LIMIT,
         concurrency=8,
         max_failure_ratio=0.01,
-        max_failures=None,
     ).expand(parameters=audience)
 
     tag_shipped = SqlToAhaChatOperator.partial(
@@ -87,7 +86,6 @@ with DAG(
         rate_limit=RATE_LIMIT,
         concurrency=8,
         max_failure_ratio=0.01,
-        max_failures=None,
     ).expand(parameters=audience)
 
     shipping_update >> tag_shipped

@@ -7,6 +7,8 @@ and runs the examples with ``airflow dags test`` exactly as a user would, with t
 
 - ``example_ahachat_shipping_update`` (all eight operators), then the sandbox's outbox customer by
   customer;
+- ``example_ahachat_confirm_delivery``: asks Lan to confirm her delivery and waits for her answer
+  with a deferrable sensor, while this script, acting as Lan, taps "Đã nhận" a few seconds later;
 - ``example_ahachat_bulk_shipping``: a SQLite shop database with 2,000 orders shipped yesterday
   (a few of them for people the bot does not know), sent in four mapped slices; then the totals
   and a check that nobody got the message twice.
@@ -23,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,8 @@ from airflow_provider_ahachat.sandbox import SandboxProcess
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "example_ahachat_shipping_update"
 BULK_DAG_ID = "example_ahachat_bulk_shipping"
+CONFIRM_DAG_ID = "example_ahachat_confirm_delivery"
+LAN = "3824547807572463"
 CONN_ID = "ahachat_sandbox"
 BULK_ORDERS = 2_000
 BULK_STRANGERS = 12  # orders of people who never wrote to the bot: AhaChat answers 404
@@ -110,8 +115,48 @@ def main() -> None:
             "deliveries": len(outbox),
             "customers": len({e["messenger_user_id"] for e in outbox}),
         }
+        result["confirm_delivery"] = confirm_delivery_demo(env, log, sandbox)
         result["bulk"] = bulk_demo(env, log, home, sandbox)
         print("\n" + json.dumps(result))
+
+
+def confirm_delivery_demo(env: dict[str, str], log: Path, sandbox: SandboxProcess) -> dict[str, Any]:
+    """Ask Lan to confirm her delivery; answer as Lan while the sensor waits, deferred."""
+    print("\nThe confirm-delivery example: ask Lan, wait for her answer without holding a worker, tag her")
+    since = max((e["seq"] for e in sandbox.outbox()), default=0)
+    answered: dict[str, float] = {}
+
+    def lan_answers() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(e.get("block_name") == "confirm_delivery" for e in sandbox.outbox(LAN, since=since)):
+                time.sleep(3)  # Lan reads the message, then taps "Đã nhận"
+                sandbox.update_user(LAN, run_block="delivery_received")
+                answered["at"] = time.monotonic()
+                return
+            time.sleep(0.2)
+
+    customer = threading.Thread(target=lan_answers, daemon=True)
+    customer.start()
+    started = time.monotonic()
+    airflow({**env, "AHACHAT_POKE_INTERVAL": "1"}, log, "dags", "test", CONFIRM_DAG_ID)
+    customer.join(timeout=5)
+    deferred = "running trigger in line" in log.read_text()
+    lan = sandbox.user(LAN)
+    for entry in sandbox.outbox(LAN, since=since):
+        how = entry["kind"] if entry["kind"] != "broadcast" else f"broadcast of block {entry['block_name']!r}"
+        print(f"  - {how}:")
+        for line in delivered_text(entry):
+            print(f"      {line}")
+    waited = answered.get("at", started) - started
+    print(f"  Lan answered {waited:.0f}s after the DAG started; the sensor was deferred: {deferred}")
+    confirmed = lan["attributes"].get("delivery_confirmed")
+    print(f"  delivery_confirmed={confirmed}; tags now: {', '.join(lan['tags'])}")
+    return {
+        "confirmed": lan["attributes"].get("delivery_confirmed"),
+        "deferred": deferred,
+        "tags": lan["tags"],
+    }
 
 
 def bulk_demo(env: dict[str, str], log: Path, home: Path, sandbox: SandboxProcess) -> dict[str, Any]:

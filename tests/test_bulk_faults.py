@@ -78,7 +78,6 @@ def test_processed_500s_are_reported_unknown_not_resent(
             rate_limit=0,
             ledger_path=str(tmp_path),
             max_failure_ratio=0.2,
-            max_failures=None,
         )
     result = dag_runner(dag, {CONN: sandbox.connection_uri})
     assert result.succeeded, result.summary()

@@ -161,17 +161,49 @@ def test_airflow_discovers_the_provider(airflow_db: Any) -> None:
     assert ahachat[0]["class"] == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
 
 
-def test_importing_the_operators_pulls_in_nothing_heavy() -> None:
+def test_airflow_registers_the_sensor_trigger_and_notifier(airflow_db: Any) -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow_provider_ahachat.notifications.ahachat.AhaChatNotifier" in manager.notification
+    triggers = {t.trigger_class_name: t.package_name for t in manager.trigger}
+    assert triggers["airflow_provider_ahachat.triggers.ahachat"] == "airflow-provider-ahachat"
+
+
+def test_importing_what_dag_files_import_pulls_in_nothing_heavy() -> None:
+    """
+    The operators, sensor, trigger and notifier modules import nothing heavy beyond what Airflow
+    itself imports (``import airflow.sdk`` already imports ``httpx``, for the Task SDK's own API
+    client, so every module is checked against what Airflow alone has imported).
+    """
+    heavy = (
+        "fastapi",
+        "uvicorn",
+        "starlette",
+        "requests",
+        "httpx",
+        "airflow_provider_ahachat.sandbox",
+        "airflow_provider_ahachat.client",
+        "airflow_provider_ahachat.async_client",
+        "airflow_provider_ahachat.bulk",
+        "sqlite3",
+    )
+    modules = [
+        f"airflow_provider_ahachat.{kind}.ahachat"
+        for kind in ("operators", "sensors", "triggers", "notifications")
+    ] + ["airflow_provider_ahachat.transfers.sql_to_ahachat"]
     code = (
-        "import sys; import airflow_provider_ahachat.operators.ahachat; "
-        "heavy = [m for m in ('fastapi', 'uvicorn', 'starlette', 'requests', "
-        "'airflow_provider_ahachat.sandbox', 'airflow_provider_ahachat.client') "
-        "if m in sys.modules]; print(heavy)"
+        "import importlib, json, sys; import airflow.sdk, airflow.triggers.base\n"
+        f"heavy = {heavy!r}; before = {{m for m in heavy if m in sys.modules}}; found = {{}}\n"
+        f"for module in {modules!r}:\n"
+        "    importlib.import_module(module)\n"
+        "    found[module] = sorted(m for m in heavy if m in sys.modules and m not in before)\n"
+        "print(json.dumps(found))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {module: [] for module in modules}
 
 
 def test_test_connection_in_words_a_person_understands(airflow_db: Any, sandbox: Any, monkeypatch) -> None:

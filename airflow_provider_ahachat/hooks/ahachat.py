@@ -26,6 +26,7 @@ from airflow_provider_ahachat.get_provider_info import (
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+    from airflow_provider_ahachat.async_client import AsyncAhaChatClient
     from airflow_provider_ahachat.bulk import BulkRunner, Ledger
     from airflow_provider_ahachat.client import AhaChatClient
 
@@ -223,6 +224,32 @@ class AhaChatHook(BaseHook):
                 retry_unknown_outcome=self.retry_unknown_outcome,
             ),
         )
+
+    def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
+        """
+        Build an asyncio client from ``conn``, with exactly the settings of :meth:`client_from_connection`.
+
+        The token is registered with the secret masker there too.
+        """
+        from airflow_provider_ahachat.async_client import AsyncAhaChatClient
+
+        client = self.client_from_connection(conn)
+        return AsyncAhaChatClient(client, (conn.password or "").strip())
+
+    async def get_async_client(self) -> AsyncAhaChatClient:
+        """
+        A new asyncio client for this connection, for a trigger or other code on an event loop.
+
+        Reading the connection and registering the token with the secret masker may wait on
+        Airflow's supervisor; that happens in a worker thread, never on the event loop. Close the
+        client with ``await client.aclose()``.
+        """
+        from asgiref.sync import sync_to_async
+
+        def build() -> AsyncAhaChatClient:
+            return self.async_client_from_connection(self.get_connection(self.ahachat_conn_id))
+
+        return await sync_to_async(build)()
 
     def _extra_number(
         self, extra: dict[str, Any], name: str, default: float, *, whole: bool = False, zero: bool = False

@@ -110,7 +110,8 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     With ``recipients`` the task runs the action for each of them through the bulk engine: at most
     ``rate_limit`` requests per second with ``concurrency`` in flight, per-recipient failures
     recorded without stopping the run, and a delivery ledger so that a retried or cleared task skips
-    whoever was already reached. The XCom is a summary, never the list of recipients.
+    whoever was already reached. The XCom is a summary, never the list of recipients; it is also
+    pushed under the key ``summary``, even when the task fails on too many failures.
 
     :param recipients: many recipients instead of one (templated): a list of user IDs, a list of
         dicts each with ``user_id`` or ``phone`` (and, for actions that set attributes, their own
@@ -121,9 +122,10 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     :param ledger_path: where the delivery ledger lives (templated): a local folder or an object
         storage URL; default ``[ahachat] ledger_path``, else ``$AIRFLOW_HOME/ahachat/ledger``.
     :param max_failures: the task fails when more recipients than this were not delivered (failed,
-        invalid, unknown outcome). Default 0: any failure fails the task, after every recipient had
-        their turn.
-    :param max_failure_ratio: the task fails when a larger share than this was not delivered.
+        invalid, unknown outcome, not sent), once every recipient had their turn.
+    :param max_failure_ratio: the task fails when a larger share than this was not delivered. Each
+        limit applies only when given; with neither, any recipient not delivered fails the task
+        (``max_failure_ratio=1`` never does).
     :param dry_run: validate and render every recipient's request and report what would be sent;
         send nothing.
     :param progress_interval: seconds between progress lines in the task log.
@@ -141,7 +143,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         concurrency: int | None = None,
         rate_limit: float | None = None,
         ledger_path: Any = None,
-        max_failures: int | None = 0,
+        max_failures: int | None = None,
         max_failure_ratio: float | None = None,
         dry_run: bool = False,
         progress_interval: float = 5.0,
@@ -223,10 +225,19 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             folder,
             " (dry run: nothing is sent)" if self.is_dry_run else "",
         )
+        from airflow_provider_ahachat.bulk import AhaChatBulkError
+
         try:
-            return runner.run(rows, total if total is not None else counted)
+            summary = runner.run(rows, total if total is not None else counted)
+        except AhaChatBulkError as err:
+            # A failed task returns nothing, so its summary also goes under its own key, for
+            # tasks downstream (trigger_rule="all_done") that report on the run.
+            ti.xcom_push(key="summary", value=err.summary)
+            raise
         finally:
             self._runner = None
+        ti.xcom_push(key="summary", value=summary)
+        return summary
 
     def on_kill(self) -> None:
         """Stop a bulk run: requests in flight finish and are recorded; the rest are not sent."""

@@ -1,0 +1,131 @@
+"""
+What a customer must look like for a wait to end. No Airflow import here.
+
+:class:`UserConditions` is shared by the sensor (poke and reschedule modes, synchronous) and by its
+trigger (deferrable mode, asynchronous), so that both decide "matched or not yet" the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.models import User, attribute_query_value, load_json, validate_tags
+
+AttributeCondition = str | int | float | bool | None
+
+
+def _check_attribute_conditions(value: Any, field_name: str) -> dict[str, AttributeCondition]:
+    value = load_json(value, field_name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AhaChatValidationError(
+            f"{field_name}: must be an object of attribute name to wanted value, got {type(value).__name__}"
+        )
+    result: dict[str, AttributeCondition] = {}
+    for name, wanted in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise AhaChatValidationError(
+                f"{field_name}: attribute names must be non-empty strings, got {name!r}"
+            )
+        where = f"{field_name}.{name}"
+        if isinstance(wanted, float) and not math.isfinite(wanted):
+            raise AhaChatValidationError(f"{where}: must be a finite number, got {wanted!r}")
+        if wanted is not None and not isinstance(wanted, str | int | float | bool):
+            raise AhaChatValidationError(
+                f"{where}: the wanted value must be a string, number, boolean or None (None: set to "
+                f"anything), got {type(wanted).__name__}"
+            )
+        result[name.strip()] = wanted
+    return result
+
+
+def _optional_tags(value: Any, field_name: str) -> list[str]:
+    if value is None or (isinstance(value, list | tuple) and not value):
+        return []
+    return validate_tags(value, field_name)
+
+
+def _as_text(value: Any) -> str:
+    """An attribute value as AhaChat stores it: the Broadcast API saves every attribute as text."""
+    if isinstance(value, bool | str | int | float):
+        return attribute_query_value(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class UserConditions:
+    """
+    Conditions on one customer, all of which must hold. With none, the customer only has to exist.
+
+    Attribute values are compared as text, the way the Broadcast API stores them: ``3`` matches
+    ``"3"`` and ``True`` matches ``"true"``.
+
+    :param attributes: attribute name to wanted value; ``None`` means "set, to anything".
+    :param tags: tags the customer must all have.
+    :param absent_tags: tags the customer must have none of.
+    """
+
+    attributes: dict[str, AttributeCondition] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    absent_tags: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, attributes: Any = None, tags: Any = None, absent_tags: Any = None) -> UserConditions:
+        """
+        Validate conditions as a DAG author writes them (dicts, lists, or JSON strings of them).
+
+        :raises AhaChatValidationError: naming the field and the rule.
+        """
+        wanted = _check_attribute_conditions(attributes, "attributes")
+        having = _optional_tags(tags, "tags")
+        lacking = _optional_tags(absent_tags, "absent_tags")
+        both = sorted(set(having) & set(lacking))
+        if both:
+            raise AhaChatValidationError(
+                f"tags, absent_tags: {', '.join(both)} cannot be both required and forbidden"
+            )
+        return cls(attributes=wanted, tags=tuple(having), absent_tags=tuple(lacking))
+
+    def to_json(self) -> dict[str, Any]:
+        """The conditions as plain JSON (for a trigger's stored arguments)."""
+        return {
+            "attributes": dict(self.attributes),
+            "tags": list(self.tags),
+            "absent_tags": list(self.absent_tags),
+        }
+
+    def unmet(self, user: User) -> list[str]:
+        """What still does not hold for ``user``, in words; empty when every condition holds."""
+        problems: list[str] = []
+        for name, wanted in self.attributes.items():
+            if name not in user.attributes or user.attributes[name] is None:
+                problems.append(
+                    f"attribute {name!r} is not set"
+                    + ("" if wanted is None else f" (waiting for {wanted!r})")
+                )
+            elif wanted is not None and _as_text(user.attributes[name]) != _as_text(wanted):
+                actual = _as_text(user.attributes[name])
+                shown = actual if len(actual) <= 40 else actual[:37] + "..."
+                problems.append(f"attribute {name!r} is {shown!r}, waiting for {wanted!r}")
+        for tag in self.tags:
+            if tag not in user.tags:
+                problems.append(f"tag {tag!r} is missing")
+        for tag in self.absent_tags:
+            if tag in user.tags:
+                problems.append(f"tag {tag!r} is still there")
+        return problems
+
+    def describe(self) -> str:
+        """The conditions in words, for logs."""
+        parts = [
+            f"{name}={'<any>' if wanted is None else repr(wanted)}"
+            for name, wanted in self.attributes.items()
+        ]
+        parts += [f"tag {tag}" for tag in self.tags]
+        parts += [f"no tag {tag}" for tag in self.absent_tags]
+        return ", ".join(parts) if parts else "the user exists"

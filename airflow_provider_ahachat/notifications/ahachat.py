@@ -1,0 +1,229 @@
+"""
+Tell people in Messenger what a DAG did: ``AhaChatNotifier`` for Airflow's callbacks.
+
+Importing this module is light (no ``requests``, no ``httpx``, no client): DAG files import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+from airflow_provider_ahachat.exceptions import AhaChatError, AhaChatValidationError
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MAX_TEXT, MessageTag
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+
+    from airflow_provider_ahachat.async_client import AsyncAhaChatClient
+    from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
+
+__all__ = ["AhaChatNotifier", "send_ahachat_notification"]
+
+_ELLIPSIS = "…"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str | int):
+        return [value]
+    return list(value)
+
+
+class AhaChatNotifier(BaseNotifier):
+    """
+    Send a message to one or more people through an AhaChat bot when a DAG or a task fails,
+    succeeds or retries, or a deadline is missed.
+
+    Give either ``text`` (a text message) or ``block_name`` (a block started through the Broadcast
+    API, with a message tag). Every text, attribute and recipient is a Jinja template, rendered
+    with the callback's context: ``{{ dag.dag_id }}``, ``{{ ti.task_id }}``, ``{{ exception }}``,
+    ``{{ run_id }}`` and so on.
+
+    **The 24-hour rule.** Messenger lets a bot send a text only to people who wrote to it in the
+    last 24 hours; AhaChat refuses others (422). A block started with a message tag reaches people
+    at any time: for alerts, build a block in AhaChat that shows ``{{alert}}`` (say) and pass
+    ``attributes={"alert": "..."}``.
+
+    A failure to notify (wrong token, someone outside the 24-hour window, AhaChat down) is logged
+    and never raised, so it never hides the failure being reported. A text longer than Messenger's
+    2000 characters is cut to fit.
+
+    .. code-block:: python
+
+        from airflow_provider_ahachat.notifications.ahachat import send_ahachat_notification
+
+        with DAG(
+            "orders",
+            on_failure_callback=send_ahachat_notification(
+                user_ids=["3824547807572463"],
+                text="DAG {{ dag.dag_id }} failed in {{ ti.task_id }}: {{ exception }}",
+            ),
+        ): ...
+
+    :param user_ids: the messenger_user_id of each person, a string or a list (templated).
+    :param phones: phone numbers of people to reach with ``block_name``; a text needs user IDs
+        (templated).
+    :param text: the text to send (templated). Give this or ``block_name``.
+    :param block_name: the block to start for each person (templated). Give this or ``text``.
+    :param message_tag: the message tag of the broadcast, ``NON_PROMOTIONAL_SUBSCRIPTION`` by
+        default; ``ACCOUNT_UPDATE`` or ``CONFIRMED_EVENT_UPDATE`` may suit your alerts (templated).
+    :param attributes: attributes saved on each person before the block runs, for the block to show
+        (templated, values too).
+    :param ahachat_conn_id: the ``ahachat`` connection to use (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        "user_ids",
+        "phones",
+        "text",
+        "block_name",
+        "message_tag",
+        "attributes",
+        "ahachat_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        user_ids: str | Sequence[str] | None = None,
+        phones: str | Sequence[str] | None = None,
+        text: str | None = None,
+        block_name: str | None = None,
+        message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
+        attributes: dict[str, Any] | None = None,
+        ahachat_conn_id: str = AhaChatHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        # ``context`` comes as a keyword argument when Airflow runs the notifier for a deadline alert.
+        super().__init__(**kwargs)
+        problems = []
+        if (text is None) == (block_name is None):
+            problems.append("text, block_name: give exactly one of them")
+        if not _as_list(user_ids) and not _as_list(phones):
+            problems.append("user_ids, phones: give at least one recipient")
+        if text is not None and _as_list(phones):
+            problems.append(
+                "phones: a text can only be sent by user ID; use user_ids, or block_name to reach phones"
+            )
+        if attributes is not None and block_name is None:
+            problems.append("attributes: only a block (block_name) takes attributes")
+        if problems:
+            raise AhaChatValidationError(problems)
+        self.user_ids = user_ids
+        self.phones = phones
+        self.text = text
+        self.block_name = block_name
+        self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
+        self.attributes = attributes
+        self.ahachat_conn_id = ahachat_conn_id
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """
+        Render the templated arguments with ``context``.
+
+        ``dag.test()`` runs DAG-level callbacks with the scheduler's copy of the DAG in the context,
+        which cannot build a Jinja environment; the default environment renders them then. Where
+        a context has no ``exception`` (``dag.test()`` on Airflow 3.1, success callbacks), it is
+        None, so that one template serves every callback.
+        """
+        context.setdefault("exception", None)
+        dag = context.get("dag")
+        if jinja_env is None and dag is not None and not hasattr(dag, "get_template_env"):
+            jinja_env = self.get_template_env()
+        super().render_template_fields(context, jinja_env)
+
+    @cached_property
+    def hook(self) -> AhaChatHook:
+        """The hook for ``ahachat_conn_id``."""
+        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id)
+
+    # -- what to send, once the templates are rendered
+
+    def _requests(self, client: AhaChatClient | AsyncAhaChatClient) -> list[tuple[str, ApiRequest | None]]:
+        """One request per recipient; a recipient whose input is invalid gets None (and is logged)."""
+        prepared: list[tuple[str, ApiRequest | None]] = []
+        recipients = [("user_id", value) for value in _as_list(self.user_ids)]
+        recipients += [("phone", value) for value in _as_list(self.phones)]
+        for kind, value in recipients:
+            who = f"{'user' if kind == 'user_id' else 'phone'} {value}"
+            try:
+                if self.text is not None:
+                    text = str(self.text)
+                    if len(text) > MAX_TEXT:
+                        text = text[: MAX_TEXT - len(_ELLIPSIS)] + _ELLIPSIS
+                    request = client.prepare_send_text(value, text)
+                else:
+                    request = client.prepare_broadcast_block(
+                        self.block_name,
+                        message_tag=self.message_tag,
+                        attributes=self.attributes,
+                        **{kind: value},
+                    )
+            except AhaChatValidationError as err:
+                self.log.error("AhaChat: not notifying %s: %s", who, err)
+                prepared.append((who, None))
+                continue
+            prepared.append((who, request))
+        return prepared
+
+    def _report(self, sent: int, total: int) -> None:
+        if sent == total:
+            self.log.info("AhaChat: notified %d of %d recipients", sent, total)
+        else:
+            self.log.error("AhaChat: notified %d of %d recipients; see the errors above", sent, total)
+
+    # -- sending
+
+    def notify(self, context: Context) -> None:
+        """Send the notification to every recipient; log, never raise, what fails."""
+        try:
+            client = self.hook.client
+        except Exception as err:
+            self.log.error("AhaChat: could not notify anyone: %s: %s", type(err).__name__, err)
+            return
+        prepared = self._requests(client)
+        sent = 0
+        for who, request in prepared:
+            if request is None:
+                continue
+            try:
+                client.perform(request)
+            except AhaChatError as err:
+                self.log.error("AhaChat: could not notify %s: %s", who, err)
+                continue
+            sent += 1
+        self._report(sent, len(prepared))
+
+    async def async_notify(self, context: Context) -> None:
+        """Send the notification without blocking the event loop (deadline alerts run in the triggerer)."""
+        try:
+            client = await self.hook.get_async_client()
+        except Exception as err:
+            self.log.error("AhaChat: could not notify anyone: %s: %s", type(err).__name__, err)
+            return
+        try:
+            prepared = self._requests(client)
+            sent = 0
+            for who, request in prepared:
+                if request is None:
+                    continue
+                try:
+                    await client.perform(request)
+                except AhaChatError as err:
+                    self.log.error("AhaChat: could not notify %s: %s", who, err)
+                    continue
+                sent += 1
+            self._report(sent, len(prepared))
+        finally:
+            await client.aclose()
+
+
+#: The notifier under the name Airflow's other providers use for theirs (``send_slack_notification``).
+send_ahachat_notification = AhaChatNotifier
