@@ -263,12 +263,19 @@ class LedgerFolder(Protocol):
     def mkdir(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
-def _local_path(folder: Any) -> pathlib.Path | None:
-    """The local path of ``folder``, or None when it is on object storage."""
-    if isinstance(folder, pathlib.PurePath):
-        return pathlib.Path(folder)
-    if getattr(folder, "protocol", None) in ("file", "local"):
-        return pathlib.Path(str(getattr(folder, "path", "")))
+def local_path(folder: Any) -> pathlib.Path | None:
+    """
+    The local path of ``folder``, or None when it is on object storage.
+
+    The protocol decides, not the class: older ``universal_pathlib`` releases (under Airflow 3.1's
+    ``ObjectStoragePath``) make every path, ``s3://`` ones too, a :class:`pathlib.Path`.
+    """
+    protocol = getattr(folder, "protocol", None)
+    if protocol is None:
+        return pathlib.Path(folder) if isinstance(folder, pathlib.PurePath) else None
+    if protocol in ("", "file", "local"):
+        path = str(getattr(folder, "path", "") or folder)
+        return pathlib.Path(path.removeprefix("file://").removeprefix("local://"))
     return None
 
 
@@ -291,7 +298,7 @@ class Ledger:
 
     def __init__(self, folder: Any) -> None:
         self.folder = folder
-        self._local = _local_path(folder)
+        self._local = local_path(folder)
         # Sortable in time order, so that replaying the journals applies later tries last.
         self._attempt = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self._segment = itertools.count(1)

@@ -465,3 +465,17 @@ def test_failure_limits_apply_only_when_given(sandbox: SandboxServer, client: Ah
         runner(client, "add_tags", tags="t", max_failure_ratio=0.04).run(ids)
     with pytest.raises(AhaChatBulkError, match=r"max_failures=5 and max_failure_ratio=0\.01"):
         runner(client, "add_tags", tags="t", max_failures=5, max_failure_ratio=0.01).run(ids)
+
+
+def test_only_the_protocol_says_whether_a_path_is_local(tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+    from upath import UPath
+
+    from airflow_provider_ahachat.bulk import local_path
+
+    assert local_path(tmp_path) == tmp_path
+    assert local_path(ObjectStoragePath(f"file://{tmp_path}/ledger")) == tmp_path / "ledger"
+    # Under older universal_pathlib releases these are pathlib.Path subclasses too: never local.
+    assert local_path(UPath("memory://ledgers/x")) is None
+    assert local_path(ObjectStoragePath("s3://aws_default@bucket/ledger")) is None
+    assert not Ledger(UPath("memory://ledgers/x")).appends

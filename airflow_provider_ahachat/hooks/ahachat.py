@@ -43,7 +43,7 @@ def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
     string naming a ``.csv`` or ``.jsonl`` file, locally or at an object storage URL such as
     ``s3://aws_default@bucket/audience.csv``. Files are read row by row, never whole.
     """
-    from airflow_provider_ahachat.bulk import count_recipients, read_recipients
+    from airflow_provider_ahachat.bulk import count_recipients, local_path, read_recipients
 
     if recipients is None:
         raise AhaChatValidationError("recipients: give a list, a file or an XCom of recipients")
@@ -74,8 +74,7 @@ def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
             raise AhaChatValidationError(f"recipients: cannot reach {recipients}: {err}") from None
         if not exists:
             raise AhaChatValidationError(f"recipients: there is no file {recipients}")
-        local = isinstance(recipients, pathlib.PurePath) or getattr(recipients, "protocol", "") == "file"
-        total = count_recipients(recipients) if local else None
+        total = count_recipients(recipients) if local_path(recipients) is not None else None
         return read_recipients(recipients), total
     if isinstance(recipients, Iterable) and not isinstance(recipients, bytes):
         return recipients, len(recipients) if isinstance(recipients, Sized) else None
