@@ -791,7 +791,8 @@ def test_ledger_and_recipients_on_object_storage(
     assert first.task_states == {"send": "failed"}, first.summary()
     summary = first.tasks["send"].error.summary
     assert summary["outcomes"] == {"delivered": 30, "failed": 1}
-    assert summary["report"].startswith(f"{ledger}/dag_id=bulk_object_storage/")
+    # universal_pathlib 0.2 (Airflow 3.1) prints memory:///..., later releases memory://...
+    assert summary["report"].replace(":///", "://").startswith(f"{ledger}/dag_id=bulk_object_storage/")
     assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
 
     sandbox.add_user({"messenger_user_id": late, "first_name": "Mới", "last_interaction_minutes_ago": 1})
