@@ -417,9 +417,8 @@ class AhaChatClient:
         self._session.headers.update(
             {"User-Agent": f"airflow-provider-ahachat/{__version__}", "Accept": "application/json"}
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self.pool_size = 0
+        self.ensure_pool(pool_size)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -429,6 +428,15 @@ class AhaChatClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def ensure_pool(self, size: int) -> None:
+        """Keep at least ``size`` keep-alive connections, one per thread that sends at once."""
+        if size <= self.pool_size:
+            return
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self.pool_size = size
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -58,7 +58,8 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Concurrency",
         "schema": {"type": ["integer", "null"], "minimum": 1},
         "description": "Optional. Requests one task keeps in flight at once when it acts on many "
-        "recipients. Operators can override it. Default 16.",
+        "recipients; the pace cannot pass concurrency / AhaChat's answer time. Operators can override "
+        "it. Default: enough for the rate limit at 200 ms a request, at least 16.",
     },
 }
 

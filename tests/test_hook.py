@@ -284,6 +284,9 @@ def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: py
     assert (default.concurrency, default.limiter.limit) == (16, 20.0)
     configured = runner({"rate_limit": "120", "concurrency": 32})
     assert (configured.concurrency, configured.limiter.limit) == (32, 120.0)
+    assert configured.client.pool_size == 32  # a keep-alive connection per worker
+    # Without a concurrency, enough workers for the rate at 200 ms a request.
+    assert runner({"rate_limit": 200}).concurrency == 40
     assert runner({"rate_limit": 0}).limiter.limit == 0  # no limit
     overridden = runner({"rate_limit": 120, "concurrency": 32}, concurrency=4, rate_limit=10)
     assert (overridden.concurrency, overridden.limiter.limit) == (4, 10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 from collections.abc import Iterable, Mapping, Sized
 from functools import cached_property
@@ -81,6 +82,17 @@ def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
     raise AhaChatValidationError(
         f"recipients: must be a list, a file or an XCom of recipients, got {type(recipients).__name__}"
     )
+
+
+def default_concurrency(rate_limit: float | None) -> int:
+    """
+    Requests in flight when nobody says: enough for ``rate_limit`` at 200 ms a request, at least 16.
+
+    The pace cannot pass ``concurrency / latency``: 16 in flight at 100 ms give 160 requests/s at most.
+    """
+    if not rate_limit:
+        return DEFAULT_CONCURRENCY
+    return max(DEFAULT_CONCURRENCY, min(256, math.ceil(rate_limit * 0.2)))
 
 
 def ledger_folder(ledger_path: Any, *, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> Any:
@@ -291,17 +303,21 @@ class AhaChatHook(BaseHook):
         A :class:`~airflow_provider_ahachat.bulk.BulkRunner` for ``action`` on this connection.
 
         ``arguments`` (the tags, the text, the block...) are validated now, before anything is sent.
-        ``concurrency`` and ``rate_limit`` default to the connection's extra fields, then to 16
-        requests in flight and 20 requests per second. ``options`` go to the runner.
+        ``rate_limit`` and ``concurrency`` default to the connection's extra fields, then to 20
+        requests per second and :func:`default_concurrency`. ``options`` go to the runner.
         """
         from airflow_provider_ahachat.bulk import BulkRunner, bulk_action
 
         client = self.client
         extra = self.get_connection(self.ahachat_conn_id).extra_dejson
-        if concurrency is None:
-            concurrency = int(self._extra_number(extra, "concurrency", DEFAULT_CONCURRENCY, whole=True))
         if rate_limit is None:
             rate_limit = self._extra_number(extra, "rate_limit", DEFAULT_RATE_LIMIT, zero=True)
+        if concurrency is None:
+            concurrency = int(
+                self._extra_number(extra, "concurrency", default_concurrency(rate_limit), whole=True)
+            )
+        if isinstance(concurrency, int) and concurrency > 0:
+            client.ensure_pool(concurrency)  # a keep-alive connection per worker
         return BulkRunner(
             client,
             bulk_action(client, action, **arguments),
