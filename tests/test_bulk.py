@@ -479,3 +479,26 @@ def test_only_the_protocol_says_whether_a_path_is_local(tmp_path: Path) -> None:
     assert local_path(UPath("memory://ledgers/x")) is None
     assert local_path(ObjectStoragePath("s3://aws_default@bucket/ledger")) is None
     assert not Ledger(UPath("memory://ledgers/x")).appends
+
+
+def test_a_read_timeout_after_sending_is_unknown_and_not_resent(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    ids = sandbox.generate_users(4)
+    sandbox.configure(latency_ms=400)  # AhaChat processes the message, then answers too late
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, read_timeout=0.1) as slow:
+        summary = runner(slow, "send_text", tmp_path, text="Hi", max_failure_ratio=1).run(ids)
+    assert summary["outcomes"] == {"unknown": 4} and summary["retries"] == {}
+    assert {f["outcome"] for f in summary["first_failures"]} == {"unknown"}
+    assert all(
+        "did not answer" in f["reason"] and "outcome is unknown" in f["reason"]
+        for f in summary["first_failures"]
+    )
+    time.sleep(0.5)
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)  # each was sent once, and only once
+
+    sandbox.configure(latency_ms=0)
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as fast:
+        again = runner(fast, "send_text", tmp_path, text="Hi", max_failure_ratio=1).run(ids)
+    assert again["outcomes"] == {"unknown": 4}  # not resent on the next try either
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
