@@ -774,6 +774,16 @@ def test_sandbox_process_prints_its_url_and_stops_cleanly() -> None:
     assert sum(process.token in line for line in process.output) == 1
 
 
+def test_command_line_adds_numbered_customers() -> None:
+    with SandboxProcess(extra_args=["--customers", "250"]) as process:
+        assert any(line.startswith(f"Bot {BOT} ") and ": 262 users," in line for line in process.output)
+        uid = "9000000000000249"
+        response = _session.get(
+            f"{process.url}/api/bots/{BOT}/users/{uid}", params={"ahachat_token": process.token}
+        )
+        assert ok_data(response)["phone"] == "+84900000249"
+
+
 def test_command_line_refuses_a_bad_seed(tmp_path: Path) -> None:
     path = tmp_path / "seed.json"
     path.write_text(json.dumps({"bots": []}), encoding="utf-8")

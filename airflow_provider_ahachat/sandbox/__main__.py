@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="process a request before answering it with an injected error",
     )
     parser.add_argument(
+        "--customers",
+        type=int,
+        default=0,
+        help="also add this many numbered customers to the bot, to try sending to many "
+        "(user IDs 9000000000000000 and up, phones +84900000000 and up)",
+    )
+    parser.add_argument(
         "--conn-id",
         default=DEFAULT_CONN_ID,
         help="Airflow connection ID to print a URI for (default: %(default)s)",
@@ -130,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             deliver_before_fail=args.deliver_before_fail,
         )
         state = SandboxState(seed, config)
+        if args.customers < 0:
+            raise SeedError(f"--customers: must be 0 or more, got {args.customers}")
+        if args.customers:
+            state.generate_users(state.default_bot, {"count": args.customers})
     except SeedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
