@@ -114,7 +114,7 @@ def bulk_action(client: AhaChatClient, action: str, **arguments: Any) -> BulkAct
         def add(who: Recipient, own: Mapping[str, Any]) -> ApiRequest:
             merged = {**shared, **own}
             if not merged:
-                raise AhaChatValidationError("attributes: give at least one attribute, for all or per row")
+                raise AhaChatValidationError("attributes: give at least one attribute")
             return client.prepare_add_attributes(who.user_id, merged)
 
         return BulkAction(action, add, takes_attributes=True)

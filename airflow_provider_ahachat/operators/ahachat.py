@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, open_recipients
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, Recipient, validate_user_id
 
 if TYPE_CHECKING:
     import jinja2
@@ -162,8 +162,19 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self._runner: BulkRunner | None = None
 
     def bulk_arguments(self) -> dict[str, Any]:
-        """The action's shared arguments for the bulk engine (the tags, the text, the block...)."""
+        """The action's arguments other than who it is for (the tags, the text, the block...)."""
         raise NotImplementedError
+
+    def prepare(self, client: AhaChatClient) -> ApiRequest:
+        """The request for the single ``user_id`` (or ``phone``): the bulk path's action, built once."""
+        from airflow_provider_ahachat.bulk import bulk_action
+
+        action = bulk_action(client, self.bulk_action, **self.bulk_arguments())
+        if hasattr(self, "phone"):
+            who = Recipient.of(user_id=getattr(self, "user_id", None), phone=self.phone)
+        else:
+            who = Recipient(user_id=validate_user_id(getattr(self, "user_id", None)))
+        return action.build(who, {})
 
     def single_recipient_given(self) -> bool:
         """Whether a single recipient (``user_id`` or ``phone``) was given."""
@@ -300,9 +311,6 @@ class AddTagsOperator(AhaChatAudienceOperator):
     def bulk_arguments(self) -> dict[str, Any]:
         return {"tags": self.tags}
 
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_add_tags(self.user_id, self.tags)
-
 
 class RemoveTagsOperator(AddTagsOperator):
     """
@@ -317,12 +325,6 @@ class RemoveTagsOperator(AddTagsOperator):
     """
 
     bulk_action: ClassVar[str] = "remove_tags"
-
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"tags": self.tags}
-
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_remove_tags(self.user_id, self.tags)
 
 
 class AddAttributesOperator(AhaChatAudienceOperator):
@@ -352,9 +354,6 @@ class AddAttributesOperator(AhaChatAudienceOperator):
     def bulk_arguments(self) -> dict[str, Any]:
         return {"attributes": self.attributes}
 
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_add_attributes(self.user_id, self.attributes)
-
 
 class ResetAttributesOperator(AhaChatAudienceOperator):
     """
@@ -378,9 +377,6 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
 
     def bulk_arguments(self) -> dict[str, Any]:
         return {"names": self.attributes}
-
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_reset_attributes(self.user_id, self.attributes)
 
 
 class SendTextMessageOperator(AhaChatAudienceOperator):
@@ -410,9 +406,6 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
 
     def bulk_arguments(self) -> dict[str, Any]:
         return {"text": self.text}
-
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_send_text(self.user_id, self.text)
 
 
 class SendDynamicMessageOperator(AhaChatAudienceOperator):
@@ -444,9 +437,6 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
 
     def bulk_arguments(self) -> dict[str, Any]:
         return {"message": self.message}
-
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_send_message(self.user_id, self.message)
 
 
 class BroadcastBlockOperator(AhaChatAudienceOperator):
@@ -500,12 +490,3 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
 
     def bulk_arguments(self) -> dict[str, Any]:
         return {"block_name": self.block_name, "message_tag": self.message_tag, "attributes": self.attributes}
-
-    def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_broadcast_block(
-            self.block_name,
-            user_id=self.user_id,
-            phone=self.phone,
-            message_tag=self.message_tag,
-            attributes=self.attributes,
-        )
