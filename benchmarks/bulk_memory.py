@@ -30,7 +30,6 @@ leave out 1M, ``--json FILE`` to keep the figures).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -43,32 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _audience import sizes, synthetic_user_id, write_recipients  # benchmarks/, beside this script
+
 BLOCK = "shipping_update"
 TAG = "POST_PURCHASE_UPDATE"
 TOKEN_ENV = "AHACHAT_BENCH_TOKEN"
-
-
-def synthetic_user_id(number: int) -> str:
-    """The sandbox's generated customer ``number`` (as ``sandbox.state.synthetic_user_id``)."""
-    return f"9{number:015d}"
-
-
-def write_file(path: Path, rows: int) -> None:
-    """A CSV (or JSON Lines, by extension) file of ``rows`` recipients with their own order."""
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        if path.suffix == ".csv":
-            writer = csv.writer(handle)
-            writer.writerow(["user_id", "order_id", "tracking_number"])
-            for number in range(rows):
-                writer.writerow([synthetic_user_id(number), f"DH{number:08d}", f"GHN{number:010d}"])
-        else:
-            for number in range(rows):
-                row = {
-                    "user_id": synthetic_user_id(number),
-                    "order_id": f"DH{number:08d}",
-                    "tracking_number": f"GHN{number:010d}",
-                }
-                handle.write(json.dumps(row) + "\n")
 
 
 # --------------------------------------------------------------------------- the child
@@ -218,20 +196,18 @@ def _row(*cells: str) -> str:
     )
 
 
-def _sizes(text: str) -> list[int]:
-    sizes = [int(part) for part in text.split(",") if part.strip()]
-    if not sizes or any(not 1 <= size <= 5_000_000 for size in sizes):
-        raise argparse.ArgumentTypeError("sizes: whole numbers from 1 to 5000000, comma-separated")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000], help="rows, dry run")
     parser.add_argument(
-        "--send-sizes", type=_sizes, default=[10_000, 100_000], help="rows really sent to the sandbox"
+        "--sizes", type=sizes(5_000_000), default=[10_000, 100_000, 1_000_000], help="rows, dry run"
+    )
+    parser.add_argument(
+        "--send-sizes",
+        type=sizes(5_000_000),
+        default=[10_000, 100_000],
+        help="rows really sent to the sandbox",
     )
     parser.add_argument("--no-send", action="store_true", help="dry runs only")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="the recipients file")
@@ -269,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for size, dry_run in sorted(plan, key=lambda item: (item[0], not item[1])):
             if size not in files:
                 files[size] = folder / f"recipients-{size}.{args.format}"
-                write_file(files[size], size)
+                write_recipients(files[size], size)
             file = files[size]
             if not dry_run:
                 sandbox.reset()

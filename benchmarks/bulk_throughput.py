@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import platform
@@ -51,7 +50,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,11 +58,11 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
+from _audience import load_average, recipient_row, sizes, write_recipients  # benchmarks/, beside this script
 
 from airflow_provider_ahachat.bulk import BulkRunner, Ledger, bulk_action, count_recipients, read_recipients
 from airflow_provider_ahachat.client import AhaChatClient, redact
 from airflow_provider_ahachat.sandbox import SandboxProcess
-from airflow_provider_ahachat.sandbox.state import synthetic_user_id
 
 BLOCK = "shipping_update"
 TAG = "POST_PURCHASE_UPDATE"
@@ -163,22 +162,6 @@ class Figure:
     def rate(self) -> float:
         done = self.delivered if self.delivered_in_window is None else self.delivered_in_window
         return done / self.seconds if self.seconds > 0 else 0.0
-
-
-def recipient_row(number: int) -> dict[str, str]:
-    """Customer ``number`` of the sandbox's generated ones, with their own order."""
-    return {
-        "user_id": synthetic_user_id(number),
-        "order_id": f"DH{number:08d}",
-        "tracking_number": f"GHN{number:010d}",
-    }
-
-
-def write_csv(path: Path, rows: Iterable[dict[str, str]]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["user_id", "order_id", "tracking_number"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def broadcast_url(base: str, bot_id: str, token: str, row: dict[str, str]) -> str:
@@ -364,7 +347,7 @@ def provider_operator(
     """``BroadcastBlockOperator(recipients=<CSV file>)``, one task, under ``airflow dags test``."""
     rows = [recipient_row(number) for number in range(count)]
     source = workdir / f"operator-recipients-{count}.csv"
-    write_csv(source, rows)
+    write_recipients(source, count)
     ledger = workdir / f"operator-ledger-{count}"
     prepare(sandbox, count)
     wall = airflow.run(
@@ -408,7 +391,7 @@ def provider_engine(
     """The bulk engine, from a CSV file, with a ledger, as the operators run it."""
     rows = prepare(sandbox, count)
     source = workdir / f"recipients-{count}.csv"
-    write_csv(source, rows)
+    write_recipients(source, count)
     ledger = workdir / f"ledger-{count}"
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, pool_size=concurrency) as client:
         action = bulk_action(
@@ -474,21 +457,6 @@ def print_table(figures: list[Figure], limit: float) -> None:
         )
 
 
-def _load() -> str:
-    """The 1, 5 and 15 minute load averages: other work on the machine skews the figures."""
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:  # pragma: no cover - not on this platform
-        return "unknown"
-
-
-def _sizes(text: str) -> list[int]:
-    sizes = [int(part) for part in text.split(",") if part.strip()]
-    if not sizes or any(not 1 <= size <= 200_000 for size in sizes):
-        raise argparse.ArgumentTypeError("sizes: whole numbers from 1 to 200000, comma-separated")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -500,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         "--http", type=int, default=25, help="recipients of the mapped HttpOperator (0 skips it; at most 200)"
     )
     parser.add_argument(
-        "--sizes", type=_sizes, default=[2_000, 20_000], help="the provider's audiences, e.g. 2000,20000"
+        "--sizes",
+        type=sizes(200_000),
+        default=[2_000, 20_000],
+        help="the provider's audiences, e.g. 2000,20000",
     )
     parser.add_argument(
         "--provider",
@@ -542,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"sandbox pid {sandbox.pid} at {sandbox.url}: latency {config['latency_ms']:g} ms, "
             f"limit {config['rate_limit']:g} requests/s; python {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs, {platform.platform()}; load average {_load()}"
+            f"{os.cpu_count()} CPUs, {platform.platform()}; load average {load_average()}"
         )
         if naive:
             figures.append(naive_loop(sandbox, naive, deadline_s=min(args.timeout, 120.0)))
@@ -567,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.reset()
 
     print_table(figures, args.rate_limit)
-    print(f"\nload average at the end: {_load()}")
+    print(f"\nload average at the end: {load_average()}")
     provider = [f for f in figures if f.scenario.startswith("provider")]
     missed = [
         f for f in provider if f.rate < args.target * args.rate_limit or f.lost or f.doubled or f.lost is None
@@ -584,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "latency_ms": args.latency_ms,
             "rate_limit": args.rate_limit,
-            "load_average_at_end": _load(),
+            "load_average_at_end": load_average(),
             "figures": [{**asdict(f), "messages_per_second": round(f.rate, 2)} for f in figures],
             "target_met": not missed,
         }
