@@ -470,7 +470,7 @@ class _Index:
             self.commit()
 
     def commit(self) -> None:
-        """Make the writes so far visible to reads from the same connection's later queries."""
+        """End the transaction and start another: writes are batched, a few thousand at a time."""
         self.db.execute("COMMIT")
         self.db.execute("BEGIN")
         self._pending = 0
@@ -600,6 +600,7 @@ class BulkRunner:
     :param dry_run: validate and render every request, send nothing, write nothing to the journal.
     :param progress_interval: seconds between progress lines in the log.
     :param logger: where progress goes.
+    :param sample_size: how many requests a dry run shows in its summary.
     """
 
     def __init__(
