@@ -14,50 +14,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from airflow_provider_ahachat import __version__
 from airflow_provider_ahachat.client import (
-    DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_READ_TIMEOUT,
-    TOKEN_PARAM,
+    DEFAULT_HEADERS,
     AhaChatClient,
     ApiRequest,
-    RetryPolicy,
     interpret_response,
     redact,
+    redact_logs_of,
+    user_from_data,
 )
 from airflow_provider_ahachat.exceptions import (
-    AhaChatAPIError,
     AhaChatConnectionError,
     AhaChatError,
-    AhaChatNotFoundError,
     AhaChatTimeoutError,
 )
-from airflow_provider_ahachat.models import MessageTag, SendResult, User
+from airflow_provider_ahachat.models import User
 
 log = logging.getLogger(__name__)
 
 
-class _RedactTokenFilter(logging.Filter):
-    """httpx logs each request's URL at INFO level; the token is in that URL."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if TOKEN_PARAM in message:
-            record.msg, record.args = redact(message), ()
-        return True
-
-
-_REDACT_FILTER = _RedactTokenFilter()
-for _name in ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2"):
-    _logger = logging.getLogger(_name)
-    if not any(isinstance(existing, _RedactTokenFilter) for existing in _logger.filters):
-        _logger.addFilter(_REDACT_FILTER)
+redact_logs_of("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2")
 
 
 def _transport_error(request: ApiRequest, exc: httpx.HTTPError, timeout: tuple[float, float]) -> AhaChatError:
@@ -88,50 +68,24 @@ class AsyncAhaChatClient:
     """
     An asyncio client for one AhaChat bot.
 
-    Build it with :meth:`create` (the same arguments as :class:`AhaChatClient`), or around an existing
-    synchronous client with its token. Use it as an async context manager, or await :meth:`aclose`.
+    Build it around a synchronous client, whose settings and token it takes. Use it as an async
+    context manager, or await :meth:`aclose`.
 
-    :param client: the synchronous client whose settings (bot, base URL, timeouts, retry policy) and
-        request preparation this client uses; it sends nothing itself.
-    :param token: the Bot Token of ``client``. It is sent in the query string and never logged or shown.
+    :param client: the synchronous client whose settings (bot, token, base URL, timeouts, retry
+        policy) and request preparation this client uses; it sends nothing itself.
     :param transport: an httpx transport, for tests.
     """
 
-    def __init__(
-        self, client: AhaChatClient, token: str, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, client: AhaChatClient, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.sync = client
-        self._token = token.strip()
+        self._token = client.token
         connect, read = client.timeout
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(read, connect=connect),
-            headers={"User-Agent": f"airflow-provider-ahachat/{__version__}", "Accept": "application/json"},
+            headers=dict(DEFAULT_HEADERS),
             transport=transport,
             trust_env=True,
         )
-
-    @classmethod
-    def create(
-        cls,
-        bot_id: str | int,
-        token: str,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        retry: RetryPolicy | None = None,
-    ) -> AsyncAhaChatClient:
-        """Validate the settings as :class:`AhaChatClient` does and build the client."""
-        client = AhaChatClient(
-            bot_id,
-            token,
-            base_url,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retry=retry,
-            pool_size=1,
-        )
-        return cls(client, token)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -221,41 +175,4 @@ class AsyncAhaChatClient:
 
     async def fetch_user(self, request: ApiRequest) -> User:
         """Send a prepared find-user request and read the user, as :meth:`AhaChatClient.fetch_user` does."""
-        data = await self.send(request)
-        if isinstance(data, list):  # a phone lookup may answer with a list of users
-            if not data:
-                who = request.recipient.describe() if request.recipient else "this lookup"
-                raise AhaChatNotFoundError(f"AhaChat knows no user with {who}", status=200)
-            data = data[0]
-        if not isinstance(data, Mapping):
-            raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
-        return User.model_validate(data)
-
-    def prepare_send_text(self, user_id: Any, text: Any) -> ApiRequest:
-        """The request that sends a text message."""
-        return self.sync.prepare_send_text(user_id, text)
-
-    def prepare_broadcast_block(
-        self,
-        block_name: Any,
-        *,
-        user_id: Any = None,
-        phone: Any = None,
-        message_tag: MessageTag | str | None = None,
-        attributes: Any = None,
-    ) -> ApiRequest:
-        """The Broadcast API request, exactly as AhaChat documents it."""
-        return self.sync.prepare_broadcast_block(
-            block_name, user_id=user_id, phone=phone, message_tag=message_tag, attributes=attributes
-        )
-
-    async def perform(self, request: ApiRequest) -> SendResult:
-        """Send a prepared action and describe what it did."""
-        data = await self.send(request)
-        who = request.recipient
-        return SendResult(
-            action=request.action,
-            user_id=who.user_id if who else None,
-            phone=who.phone if who else None,
-            data=data,
-        )
+        return user_from_data(request, await self.send(request))

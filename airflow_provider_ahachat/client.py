@@ -61,6 +61,10 @@ DEFAULT_BASE_URL = "https://ahachat.com"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
 TOKEN_PARAM = "ahachat_token"
+#: Sent with every request, whatever the transport.
+DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType(
+    {"User-Agent": f"airflow-provider-ahachat/{__version__}", "Accept": "application/json"}
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def redact(text: str, secret: str | None = None) -> str:
 
 
 class _RedactTokenFilter(logging.Filter):
-    """urllib3 logs each request's URL at DEBUG level; the token is in that URL."""
+    """HTTP libraries log each request's URL (urllib3 at DEBUG, httpx at INFO); the token is in it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -132,10 +136,17 @@ class _RedactTokenFilter(logging.Filter):
 
 
 _REDACT_FILTER = _RedactTokenFilter()
-for _name in ("urllib3.connectionpool", "urllib3.util.retry", "requests"):
-    _logger = logging.getLogger(_name)
-    if _REDACT_FILTER not in _logger.filters:
-        _logger.addFilter(_REDACT_FILTER)
+
+
+def redact_logs_of(*logger_names: str) -> None:
+    """Take the token out of every record these loggers emit."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if _REDACT_FILTER not in logger.filters:
+            logger.addFilter(_REDACT_FILTER)
+
+
+redact_logs_of("urllib3.connectionpool", "urllib3.util.retry", "requests")
 
 
 # --------------------------------------------------------------------------- requests and answers
@@ -414,9 +425,7 @@ class AhaChatClient:
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.retry = retry or RetryPolicy()
         self._session = requests.Session()
-        self._session.headers.update(
-            {"User-Agent": f"airflow-provider-ahachat/{__version__}", "Accept": "application/json"}
-        )
+        self._session.headers.update(DEFAULT_HEADERS)
         self.pool_size = 0
         self.ensure_pool(pool_size)
 
@@ -633,3 +642,8 @@ class AhaChatClient:
         data = self.send(request)
         who = request.recipient or Recipient()
         return SendResult(action=request.action, user_id=who.user_id, phone=who.phone, data=data)
+
+    @property
+    def token(self) -> str:
+        """The Bot Token, for a transport of this client's (never log or show it)."""
+        return self._token

@@ -244,8 +244,7 @@ class AhaChatHook(BaseHook):
         """
         from airflow_provider_ahachat.async_client import AsyncAhaChatClient
 
-        client = self.client_from_connection(conn)
-        return AsyncAhaChatClient(client, (conn.password or "").strip())
+        return AsyncAhaChatClient(self.client_from_connection(conn))
 
     async def get_async_client(self) -> AsyncAhaChatClient:
         """

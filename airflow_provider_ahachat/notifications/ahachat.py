@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
-    from airflow_provider_ahachat.async_client import AsyncAhaChatClient
     from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
 
 __all__ = ["AhaChatNotifier", "send_ahachat_notification"]
@@ -146,7 +145,7 @@ class AhaChatNotifier(BaseNotifier):
 
     # -- what to send, once the templates are rendered
 
-    def _requests(self, client: AhaChatClient | AsyncAhaChatClient) -> list[tuple[str, ApiRequest | None]]:
+    def _requests(self, client: AhaChatClient) -> list[tuple[str, ApiRequest | None]]:
         """One request per recipient; a recipient whose input is invalid gets None (and is logged)."""
         prepared: list[tuple[str, ApiRequest | None]] = []
         recipients = [("user_id", value) for value in _as_list(self.user_ids)]
@@ -202,27 +201,14 @@ class AhaChatNotifier(BaseNotifier):
         self._report(sent, len(prepared))
 
     async def async_notify(self, context: Context) -> None:
-        """Send the notification without blocking the event loop (deadline alerts run in the triggerer)."""
-        try:
-            client = await self.hook.get_async_client()
-        except Exception as err:
-            self.log.error("AhaChat: could not notify anyone: %s: %s", type(err).__name__, err)
-            return
-        try:
-            prepared = self._requests(client)
-            sent = 0
-            for who, request in prepared:
-                if request is None:
-                    continue
-                try:
-                    await client.perform(request)
-                except AhaChatError as err:
-                    self.log.error("AhaChat: could not notify %s: %s", who, err)
-                    continue
-                sent += 1
-            self._report(sent, len(prepared))
-        finally:
-            await client.aclose()
+        """
+        Send the notification from an event loop (deadline alerts run in the triggerer).
+
+        The few requests go out from a worker thread through :meth:`notify`, so the loop never waits.
+        """
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(self.notify)(context)
 
 
 #: The notifier under the name Airflow's other providers use for theirs (``send_slack_notification``).
