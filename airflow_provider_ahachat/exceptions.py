@@ -98,3 +98,12 @@ class AhaChatConnectionError(AhaChatAPIError):
 
 class AhaChatTimeoutError(AhaChatConnectionError):
     """AhaChat did not answer in time; the request may or may not have been processed."""
+
+
+#: Failures that waiting cures: a rate limit, a server error, no connection. A sensor or trigger
+#: logs them and checks again at its next interval.
+TRANSIENT_ERRORS: tuple[type[AhaChatError], ...] = (
+    AhaChatRateLimitError,
+    AhaChatServerError,
+    AhaChatConnectionError,
+)

@@ -127,6 +127,72 @@ def test_a_wrong_token_fails_at_once(dag_runner: Any, sandbox: SandboxServer, mo
     assert len(user_lookups(sandbox)) == 1
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_wrong_bot_id_fails_at_once(dag_runner: Any, sandbox: SandboxServer, mode: str) -> None:
+    # AhaChat answers 404 for an unknown bot, as for a customer who is not there yet; the sensor
+    # asks about the bot once rather than waiting for a customer it can never see.
+    with new_dag(f"sensor_wrong_bot_{mode}") as dag:
+        sensor(mode, user_id=LAN, soft_fail=True)
+
+    started = time.monotonic()
+    result = run(dag_runner, dag, sandbox, uri=connection_uri(sandbox.url, "99999999", sandbox.token))
+
+    assert result.task_states == {"wait": "failed"}, result.summary()
+    error = result.tasks["wait"].error
+    assert type(error).__name__ == "AhaChatNotFoundError"
+    assert "AhaChat knows no bot with this Bot ID" in str(error)
+    assert time.monotonic() - started < 10
+
+
+def stored_trigger_kwargs(dag_id: str) -> dict[str, Any]:
+    """The arguments Airflow stored for the latest UserTrigger of ``dag_id``'s sensor."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ids = [ti.trigger_id for ti in session.query(TaskInstance).filter_by(dag_id=dag_id) if ti.trigger_id]
+        rows = (
+            session.query(Trigger).filter(Trigger.id.in_(ids)).all() if ids else session.query(Trigger).all()
+        )
+        stored = [t.kwargs for t in rows if t.classpath.endswith("ahachat.UserTrigger")]
+    assert stored
+    return dict(stored[-1])
+
+
+def test_deferral_passes_on_interval_and_backoff(dag_runner: Any, sandbox: SandboxServer) -> None:
+    with new_dag("sensor_backoff") as dag:
+        sensor(
+            "deferrable", user_id=LAN, tags=["da_nhan_hang"], timeout=1, exponential_backoff=True, max_wait=5
+        )
+
+    result = run(dag_runner, dag, sandbox)
+
+    assert result.task_states == {"wait": "failed"}, result.summary()
+    kwargs = stored_trigger_kwargs("sensor_backoff")
+    assert (kwargs["poke_interval"], kwargs["exponential_backoff"], kwargs["max_wait"]) == (0.3, True, 5.0)
+
+
+def test_reschedule_mode_gives_the_worker_back_between_checks(
+    dag_runner: Any, sandbox: SandboxServer, after_lookups: Any
+) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    with new_dag("sensor_reschedules") as dag:
+        sensor("reschedule", user_id=LAN, attributes={"delivery_confirmed": "yes"})
+    after_lookups(2, sandbox.update_user, LAN, attributes={"delivery_confirmed": "yes"})
+
+    result = run(dag_runner, dag, sandbox)
+
+    assert result.task_states == {"wait": "success"}, result.summary()
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id="sensor_reschedules", run_id=result.run_id).one()
+        reschedules = session.query(TaskReschedule).filter(TaskReschedule.ti_id == ti.id).count()
+    assert reschedules >= 1, "the sensor never handed its worker slot back"
+
+
 def test_transient_failures_never_fail_it(
     dag_runner: Any, sandbox: SandboxServer, after_lookups: Any
 ) -> None:

@@ -175,6 +175,17 @@ def test_a_wrong_token_is_an_error_event_without_the_token(
     assert wrong not in caplog.text + capsys.readouterr().out + json.dumps(event)
 
 
+def test_a_wrong_bot_id_is_an_error_event_not_a_wait(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_uri(sandbox.url, "99999999", sandbox.token))
+    started = time.monotonic()
+    event = first_event(trigger(user_id=LAN))
+    assert time.monotonic() - started < 3
+    assert (event["status"], event["error"], event["http_status"]) == ("error", "AhaChatNotFoundError", 404)
+    assert "AhaChat knows no bot with this Bot ID" in event["message"]
+
+
 def test_a_missing_connection_is_an_error_event() -> None:
     event = first_event(trigger(ahachat_conn_id="no_such_connection", user_id=LAN))
     assert event["status"] == "error"

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from airflow_provider_ahachat.bulk import BulkRunner, Ledger
     from airflow_provider_ahachat.client import AhaChatClient
 
+#: What a 404 on the bot itself means, in words a person can act on.
+UNKNOWN_BOT = "AhaChat knows no bot with this Bot ID. Copy it again from the bot's Settings in AhaChat."
+
 #: File names that ``recipients`` reads as a file rather than as a user ID.
 RECIPIENT_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
 
@@ -173,6 +176,8 @@ class AhaChatHook(BaseHook):
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: retry message-sending requests whose outcome is unknown (a read
         timeout or a 500), at the risk of sending twice. Off by default.
+    :param max_retries: retries of one request, instead of the connection's ``max_retries``; a
+        sensor, which checks again anyway, uses 0.
     """
 
     conn_name_attr = "ahachat_conn_id"
@@ -181,11 +186,17 @@ class AhaChatHook(BaseHook):
     hook_name = "AhaChat"
 
     def __init__(
-        self, ahachat_conn_id: str = default_conn_name, *, retry_unknown_outcome: bool = False, **kwargs: Any
+        self,
+        ahachat_conn_id: str = default_conn_name,
+        *,
+        retry_unknown_outcome: bool = False,
+        max_retries: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.ahachat_conn_id = ahachat_conn_id
         self.retry_unknown_outcome = retry_unknown_outcome
+        self.max_retries = max_retries
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(ahachat_conn_id={self.ahachat_conn_id!r})"
@@ -229,9 +240,9 @@ class AhaChatHook(BaseHook):
             connect_timeout=self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
             read_timeout=self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
             retry=RetryPolicy(
-                max_retries=int(
-                    self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)
-                ),
+                max_retries=self.max_retries
+                if self.max_retries is not None
+                else int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)),
                 retry_unknown_outcome=self.retry_unknown_outcome,
             ),
         )
@@ -337,10 +348,7 @@ class AhaChatHook(BaseHook):
                 "Settings in AhaChat (the token changes whenever it is reset)."
             )
         except AhaChatNotFoundError:
-            return (
-                False,
-                "AhaChat knows no bot with this Bot ID. Copy it again from the bot's Settings in AhaChat.",
-            )
+            return False, UNKNOWN_BOT
         except AhaChatError as err:
             return False, f"Could not check the connection: {err}"
         name = bot.get("name")

@@ -15,14 +15,12 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_ahachat.conditions import UserConditions
 from airflow_provider_ahachat.exceptions import (
-    AhaChatConnectionError,
+    TRANSIENT_ERRORS,
     AhaChatError,
     AhaChatNotFoundError,
-    AhaChatRateLimitError,
-    AhaChatServerError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+from airflow_provider_ahachat.hooks.ahachat import UNKNOWN_BOT, AhaChatHook
 from airflow_provider_ahachat.models import Recipient, User
 
 if TYPE_CHECKING:
@@ -31,13 +29,6 @@ if TYPE_CHECKING:
     from airflow_provider_ahachat.client import ApiRequest
 
 __all__ = ["UserSensor"]
-
-#: The same failures the trigger treats as "try again later" (kept here to avoid importing it).
-_TRANSIENT_ERRORS: tuple[type[AhaChatError], ...] = (
-    AhaChatRateLimitError,
-    AhaChatServerError,
-    AhaChatConnectionError,
-)
 
 
 def _default_deferrable() -> bool:
@@ -144,6 +135,7 @@ class UserSensor(BaseSensorOperator):
         self.check = check
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.ahachat_conn_id = ahachat_conn_id
+        self._bot_known = False
         problems = []
         has_user, has_phone = user_id not in (None, ""), phone not in (None, "")
         if has_user == has_phone:
@@ -163,7 +155,8 @@ class UserSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> AhaChatHook:
         """The hook for ``ahachat_conn_id``."""
-        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id)
+        # One attempt per check: the sensor checks again at its next interval anyway.
+        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id, max_retries=0)
 
     # -- validation, once the templates are rendered
 
@@ -217,9 +210,10 @@ class UserSensor(BaseSensorOperator):
         try:
             user = self.hook.client.fetch_user(self._request)
         except AhaChatNotFoundError:
+            self._fail_if_the_bot_is_unknown()
             self.log.info("AhaChat: no %s yet; checking again later", who)
             return PokeReturnValue(False)
-        except _TRANSIENT_ERRORS as err:
+        except TRANSIENT_ERRORS as err:
             failure = err
         if failure is not None:
             self.log.warning("%s; checking again at the next interval", failure.message)
@@ -233,6 +227,24 @@ class UserSensor(BaseSensorOperator):
             return PokeReturnValue(False)
         self.log.info("AhaChat: %s matches (%s)", who, self.conditions.describe())
         return PokeReturnValue(True, xcom_value=user.model_dump(mode="json"))
+
+    def _fail_if_the_bot_is_unknown(self) -> None:
+        """
+        A 404 means no such customer yet, or a wrong Bot ID, which waiting cannot cure: ask once.
+
+        :raises AhaChatNotFoundError: when AhaChat knows no bot with the connection's Bot ID.
+        """
+        if self._bot_known:
+            return
+        try:
+            self.hook.client.check_connection()
+        except AhaChatNotFoundError:
+            raise AhaChatNotFoundError(
+                f"connection {self.ahachat_conn_id!r}: {UNKNOWN_BOT}", status=404
+            ) from None
+        except TRANSIENT_ERRORS:
+            return
+        self._bot_known = True
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: return the customer, or fail as its event says."""

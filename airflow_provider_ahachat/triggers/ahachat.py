@@ -17,25 +17,16 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_ahachat.conditions import UserConditions
 from airflow_provider_ahachat.exceptions import (
-    AhaChatConnectionError,
+    TRANSIENT_ERRORS,
     AhaChatError,
     AhaChatNotFoundError,
-    AhaChatRateLimitError,
-    AhaChatServerError,
 )
 from airflow_provider_ahachat.models import Recipient
 
 if TYPE_CHECKING:
     from airflow_provider_ahachat.async_client import AsyncAhaChatClient
 
-__all__ = ["TRANSIENT_ERRORS", "UserTrigger"]
-
-#: Failures after which a wait tries again at its next check instead of failing.
-TRANSIENT_ERRORS: tuple[type[AhaChatError], ...] = (
-    AhaChatRateLimitError,
-    AhaChatServerError,
-    AhaChatConnectionError,
-)
+__all__ = ["UserTrigger"]
 
 
 def next_interval(
@@ -108,6 +99,7 @@ class UserTrigger(BaseTrigger):
         self.exponential_backoff = exponential_backoff
         self.max_wait = None if max_wait is None else float(max_wait)
         self.deadline = deadline
+        self._bot_known = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the arguments that rebuild this trigger; no secret among them."""
@@ -185,7 +177,8 @@ class UserTrigger(BaseTrigger):
     async def _client(self) -> AsyncAhaChatClient:
         from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 
-        return await AhaChatHook(ahachat_conn_id=self.ahachat_conn_id).get_async_client()
+        # One attempt per check: the trigger checks again at its next interval anyway.
+        return await AhaChatHook(ahachat_conn_id=self.ahachat_conn_id, max_retries=0).get_async_client()
 
     async def _check(self, client: AsyncAhaChatClient, request: Any, who: Recipient) -> TriggerEvent | None:
         """One look at the customer: an event when done, None for "not yet"."""
@@ -193,6 +186,7 @@ class UserTrigger(BaseTrigger):
         try:
             user = await client.fetch_user(request)
         except AhaChatNotFoundError:
+            await self._fail_if_the_bot_is_unknown(client)
             self.log.info("AhaChat: no %s yet; checking again later", who.describe())
             return None
         except TRANSIENT_ERRORS as err:
@@ -206,6 +200,22 @@ class UserTrigger(BaseTrigger):
             return None
         self.log.info("AhaChat: %s matches (%s)", who.describe(), self.conditions.describe())
         return TriggerEvent({"status": "success", "user": user.model_dump(mode="json")})
+
+    async def _fail_if_the_bot_is_unknown(self, client: AsyncAhaChatClient) -> None:
+        """As ``UserSensor`` does: a 404 may be a wrong Bot ID, which waiting cannot cure; ask once."""
+        if self._bot_known:
+            return
+        from airflow_provider_ahachat.hooks.ahachat import UNKNOWN_BOT
+
+        try:
+            await client.send(client.sync.prepare_check_connection())
+        except AhaChatNotFoundError:
+            raise AhaChatNotFoundError(
+                f"connection {self.ahachat_conn_id!r}: {UNKNOWN_BOT}", status=404
+            ) from None
+        except TRANSIENT_ERRORS:
+            return
+        self._bot_known = True
 
     @staticmethod
     def _error_event(err: AhaChatError) -> TriggerEvent:
