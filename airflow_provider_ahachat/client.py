@@ -224,8 +224,10 @@ _ERRORS_BY_STATUS: dict[int, type[AhaChatAPIError]] = {
     422: AhaChatOutsideWindowError,
 }
 
-#: Statuses after which the request surely was not processed.
-NOT_PROCESSED_STATUSES = frozenset({502, 503, 504})
+#: Statuses after which the request surely was not processed: 503, the service refusing work it
+#: cannot take. The contract says any 5xx "may or may not have been processed"; a gateway's 502 or
+#: 504 in particular can come after AhaChat did the work, so they are outcome unknown.
+NOT_PROCESSED_STATUSES = frozenset({503})
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -295,7 +297,7 @@ class RetryPolicy:
     When to try a request again.
 
     Rate limits (429) wait for ``Retry-After``; requests that surely were not processed (connection
-    refused, 502, 503, 504) back off exponentially with jitter. A request whose outcome is unknown
+    refused, 503) back off exponentially with jitter. A request whose outcome is unknown
     (read timeout, 500, a connection broken after sending) is retried only if it does not message
     anyone, or if ``retry_unknown_outcome`` is set.
 
@@ -496,7 +498,12 @@ class AhaChatClient:
             return None, _transport_error(request, failure, self.timeout)
         try:
             data = interpret_response(
-                request, response.status_code, response.text, response.headers, token=self._token
+                # UTF-8, as the contract says, whatever charset (or none) the Content-Type names.
+                request,
+                response.status_code,
+                response.content.decode("utf-8", "replace"),
+                response.headers,
+                token=self._token,
             )
         except AhaChatError as err:
             return None, err

@@ -46,7 +46,7 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Max retries",
         "schema": {"type": ["integer", "null"], "minimum": 0},
         "description": "Optional. Retries after a rate limit (429) or a request that surely was not "
-        "processed (connection refused, 502, 503, 504). Default 5.",
+        "processed (connection refused, 503). Default 5.",
     },
     "rate_limit": {
         "label": "Rate limit (requests per second)",

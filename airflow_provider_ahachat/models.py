@@ -127,8 +127,11 @@ def validate_user_id(value: Any, field: str = "user_id") -> str:
 
 def normalize_phone(value: Any, field: str = "phone") -> str:
     """Strip spaces, dots and dashes; then require an optional ``+`` and 9 to 15 digits."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise AhaChatValidationError(
+            f"{field}: got the number {value!r}; a phone as a number loses its leading 0 "
+            "(0908071111 becomes 908071111), so pass it as a string"
+        )
     if not isinstance(value, str):
         raise AhaChatValidationError(f"{field}: must be a string, got {_kind(value)}")
     text = _PHONE_SEPARATORS.sub("", value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import socket
@@ -229,9 +230,30 @@ def test_a_2xx_without_json_is_accepted(client: AhaChatClient, server: Recording
 
 
 def test_503_then_success_is_retried(client: AhaChatClient, server: RecordingServer) -> None:
-    server.answer(Reply(status=503), Reply(status=502), Reply(body={"success": True, "data": {"ok": 1}}))
+    server.answer(Reply(status=503), Reply(status=503), Reply(body={"success": True, "data": {"ok": 1}}))
     assert client.send_text(USER, "hi").data == {"ok": 1}
     assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_on_a_message_is_unknown_and_not_resent(
+    client: AhaChatClient, server: RecordingServer, status: int
+) -> None:
+    server.answer(Reply(status=status))
+    with pytest.raises(AhaChatServerError) as info:
+        client.send_text(USER, "hi")
+    assert info.value.outcome_unknown and "may or may not have been sent" in str(info.value)
+    assert len(server.requests) == 1
+    # Tags message nobody: safe to repeat.
+    server.answer(Reply(status=status), Reply(body={"success": True, "data": None}))
+    client.add_tags(USER, "x")
+    assert len(server.requests) == 3
+
+
+def test_a_body_without_a_charset_is_read_as_utf8(client: AhaChatClient, server: RecordingServer) -> None:
+    body = json.dumps({"success": True, "data": {"messenger_user_id": USER, "last_name": "Nguyễn Thị"}})
+    server.answer(Reply(body=body.encode("utf-8"), headers={"Content-Type": "text/html"}))
+    assert client.find_user(user_id=USER).last_name == "Nguyễn Thị"
 
 
 def test_429_honours_retry_after(client: AhaChatClient, server: RecordingServer) -> None:

@@ -109,10 +109,18 @@ def test_a_broadcast_outside_the_window_reaches_the_customer(
 
 
 def test_injected_503s_are_retried_and_deliver_once(client: AhaChatClient, sandbox: SandboxServer) -> None:
-    sandbox.configure(fail_next=[503, 502, 504])
+    sandbox.configure(fail_next=[503, 503, 503])
     client.send_text(LAN, "Chào")
     assert len(sandbox.outbox(LAN)) == 1
     assert len([r for r in sandbox.request_log() if r["path"].endswith("/messages")]) == 4
+
+
+def test_a_504_after_delivery_is_not_resent(client: AhaChatClient, sandbox: SandboxServer) -> None:
+    sandbox.configure(fail_next=[{"status": 504, "deliver": True}])
+    with pytest.raises(AhaChatServerError) as info:
+        client.send_text(LAN, "Chào")
+    assert info.value.outcome_unknown
+    assert len(sandbox.outbox(LAN)) == 1
 
 
 def test_a_500_after_delivery_is_not_resent(client: AhaChatClient, sandbox: SandboxServer) -> None:

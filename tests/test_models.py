@@ -216,11 +216,15 @@ def test_json_that_does_not_parse_says_so() -> None:
         ("+84 908 071 111", "+84908071111"),
         ("0908.071.111", "0908071111"),
         ("090-807-1111", "0908071111"),
-        (84908071111, "84908071111"),
     ],
 )
 def test_phones_are_normalised(raw: Any, expected: str) -> None:
     assert normalize_phone(raw) == expected
+
+
+def test_a_phone_given_as_a_number_is_refused() -> None:
+    with pytest.raises(AhaChatValidationError, match="loses its leading 0"):
+        normalize_phone(908071111)
 
 
 @pytest.mark.parametrize(
