@@ -204,7 +204,12 @@ class AhaChatHook(BaseHook):
     @cached_property
     def client(self) -> AhaChatClient:
         """The API client for this connection, built once per hook."""
-        return self.client_from_connection(self.get_connection(self.ahachat_conn_id))
+        return self.client_from_connection(self.connection)
+
+    @cached_property
+    def connection(self) -> Connection:
+        """The Airflow connection, read once per hook (each read may ask Airflow's supervisor)."""
+        return self.get_connection(self.ahachat_conn_id)
 
     def get_conn(self) -> AhaChatClient:
         """The API client for this connection."""
@@ -319,7 +324,7 @@ class AhaChatHook(BaseHook):
         from airflow_provider_ahachat.bulk import BulkRunner, bulk_action
 
         client = self.client
-        extra = self.get_connection(self.ahachat_conn_id).extra_dejson
+        extra = self.connection.extra_dejson
         if rate_limit is None:
             rate_limit = self._extra_number(extra, "rate_limit", DEFAULT_RATE_LIMIT, zero=True)
         if concurrency is None:

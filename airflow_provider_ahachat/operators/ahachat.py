@@ -170,8 +170,8 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         from airflow_provider_ahachat.bulk import bulk_action
 
         action = bulk_action(client, self.bulk_action, **self.bulk_arguments())
-        if hasattr(self, "phone"):
-            who = Recipient.of(user_id=getattr(self, "user_id", None), phone=self.phone)
+        if action.by_phone:
+            who = Recipient.of(user_id=getattr(self, "user_id", None), phone=getattr(self, "phone", None))
         else:
             who = Recipient(user_id=validate_user_id(getattr(self, "user_id", None)))
         return action.build(who, {})

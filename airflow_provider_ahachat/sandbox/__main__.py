@@ -33,7 +33,7 @@ from airflow_provider_ahachat.sandbox.server import (
     socket_url,
     uvicorn_config,
 )
-from airflow_provider_ahachat.sandbox.state import SandboxConfig, SandboxState, SeedError, read_seed
+from airflow_provider_ahachat.sandbox.state import ApiError, SandboxConfig, SandboxState, SeedError, read_seed
 
 
 def _fraction(text: str) -> float:
@@ -137,11 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             deliver_before_fail=args.deliver_before_fail,
         )
         state = SandboxState(seed, config)
-        if args.customers < 0:
-            raise SeedError(f"--customers: must be 0 or more, got {args.customers}")
         if args.customers:
             state.generate_users(state.default_bot, {"count": args.customers})
-    except SeedError as err:
+    except (SeedError, ApiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
