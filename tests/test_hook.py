@@ -284,7 +284,8 @@ def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: py
     assert (default.concurrency, default.limiter.limit) == (16, 20.0)
     configured = runner({"rate_limit": "120", "concurrency": 32})
     assert (configured.concurrency, configured.limiter.limit) == (32, 120.0)
-    assert configured.client.pool_size == 32  # a keep-alive connection per worker
+    # A keep-alive connection per worker: what urllib3 will keep, not just the attribute.
+    assert configured.client._session.get_adapter("https://ahachat.com")._pool_maxsize == 32
     # Without a concurrency, enough workers for the rate at 200 ms a request.
     assert runner({"rate_limit": 200}).concurrency == 40
     assert runner({"rate_limit": 0}).limiter.limit == 0  # no limit

@@ -282,3 +282,34 @@ def test_recipient_needs_exactly_one() -> None:
     assert Recipient.of(phone="+84908071111").describe() == "phone +84908071111"
     with pytest.raises(AhaChatValidationError, match=r"give exactly one of them \(both were given\)"):
         Recipient.of(user_id="1", phone="+84908071111")
+
+
+@pytest.mark.parametrize("name", ["ahachat_token", "ahachat_message_tag", "ahachat_block_name", "phone"])
+def test_every_name_of_the_broadcast_query_is_reserved(name: str) -> None:
+    with pytest.raises(AhaChatValidationError, match=f"attribute name '{name}' is reserved"):
+        validate_attributes({name: "x"})
+
+
+def test_messenger_limits_hold_exactly_at_the_limit() -> None:
+    """Each limit's own value passes and one more fails: the checks are not off by one."""
+    DynamicMessage.text("x" * 2000)
+    with pytest.raises(AhaChatValidationError, match="at most 2000 characters, got 2001"):
+        DynamicMessage.text("x" * 2001)
+    replies = [{"title": f"T{n}", "block_name": "b"} for n in range(13)]
+    DynamicMessage.parse([{"text": "?", "quick_replies": replies}])
+    with pytest.raises(AhaChatValidationError, match="quick_replies: at most 13"):
+        DynamicMessage.parse([{"text": "?", "quick_replies": [*replies, {"title": "X", "block_name": "b"}]}])
+    DynamicMessage.parse([{"text": "?", "quick_replies": [{"title": "x" * 20, "block_name": "b"}]}])
+    with pytest.raises(AhaChatValidationError, match="title: at most 20"):
+        DynamicMessage.parse([{"text": "?", "quick_replies": [{"title": "x" * 21, "block_name": "b"}]}])
+    button = {"type": "show_block", "block_name": "b", "title": "Mua"}
+    template = {"template_type": "button", "text": "x" * 640, "buttons": [button] * 3}
+    DynamicMessage.parse([{"attachment": {"type": "template", "payload": template}}])
+    with pytest.raises(AhaChatValidationError, match="at most 640"):
+        DynamicMessage.parse(
+            [{"attachment": {"type": "template", "payload": {**template, "text": "x" * 641}}}]
+        )
+    with pytest.raises(AhaChatValidationError, match="buttons: at most 3, got 4"):
+        DynamicMessage.parse(
+            [{"attachment": {"type": "template", "payload": {**template, "buttons": [button] * 4}}}]
+        )

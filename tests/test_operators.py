@@ -95,12 +95,11 @@ def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
     user = result.xcoms["find"]
     assert user["messenger_user_id"] == LAN and isinstance(user["messenger_user_id"], str)
     assert (user["first_name"], user["phone"]) == ("Lan", "+84908071111")
-    assert result.xcoms["add_tags"] == {
-        "action": "add_tags",
-        "user_id": LAN,
-        "phone": None,
-        "data": result.xcoms["add_tags"]["data"],
-    }
+    tagged = result.xcoms["add_tags"]
+    assert (tagged["action"], tagged["user_id"], tagged["phone"]) == ("add_tags", LAN, None)
+    # AhaChat's answer, as the sandbox gives it: the user with the tags just added.
+    assert tagged["data"]["messenger_user_id"] == LAN
+    assert {"da_mua_hang", "loyal"} <= set(tagged["data"]["tags"])
 
     lan = sandbox.user(LAN)
     assert lan["attributes"]["codeso"] == 99999 and lan["attributes"]["s_d_t"] == "0908071111"
