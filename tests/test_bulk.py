@@ -22,11 +22,16 @@ from airflow_provider_ahachat.bulk import (
     parse_row,
     read_recipients,
 )
-from airflow_provider_ahachat.client import AhaChatClient
+from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 LAN = "3824547807572463"
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def client_for(sandbox: SandboxServer) -> AhaChatClient:
+    return AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url)
 
 
 @pytest.fixture
@@ -35,7 +40,8 @@ def client(sandbox: SandboxServer) -> Iterator[AhaChatClient]:
         yield c
 
 
-def runner(client: AhaChatClient, action: str, ledger: Path | None = None, **options: Any) -> BulkRunner:
+def runner(client: AhaChatClient, action: str, ledger: Any = None, **options: Any) -> BulkRunner:
+    """A runner for ``action``; ``ledger`` is its folder (any path type), or None for no ledger."""
     arguments = {
         k: options.pop(k)
         for k in ("tags", "names", "text", "message", "block_name", "attributes")
@@ -274,18 +280,46 @@ def test_actions_that_message_nobody_are_safe_to_repeat(
     assert summary["outcomes"] == {"delivered": 5} and summary["retries"] == {"500": 3}
 
 
+def test_an_unknown_outcome_of_a_tag_is_resent_on_the_next_try(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    ids = sandbox.generate_users(3)
+    sandbox.configure(latency_ms=400)  # processed, then answered too late
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, read_timeout=0.1, retry=NO_RETRY) as slow:
+        first = runner(slow, "add_tags", tmp_path, tags="t", max_failure_ratio=1).run(ids)
+    assert first["outcomes"] == {"unknown": 3}
+    sandbox.configure(latency_ms=0)
+    again = runner(client_for(sandbox), "add_tags", tmp_path, tags="t").run(ids)
+    # Unlike a message, a tag is safe to set twice: the next try sends it again, and it lands.
+    assert again["outcomes"] == {"delivered": 3} and again["delivered_in_earlier_tries"] == 0
+    assert all(sandbox.user(uid)["tags"] == ["t"] for uid in ids)
+
+
+def test_a_429_holds_every_worker_until_retry_after(sandbox: SandboxServer, client: AhaChatClient) -> None:
+    ids = sandbox.generate_users(40)
+    sandbox.configure(retry_after=1, fail_next=[{"status": 429}])
+    summary = runner(client, "add_tags", tags="t", concurrency=8).run(ids)
+    assert summary["outcomes"] == {"delivered": 40} and summary["rate_limit_pauses"] >= 1
+    log = sandbox.request_log(limit=100)
+    refused = next(datetime.fromisoformat(r["time"]).timestamp() for r in log if r["status"] == 429)
+    after = sorted(datetime.fromisoformat(r["time"]).timestamp() - refused for r in log if r["status"] != 429)
+    # Requests already in flight when the 429 came may land just after it; nothing new starts
+    # until Retry-After has passed.
+    in_flight = [t for t in after if 0 <= t < 0.9]
+    assert len(in_flight) <= 8, in_flight
+    assert max(after) >= 0.9
+
+
 def test_the_ledger_works_on_object_storage(sandbox: SandboxServer, client: AhaChatClient) -> None:
     # fsspec's in-memory filesystem stands in for S3 or GCS: it cannot append either.
     from upath import UPath
 
     folder = UPath("memory://ledgers/test_object_storage")
     ids = sandbox.generate_users(12)
-    first = runner(client, "send_text", None, text="Hi", concurrency=4)
-    first.ledger = Ledger(folder)
+    first = runner(client, "send_text", folder, text="Hi", concurrency=4)
+    assert not first._claim_on_send  # object storage: claimed a batch at a time
     first.run(ids[:6])
-    second = runner(client, "send_text", None, text="Hi", concurrency=4)
-    second.ledger = Ledger(folder)
-    summary = second.run(ids)
+    summary = runner(client, "send_text", folder, text="Hi", concurrency=4).run(ids)
     assert summary["outcomes"] == {"delivered": 12} and summary["delivered_in_earlier_tries"] == 6
     assert summary["report"].endswith("ledgers/test_object_storage/report.jsonl")
     assert max(sandbox.outbox_counts().values()) == 1
@@ -422,13 +456,16 @@ def test_a_local_object_storage_path_appends_to_one_journal(
 
     folder = ObjectStoragePath(f"file://{tmp_path}/ledger")
     ids = sandbox.generate_users(6)
-    first = runner(client, "add_tags", None, tags="t", concurrency=2)
-    first.ledger = Ledger(folder)
-    first.run(ids)
+    runner(client, "add_tags", folder, tags="t", concurrency=2).run(ids)
     journals = list((tmp_path / "ledger").glob("journal-*.jsonl"))
     assert len(journals) == 1
     records = [json.loads(line) for line in journals[0].read_text().splitlines()]
+    # Each recipient claimed on their own, just before their request, then their outcome.
+    assert all(len(r["c"]) == 1 for r in records if "c" in r)
     claimed = [key for r in records if "c" in r for key in r["c"]]
+    for key in claimed:
+        claim = records.index({"c": [key]})
+        assert any(r.get("k") == key for r in records[claim + 1 :])
     assert sorted(claimed) == sorted(f"user:{uid}" for uid in ids)
     assert sorted(r["k"] for r in records if r.get("o") == "delivered") == sorted(claimed)
 
@@ -494,7 +531,9 @@ def test_a_read_timeout_after_sending_is_unknown_and_not_resent(
         "did not answer" in f["reason"] and "outcome is unknown" in f["reason"]
         for f in summary["first_failures"]
     )
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5  # the sandbox delivers once its latency has passed
+    while len(sandbox.outbox_counts()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)  # each was sent once, and only once
 
     sandbox.configure(latency_ms=0)

@@ -185,11 +185,16 @@ def test_a_task_killed_outright_and_run_again_messages_nobody_twice(
 ) -> None:
     ids = sandbox.generate_users(600)
     task = Task("bulk_killed_outright", sandbox, ids, tmp_path)
+    # AhaChat takes 100 ms to answer, so requests are in flight when the process dies: the sandbox
+    # still processes them, but the task never hears back.
+    sandbox.configure(latency_ms=100)
     try:
         first = task.start()
         kill_part_way(first, sandbox, signal.SIGKILL, after=150)
         first.wait(timeout=30)
         assert first.returncode == -signal.SIGKILL
+        time.sleep(0.5)  # the requests in flight land
+        sandbox.configure(latency_ms=0)
         reached_first = set(sandbox.outbox_counts())
         assert 150 <= len(reached_first) < 600
 
@@ -203,15 +208,13 @@ def test_a_task_killed_outright_and_run_again_messages_nobody_twice(
     # resent (a message may have gone out), and the report names each of them.
     lines = task.report()
     unknown, delivered = users(lines, outcome="unknown"), users(lines, outcome="delivered")
-    assert len(unknown) <= 8  # at most the requests in flight: concurrency=8
+    assert 1 <= len(unknown) <= 8  # the requests in flight, at most concurrency=8
     assert unknown | delivered == set(ids) and not unknown & delivered
     assert delivered <= set(counts)  # everyone reported delivered got exactly one message
     assert set(counts) - delivered <= unknown  # any other delivery is one reported unknown
     assert users(lines, earlier_try=True, outcome="delivered") == reached_first - unknown
-    if unknown:  # with the default max_failures=0 a person must decide: the task fails, naming them
-        assert f"{len(unknown)} unknown" in log and "an earlier try's outcome is unknown" in log
-    else:
-        assert "600 delivered" in log
+    # With no failure limit given, a person must decide about them: the task fails, naming them.
+    assert f"{len(unknown)} unknown" in log and "an earlier try's outcome is unknown" in log
 
 
 RETRYING_SCRIPT = """

@@ -366,7 +366,6 @@ def test_many_recipients_with_three_percent_unknown(
     assert [line["recipient"] for line in failed] == [f"user {uid}" for uid in unknown]
     assert [line["row"] for line in failed] == [audience.index(uid) + 1 for uid in unknown]
     assert all(line["outcome"] == "failed" and "not found" in line["reason"] for line in failed)
-    assert took < 120, f"{total:,} recipients took {took:.1f}s"  # about 20 s on two busy cores
     print(f"{total:,} recipients: the DAG run took {took:.1f}s, the bulk run {summary['seconds']}s")
 
 
