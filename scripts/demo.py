@@ -70,20 +70,8 @@ def airflow(env: dict[str, str], log: Path, *args: str) -> None:
 
 
 def delivered_text(entry: dict[str, Any]) -> list[str]:
-    """What the customer saw, one line per message."""
-    lines = []
-    for message in entry.get("messages") or []:
-        if "text" in message:
-            replies = [r["title"] for r in message.get("quick_replies", [])]
-            lines.append(message["text"] + (f"  [{' | '.join(replies)}]" if replies else ""))
-        else:
-            payload = message.get("attachment", {}).get("payload", {})
-            buttons = [b.get("title", "") for b in payload.get("buttons", [])]
-            lines.append(
-                f"{payload.get('text') or message['attachment'].get('type')}  [{' | '.join(buttons)}]"
-            )
-    return lines
-
+    """What the customer saw, one line per message, as the sandbox words it."""
+    return str(entry.get("text") or "").splitlines()
 
 def main() -> None:
     with (

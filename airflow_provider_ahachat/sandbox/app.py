@@ -258,15 +258,15 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
         bot = bot_of(bot_id, request)
         tags = _checked(validate_tags, (await json_object(request)).get("tags"), "tags")
         user = sandbox.user(bot, user_id)
-        user.tags.extend(tag for tag in tags if tag not in user.tags)
+        user.add_tags(tags)
         return ok(user.to_json())
 
     @app.post("/api/bots/{bot_id}/users/{user_id}/tags/remove")
     async def remove_tags(bot_id: str, user_id: str, request: Request) -> JSONResponse:
         bot = bot_of(bot_id, request)
-        tags = set(_checked(validate_tags, (await json_object(request)).get("tags"), "tags"))
+        tags = _checked(validate_tags, (await json_object(request)).get("tags"), "tags")
         user = sandbox.user(bot, user_id)
-        user.tags[:] = [tag for tag in user.tags if tag not in tags]
+        user.remove_tags(tags)
         return ok(user.to_json())
 
     @app.post("/api/bots/{bot_id}/users/{user_id}/attributes")
@@ -276,7 +276,7 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
             validate_attributes, (await json_object(request)).get("attributes"), "attributes"
         )
         user = sandbox.user(bot, user_id)
-        user.attributes.update(attributes)
+        user.set_attributes(attributes)
         return ok(user.to_json())
 
     @app.post("/api/bots/{bot_id}/users/{user_id}/attributes/reset")
@@ -286,8 +286,7 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
             validate_attribute_names, (await json_object(request)).get("attributes"), "attributes"
         )
         user = sandbox.user(bot, user_id)
-        for name in names:
-            user.attributes.pop(name, None)
+        user.reset_attributes(names)
         return ok(user.to_json())
 
     @app.post("/api/bots/{bot_id}/users/{user_id}/messages")

@@ -222,6 +222,26 @@ class SandboxUser:
     last_interaction_at: datetime | None = None
     subscribed: bool = True
 
+    def add_tags(self, tags: Iterable[str]) -> None:
+        """Add tags the user does not have yet, keeping their order."""
+        for tag in tags:
+            if tag not in self.tags:
+                self.tags.append(tag)
+
+    def remove_tags(self, tags: Iterable[str]) -> None:
+        """Remove tags; tags the user does not have are ignored."""
+        gone = set(tags)
+        self.tags[:] = [tag for tag in self.tags if tag not in gone]
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set attributes, replacing their old values."""
+        self.attributes.update(attributes)
+
+    def reset_attributes(self, names: Iterable[str]) -> None:
+        """Clear attributes; names the user does not have are ignored."""
+        for name in names:
+            self.attributes.pop(name, None)
+
     def to_json(self) -> dict[str, Any]:
         """The user as the API answers with it."""
         return {
@@ -1168,13 +1188,10 @@ class SandboxState:
                 setattr(user, name, changes[name])
         if "phone" in changes:
             bot.reindex_phones()
-        for name in reset:
-            user.attributes.pop(name, None)
-        user.attributes.update(attributes)
-        for tag in add_tags:
-            if tag not in user.tags:
-                user.tags.append(tag)
-        user.tags[:] = [tag for tag in user.tags if tag not in remove_tags]
+        user.reset_attributes(reset)
+        user.set_attributes(attributes)
+        user.add_tags(add_tags)
+        user.remove_tags(remove_tags)
         if "subscribed" in changes:
             user.subscribed = changes["subscribed"]
         if "last_interaction_at" in changes or "last_interaction_minutes_ago" in changes:
