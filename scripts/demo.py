@@ -73,6 +73,7 @@ def delivered_text(entry: dict[str, Any]) -> list[str]:
     """What the customer saw, one line per message, as the sandbox words it."""
     return str(entry.get("text") or "").splitlines()
 
+
 def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="ahachat-demo-") as tmp,
