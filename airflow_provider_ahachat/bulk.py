@@ -134,7 +134,8 @@ def bulk_action(client: AhaChatClient, action: str, **arguments: Any) -> BulkAct
     if action == "broadcast_block":
         block = validate_block_name(arguments.get("block_name"))
         tag = MessageTag.parse(arguments.get("message_tag"))
-        shared = validate_attributes(arguments.get("attributes"), allow_empty=True)
+        # Shared by every row, and a row may be addressed by phone: phone is refused here too.
+        shared = validate_attributes(arguments.get("attributes"), allow_empty=True, by_phone=True)
 
         def broadcast(who: Recipient, own: Mapping[str, Any]) -> ApiRequest:
             return client.prepare_broadcast_block(

@@ -244,6 +244,23 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def _answer_reason(payload: Any, token: str | None) -> str | None:
+    """
+    The reason an answer gives, redacted: AhaChat's ``message``, or ``result`` as Chatfuel's
+    Broadcasting API (which AhaChat's copies) answers ``{"success": false, "result": "..."}``, or
+    ``error`` (a text, or an object with its own ``message``).
+    """
+    if not isinstance(payload, Mapping):
+        return None
+    for key in ("message", "result", "error"):
+        value = payload.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("message") or json.dumps(value, ensure_ascii=False)
+        if value is not None and not isinstance(value, bool) and str(value).strip():
+            return redact(str(value).strip(), token)
+    return None
+
+
 def interpret_response(
     request: ApiRequest,
     status: int,
@@ -255,8 +272,11 @@ def interpret_response(
     """
     Turn an answer into its ``data``, or raise the error that fits its status.
 
-    Any 2xx is accepted unless its JSON says ``"success": false``; the Broadcast API's answer is
-    not documented, so a 2xx without JSON is accepted too and gives ``None``.
+    Any 2xx is accepted unless its JSON says ``"success": false``, which is a failure with the
+    answer's reason; the Broadcast API's answer is not documented, so a 2xx without JSON is
+    accepted too and gives ``None``. An answer in Chatfuel's shape, ``{"success": true, "result":
+    "..."}``, gives its ``result``. The reason of a failure is read from ``message``, ``result``
+    or ``error``.
     """
     payload: Any = None
     if body.strip():
@@ -264,9 +284,7 @@ def interpret_response(
             payload = json.loads(body)
         except ValueError:
             payload = None
-    api_message = None
-    if isinstance(payload, Mapping) and payload.get("message") is not None:
-        api_message = redact(str(payload["message"]), token)
+    api_message = _answer_reason(payload, token)
     if 200 <= status < 300:
         if isinstance(payload, Mapping) and payload.get("success") is False:
             raise AhaChatAPIError(
@@ -274,7 +292,12 @@ def interpret_response(
                 status=status,
                 api_message=api_message,
             )
-        return payload.get("data") if isinstance(payload, Mapping) else None
+        if not isinstance(payload, Mapping):
+            return None
+        if "data" in payload:
+            return payload["data"]
+        result = payload.get("result")
+        return redact(result, token) if isinstance(result, str) else result
     reason = api_message or (redact(body.strip()[:200], token) if payload is None else "") or "no message"
     text = f"AhaChat answered {status} to {request.describe()}: {reason}"
     if status == 429:
@@ -619,7 +642,8 @@ class AhaChatClient:
         ]
         if who.phone is not None:
             params.append(("phone", who.phone))
-        for name, value in validate_attributes(attributes, allow_empty=True).items():
+        attributes = validate_attributes(attributes, allow_empty=True, by_phone=who.phone is not None)
+        for name, value in attributes.items():
             params.append((name, attribute_query_value(value)))
         action = "broadcast_by_user" if who.user_id is not None else "broadcast_by_phone"
         return build_request(action, self.bot_id, user_id=who.user_id, params=params, recipient=who)

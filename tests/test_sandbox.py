@@ -196,7 +196,8 @@ def test_tag_errors(sandbox: SandboxServer) -> None:
 def test_add_and_reset_attributes(sandbox: SandboxServer) -> None:
     attributes = {"codeso": 99999, "s_d_t": "0908071111", "ghi_chu": "Giao giờ hành chính", "vip": True}
     data = ok_data(call(sandbox, "POST", f"/users/{MINH}/attributes", json={"attributes": attributes}))
-    assert data["attributes"] == {"city": "Hà Nội", "customer_code": "KH0002", **attributes}
+    # Stored as AhaChat types them: a boolean is yes/no.
+    assert data["attributes"] == {"city": "Hà Nội", "customer_code": "KH0002", **attributes, "vip": "yes"}
     data = ok_data(
         call(sandbox, "POST", f"/users/{MINH}/attributes/reset", json={"attributes": ["codeso", "never_set"]})
     )
@@ -206,12 +207,12 @@ def test_add_and_reset_attributes(sandbox: SandboxServer) -> None:
 
 def test_attribute_errors(sandbox: SandboxServer) -> None:
     message = error(
-        call(sandbox, "POST", f"/users/{MINH}/attributes", json={"attributes": {"phone": "1"}}), 400
+        call(sandbox, "POST", f"/users/{MINH}/attributes", json={"attributes": {"AhaChat_Token": "1"}}), 400
     )
     assert "reserved" in message
-    assert "phone" in message
-    nested = {"attributes": {"order": {"id": 1}}}
-    assert "attributes.order" in error(call(sandbox, "POST", f"/users/{MINH}/attributes", json=nested), 400)
+    assert "AhaChat_Token" in message
+    null = {"attributes": {"order": None}}
+    assert "attributes.order" in error(call(sandbox, "POST", f"/users/{MINH}/attributes", json=null), 400)
     assert "attributes" in error(call(sandbox, "POST", f"/users/{MINH}/attributes", json={}), 400)
     reset = {"attributes": ["ahachat_token"]}
     assert "reserved" in error(call(sandbox, "POST", f"/users/{MINH}/attributes/reset", json=reset), 400)
@@ -414,8 +415,8 @@ def test_broadcast_errors_change_nothing(sandbox: SandboxServer) -> None:
 
 
 def test_broadcast_rejects_reserved_attribute_names(sandbox: SandboxServer) -> None:
-    # In the by-user form, phone can only be an attribute, and it is reserved.
-    message = error(broadcast(sandbox, LAN, "welcome", phone="0908071111"), 400)
+    # Every ahachat_* name is AhaChat's own, in any case.
+    message = error(broadcast(sandbox, LAN, "welcome", AHACHAT_NOTE="x"), 400)
     assert "reserved" in message
     # A reserved name given twice means an attribute took that name.
     url = (
@@ -612,7 +613,7 @@ def test_patch_user(sandbox: SandboxServer) -> None:
     )
     error(call(sandbox, "GET", "/users", params={"phone": "+84912345678"}), 404)
     error(call(sandbox, "POST", f"/users/{MINH}/messages", json={"messages": [{"text": "x"}]}), 422)
-    for changes in ({"nope": 1}, {"attributes": {"phone": "1"}}, {"run_block": "nope"}, {"touch": "yes"}):
+    for changes in ({"nope": 1}, {"attributes": {"ahachat_x": "1"}}, {"run_block": "nope"}, {"touch": "yes"}):
         with pytest.raises(SandboxControlError) as caught:
             sandbox.update_user(MINH, **changes)
         assert caught.value.status in (400, 404)
