@@ -95,11 +95,11 @@ class MessageTag(str, Enum):
     POST_PURCHASE_UPDATE = "POST_PURCHASE_UPDATE"
     #: Changes to the user's account or application status, payment details, fraud alerts.
     ACCOUNT_UPDATE = "ACCOUNT_UPDATE"
+    #: A person's answer to the user's question, within 7 days of the user's last message.
+    HUMAN_AGENT = "HUMAN_AGENT"
     #: Non-promotional news the user subscribed to. AhaChat's recommended default, but Meta allows
     #: it only for pages in its News Page Index.
     NON_PROMOTIONAL_SUBSCRIPTION = "NON_PROMOTIONAL_SUBSCRIPTION"
-    #: A person's answer to the user's question, within 7 days of the user's last message.
-    HUMAN_AGENT = "HUMAN_AGENT"
 
     @classmethod
     def parse(cls, value: MessageTag | str | None, field: str = "message_tag") -> MessageTag:

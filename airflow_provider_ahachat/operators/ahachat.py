@@ -450,7 +450,10 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     :param user_id: the messenger_user_id, as a string; give this or ``phone`` (templated).
     :param phone: the phone number; give this or ``user_id`` (templated).
     :param message_tag: one of ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``,
-        ``ACCOUNT_UPDATE``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default) (templated).
+        ``ACCOUNT_UPDATE``, ``HUMAN_AGENT``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default), any case
+        (templated). Meta allows the default only for pages in its News Page Index and no tag for
+        promotion: a shop picks ``POST_PURCHASE_UPDATE``, ``ACCOUNT_UPDATE`` or
+        ``CONFIRMED_EVENT_UPDATE`` by purpose.
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
     :param recipients: many recipients instead of ``user_id`` (templated); see
         :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
