@@ -480,3 +480,23 @@ def test_dynamic_message_set_attributes_typed_too() -> None:
         {"messages": [{"text": "Chào"}], "set_attributes": {"hen": date(2026, 12, 1)}}
     )
     assert message.to_payload()["set_attributes"] == {"hen": "01/12/2026"}
+
+
+def test_the_sandbox_answers_broadcasts_in_chatfuels_shape(
+    sandbox_client: AhaChatClient, sandbox: SandboxServer
+) -> None:
+    result = sandbox_client.broadcast_block(
+        "shipping_update", phone="0908 071 111", attributes={"order_id": "Đơn #9", "tracking_number": "GHN1"}
+    )
+    assert (
+        result.data
+        == f"Block 'shipping_update' sent to user {LAN} with the tag NON_PROMOTIONAL_SUBSCRIPTION: "
+        "1 message(s), outbox #1"
+    )
+    with pytest.raises(AhaChatAPIError) as info:
+        sandbox_client.broadcast_block("Khối không có", user_id=LAN)
+    assert info.value.status == 404
+    assert info.value.api_message is not None and "Khối không có" in info.value.api_message
+    assert str(info.value).endswith(info.value.api_message)
+    # The other actions keep {"success": true, "data": ...}.
+    assert sandbox_client.add_tags(LAN, "khách_quen").data["tags"][-1] == "khách_quen"
