@@ -17,8 +17,9 @@ recipient's own attributes. The token is added only when a request is sent.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -30,6 +31,7 @@ from airflow_provider_ahachat.models import (
     Recipient,
     attribute_name_problem,
     attribute_query_value,
+    load_json,
     validate_attribute_names,
     validate_attributes,
     validate_block_name,
@@ -84,6 +86,94 @@ ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
 )
 
 
+#: The placeholders a path may hold.
+PLACEHOLDERS = ("bot_id", "user_id")
+#: The methods a corrected path may use.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _override(name: str, value: Any, field: str) -> Endpoint:
+    """``ENDPOINTS[name]`` with the method and path of ``value``, ``"METHOD /path"``."""
+    where = f"{field}.{name}"
+    default = ENDPOINTS[name]
+    if isinstance(value, Endpoint):
+        return value
+    example = f"e.g. {default.method} {default.path}"
+    if not isinstance(value, str) or len(value.split()) != 2:
+        raise AhaChatValidationError(f"{where}: must be a method and a path, {example}; got {value!r}")
+    method, path = value.split()
+    if method.upper() not in METHODS:
+        raise AhaChatValidationError(
+            f"{where}: the method must be one of {', '.join(METHODS)}, got {method!r}"
+        )
+    if not path.startswith("/") or path.startswith("//") or any(char in path for char in "?#"):
+        raise AhaChatValidationError(
+            f"{where}: the path must start with / and hold no query or fragment ({example}), got {path!r}"
+        )
+    valid = ", ".join(f"{{{placeholder}}}" for placeholder in PLACEHOLDERS)
+    try:
+        fields = [
+            (field_name, spec, conversion)
+            for _, field_name, spec, conversion in string.Formatter().parse(path)
+        ]
+    except ValueError as err:
+        raise AhaChatValidationError(f"{where}: {err} in {path!r}; placeholders are {valid}") from None
+    used = set()
+    for field_name, spec, conversion in fields:
+        if field_name is None:
+            continue
+        if field_name not in PLACEHOLDERS or spec or conversion:
+            shown = (
+                "{"
+                + field_name
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+            raise AhaChatValidationError(f"{where}: unknown placeholder {shown}; a path may hold {valid}")
+        used.add(field_name)
+    if ("{user_id}" in default.path) != ("user_id" in used):
+        rule = (
+            "must hold {user_id}, the customer's"
+            if "{user_id}" in default.path
+            else "has no user to put in {user_id}"
+        )
+        raise AhaChatValidationError(f"{where}: {rule} ({example}), got {path!r}")
+    return replace(default, method=method.upper(), path=path, documented=False)
+
+
+def endpoint_table(overrides: Any = None, field: str = "endpoints") -> Mapping[str, Endpoint]:
+    """
+    :data:`ENDPOINTS` with some endpoints' method and path corrected, as a connection's extra
+    ``endpoints`` says: a mapping (or a JSON object string) of endpoint name to ``"METHOD /path"``,
+    e.g. ``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``. Whether an endpoint
+    messages a customer stays as the table says.
+
+    :raises AhaChatValidationError: for an unknown endpoint name (listing the valid ones), method or
+        placeholder, each naming its field.
+    """
+    overrides = load_json(overrides, field) if overrides != "" else None
+    if not overrides:
+        return ENDPOINTS
+    if not isinstance(overrides, Mapping):
+        raise AhaChatValidationError(
+            f'{field}: must be an object of endpoint name to "METHOD /path", got {type(overrides).__name__}'
+        )
+    table = dict(ENDPOINTS)
+    problems: list[str] = []
+    for name, value in overrides.items():
+        if name not in ENDPOINTS:
+            problems.append(f"{field}.{name}: not an endpoint; use one of {', '.join(ENDPOINTS)}")
+            continue
+        try:
+            table[name] = _override(name, value, field)
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise AhaChatValidationError(problems)
+    return MappingProxyType(table)
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -136,9 +226,10 @@ def build_request(
     params: Sequence[tuple[str, str]] = (),
     json_body: Any = None,
     recipient: Recipient | None = None,
+    endpoints: Mapping[str, Endpoint] = ENDPOINTS,
 ) -> ApiRequest:
-    """Build the request to ``endpoint`` (a name in :data:`ENDPOINTS`)."""
-    spec = ENDPOINTS[endpoint]
+    """Build the request to ``endpoint`` (a name in ``endpoints``, by default :data:`ENDPOINTS`)."""
+    spec = endpoints[endpoint]
     path = spec.path.format(bot_id=quote(bot_id, safe=""), user_id=quote(user_id or "", safe=""))
     return ApiRequest(
         action=endpoint,
@@ -277,10 +368,16 @@ class BoundAction:
         return self.action.name
 
     def request(
-        self, bot_id: str, recipient: Recipient | None = None, attributes: Mapping[str, Any] | None = None
+        self,
+        bot_id: str,
+        recipient: Recipient | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        endpoints: Mapping[str, Endpoint] = ENDPOINTS,
     ) -> ApiRequest:
         """
-        The request for ``recipient`` (already validated) and their own validated ``attributes``.
+        The request for ``recipient`` (already validated) and their own validated ``attributes``,
+        to the endpoint that ``endpoints`` (a connection's :func:`endpoint_table`) names.
 
         :raises AhaChatValidationError: when the action cannot reach this recipient (a phone for an
             action that needs a user ID) or the recipient's attributes do not fit the action.
@@ -293,13 +390,24 @@ class BoundAction:
                     f"phone: the action {action.name!r} needs a user_id; look the phone up first"
                 )
             return build_request(
-                action.phone_endpoint, bot_id, params=params, json_body=body, recipient=recipient
+                action.phone_endpoint,
+                bot_id,
+                params=params,
+                json_body=body,
+                recipient=recipient,
+                endpoints=endpoints,
             )
         user_id = recipient.user_id if recipient is not None else None
         if user_id is None and "{user_id}" in ENDPOINTS[action.endpoint].path:
             raise AhaChatValidationError(f"user_id: the action {action.name!r} needs a user_id")
         return build_request(
-            action.endpoint, bot_id, user_id=user_id, params=params, json_body=body, recipient=recipient
+            action.endpoint,
+            bot_id,
+            user_id=user_id,
+            params=params,
+            json_body=body,
+            recipient=recipient,
+            endpoints=endpoints,
         )
 
 

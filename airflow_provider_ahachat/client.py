@@ -31,6 +31,7 @@ from airflow_provider_ahachat.actions import (
     BoundAction,
     Endpoint,
     build_request,
+    endpoint_table,
 )
 from airflow_provider_ahachat.exceptions import (
     AhaChatAPIError,
@@ -339,6 +340,8 @@ class BaseAhaChatClient:
     :param connect_timeout: seconds to wait while opening a connection.
     :param read_timeout: seconds to wait for an answer.
     :param retry: when to retry; see :class:`RetryPolicy`.
+    :param endpoints: corrections of the provisional paths, endpoint name to ``"METHOD /path"``
+        (a mapping or a JSON object string); see :func:`~airflow_provider_ahachat.actions.endpoint_table`.
     """
 
     def __init__(
@@ -350,6 +353,7 @@ class BaseAhaChatClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         retry: RetryPolicy | None = None,
+        endpoints: Any = None,
     ) -> None:
         if isinstance(bot_id, int):
             bot_id = str(bot_id)
@@ -368,6 +372,8 @@ class BaseAhaChatClient:
         self.base_url = base
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.retry = retry or RetryPolicy()
+        #: Every endpoint's method and path, the connection's corrections applied.
+        self.endpoints: Mapping[str, Endpoint] = endpoint_table(endpoints)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -413,8 +419,10 @@ class BaseAhaChatClient:
         """
         bound = self.bind(action, arguments)
         if not bound.action.addresses_customer:
-            return bound.request(self.bot_id)
-        return bound.request(self.bot_id, Recipient.of(user_id=user_id, phone=phone))
+            return bound.request(self.bot_id, endpoints=self.endpoints)
+        return bound.request(
+            self.bot_id, Recipient.of(user_id=user_id, phone=phone), endpoints=self.endpoints
+        )
 
     def prepare_check_connection(self) -> ApiRequest:
         """The request that checks the Bot ID and token."""
@@ -636,6 +644,7 @@ class AsyncAhaChatClient(BaseAhaChatClient):
             connect_timeout=connect,
             read_timeout=read,
             retry=client.retry,
+            endpoints=client.endpoints,
             **kwargs,
         )
 

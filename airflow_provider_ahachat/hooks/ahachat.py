@@ -107,7 +107,10 @@ class AhaChatHook(BaseHook):
     The connection holds the Bot ID in ``login`` and the Bot Token in ``password``, both from the
     bot's settings in AhaChat. ``host`` (with ``port`` and ``schema``) points elsewhere than
     ``https://ahachat.com``, for example at the local sandbox. Extra fields: ``timeout`` (read
-    timeout, seconds), ``connect_timeout`` and ``max_retries``.
+    timeout, seconds), ``connect_timeout``, ``max_retries``, ``rate_limit``, ``concurrency``, and
+    ``endpoints``, a JSON object that corrects any endpoint's method and path
+    (``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``); an unknown endpoint, method
+    or placeholder is an error when the hook builds its client, before any request.
 
     .. code-block:: python
 
@@ -180,19 +183,28 @@ class AhaChatHook(BaseHook):
         if problems:
             raise AhaChatValidationError(problems)
         extra = conn.extra_dejson
-        return AhaChatClient(
-            bot_id=bot_id,
-            token=token,
-            base_url=base_url_from_connection(conn.host, conn.port, conn.schema),
-            connect_timeout=self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-            read_timeout=self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
-            retry=RetryPolicy(
+        settings: dict[str, Any] = {
+            "base_url": base_url_from_connection(conn.host, conn.port, conn.schema),
+            "connect_timeout": self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            "read_timeout": self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
+            "retry": RetryPolicy(
                 max_retries=self.max_retries
                 if self.max_retries is not None
                 else int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)),
                 retry_unknown_outcome=self.retry_unknown_outcome,
             ),
-        )
+        }
+        try:
+            return AhaChatClient(
+                bot_id,
+                token,
+                endpoints=extra.get("endpoints", extra.get("extra__ahachat__endpoints")),
+                **settings,
+            )
+        except AhaChatValidationError as err:
+            raise AhaChatValidationError(
+                [f"connection {self.ahachat_conn_id!r}: extra field {problem}" for problem in err.problems]
+            ) from None
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
         """
