@@ -17,6 +17,7 @@ recipient's own attributes. The token is added only when a request is sent.
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ from airflow_provider_ahachat.models import (
     attribute_name_problem,
     attribute_query_value,
     load_json,
+    php_query_key,
     validate_attribute_names,
     validate_attributes,
     validate_block_name,
@@ -189,6 +191,8 @@ class ApiRequest:
     :param json: the JSON body, if any.
     :param sends_message: whether the request makes the bot message a customer.
     :param recipient: who the request is about, if anyone.
+    :param whole_answer: answer with the whole JSON AhaChat sent back, not only its ``data``
+        (a generic call, which knows no answer shape).
     """
 
     action: str
@@ -198,6 +202,7 @@ class ApiRequest:
     json: Any = None
     sends_message: bool = False
     recipient: Recipient | None = None
+    whole_answer: bool = False
 
     def url(self, base_url: str, token: str) -> str:
         """The full URL, token first as AhaChat documents it. Never log what this returns."""
@@ -239,6 +244,94 @@ def build_request(
         json=json_body,
         sends_message=spec.sends_message,
         recipient=recipient,
+    )
+
+
+#: The action name of a generic call (:func:`build_call`).
+CALL = "call"
+#: Characters kept as they are in a generic call's path; the rest is percent-encoded.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _query_value(value: Any, field: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise AhaChatValidationError(
+        f"{field}: a query value must be text, a number or a boolean, got {type(value).__name__}"
+    )
+
+
+def build_call(
+    method: Any,
+    path: Any,
+    bot_id: str,
+    *,
+    params: Any = None,
+    json_body: Any = None,
+    sends_message: bool | None = None,
+) -> ApiRequest:
+    """
+    A request to any AhaChat path, for what the action table does not wrap; the token is added at
+    send time, as for every request.
+
+    :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``, any case.
+    :param path: the path from the root, e.g. ``/api/bots/{bot_id}/users``; ``{bot_id}`` is filled
+        with the connection's Bot ID, and characters outside a URL (spaces, Vietnamese letters) are
+        percent-encoded.
+    :param bot_id: the Bot ID.
+    :param params: the query: a mapping (a list value repeats its name, None leaves it out) or
+        name/value pairs. ``ahachat_token`` is refused: the connection adds it.
+    :param json_body: the JSON body, if any.
+    :param sends_message: whether the request may message a customer, so that a request whose
+        outcome is unknown is not resent; by default, any method but ``GET``.
+    :raises AhaChatValidationError: naming the field and the rule.
+    """
+    problems: list[str] = []
+    verb = method.strip().upper() if isinstance(method, str) else method
+    if verb not in METHODS:
+        problems.append(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        problems.append(
+            f"path: must be a path from the root, such as /api/bots/{{bot_id}}/users, got {path!r}"
+        )
+    elif any(char in path for char in "?#"):
+        problems.append(f"path: must hold no query or fragment (give the query as params), got {path!r}")
+    pairs: list[tuple[str, str]] = []
+    items = params.items() if isinstance(params, Mapping) else params or ()
+    try:
+        for name, value in items:
+            values = value if isinstance(value, list | tuple) else [value]
+            for item in values:
+                if item is None:
+                    continue
+                if not isinstance(name, str) or not name:
+                    problems.append(f"params: names must be non-empty strings, got {name!r}")
+                elif php_query_key(name).lower() == TOKEN_PARAM:
+                    problems.append(f"params.{name}: the connection adds the token; do not give it")
+                else:
+                    pairs.append((name, _query_value(item, f"params.{name}")))
+    except AhaChatValidationError as err:
+        problems.extend(err.problems)
+    except (TypeError, ValueError):
+        problems.append(f"params: must be a mapping or name/value pairs, got {type(params).__name__}")
+    if json_body is not None:
+        try:
+            json.dumps(json_body, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            problems.append(f"json: cannot be sent as JSON ({err})")
+    if problems:
+        raise AhaChatValidationError(problems)
+    encoded = quote(bot_id, safe="").join(quote(part, safe=_PATH_SAFE) for part in path.split("{bot_id}"))
+    return ApiRequest(
+        action=CALL,
+        method=verb,
+        path=encoded,
+        params=tuple(pairs),
+        json=json_body,
+        sends_message=verb != "GET" if sends_message is None else bool(sends_message),
+        whole_answer=True,
     )
 
 

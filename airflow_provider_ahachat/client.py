@@ -30,6 +30,7 @@ from airflow_provider_ahachat.actions import (
     ApiRequest,
     BoundAction,
     Endpoint,
+    build_call,
     build_request,
     endpoint_table,
 )
@@ -147,9 +148,10 @@ def interpret_response(
 
     Any 2xx is accepted unless its JSON says ``"success": false``, which is a failure with the
     answer's reason; the Broadcast API's answer is not documented, so a 2xx without JSON is
-    accepted too and gives ``None``. An answer in Chatfuel's shape, ``{"success": true, "result":
-    "..."}``, gives its ``result``. The reason of a failure is read from ``message``, ``result``
-    or ``error``.
+    accepted too and gives ``None``. A generic call (``request.whole_answer``) gives the whole
+    answer, its JSON or else its text, the token removed. An answer in Chatfuel's shape,
+    ``{"success": true, "result": "..."}``, gives its ``result``. The reason of a failure is read
+    from ``message``, ``result`` or ``error``.
     """
     payload: Any = None
     if body.strip():
@@ -165,6 +167,10 @@ def interpret_response(
                 status=status,
                 api_message=api_message,
             )
+        if request.whole_answer:  # a generic call: the whole answer, without the token
+            if payload is None:
+                return redact(body, token) if body.strip() else None
+            return json.loads(redact(json.dumps(payload, ensure_ascii=False), token))
         if not isinstance(payload, Mapping):
             return None
         if "data" in payload:
@@ -286,9 +292,16 @@ class Retrying:
 def user_from_data(request: ApiRequest, data: Any) -> User:
     """The user in the ``data`` of an answer to a find-user request."""
     if isinstance(data, list):  # a phone lookup may answer with a list of users
+        who = request.recipient.describe() if request.recipient else "this lookup"
         if not data:
-            who = request.recipient.describe() if request.recipient else "this lookup"
             raise AhaChatNotFoundError(f"AhaChat knows no user with {who}", status=200)
+        if len(data) > 1:
+            ids = [str(user.get("messenger_user_id")) for user in data if isinstance(user, Mapping)]
+            shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+            raise AhaChatAPIError(
+                f"AhaChat has {len(data)} users with {who} ({shown}); find the customer by user_id instead",
+                status=200,
+            )
         data = data[0]
     if not isinstance(data, Mapping):
         raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
@@ -471,6 +484,23 @@ class BaseAhaChatClient:
         arguments = {"block_name": block_name, "message_tag": message_tag, "attributes": attributes}
         return self.prepare("broadcast_block", arguments, user_id=user_id, phone=phone)
 
+    def prepare_call(
+        self,
+        method: str,
+        path: str,
+        params: Any = None,
+        json: Any = None,
+        *,
+        sends_message: bool | None = None,
+    ) -> ApiRequest:
+        """
+        A request to any AhaChat path (``{bot_id}`` filled in), validated; nothing sent. See
+        :func:`~airflow_provider_ahachat.actions.build_call`.
+        """
+        return build_call(
+            method, path, self.bot_id, params=params, json_body=json, sends_message=sends_message
+        )
+
     @property
     def token(self) -> str:
         """The Bot Token, for code that must send it (never log or show it)."""
@@ -558,6 +588,30 @@ class AhaChatClient(BaseAhaChatClient):
     ) -> SendResult:
         """Validate, send and describe ``action`` for one customer."""
         return self.perform(self.prepare(action, arguments, user_id=user_id, phone=phone))
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: Any = None,
+        json: Any = None,
+        *,
+        sends_message: bool | None = None,
+    ) -> Any:
+        """
+        Call any AhaChat path, for what the provider does not wrap: the token is added, and the
+        errors, retries and redaction are those of every action. Returns AhaChat's whole answer
+        (its JSON, or its text), the token removed.
+
+        :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``.
+        :param path: the path from the root; ``{bot_id}`` is filled with the Bot ID.
+        :param params: the query, a mapping or name/value pairs (not the token).
+        :param json: the JSON body, if any.
+        :param sends_message: whether the request may message a customer, so that it is not resent
+            when its outcome is unknown; by default, any method but ``GET``.
+        :raises AhaChatValidationError: for a bad method, path, query or body, before sending.
+        """
+        return self.send(self.prepare_call(method, path, params, json, sends_message=sends_message))
 
     # -- the actions
 

@@ -256,6 +256,23 @@ class AhaChatHook(BaseHook):
             )
         return number
 
+    def call(self, method: str, path: str, params: Any = None, json: Any = None, **kwargs: Any) -> Any:
+        """
+        Call any AhaChat path with this connection, like ``SlackHook.call``: the token is added, and
+        the errors, retries and redaction are those of every action. Returns AhaChat's whole answer.
+
+        .. code-block:: python
+
+            AhaChatHook().call("GET", "/api/bots/{bot_id}/users", params={"phone": "+84908071111"})
+
+        :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``.
+        :param path: the path from the root; ``{bot_id}`` is filled with the connection's Bot ID.
+        :param params: the query, a mapping or name/value pairs (not the token).
+        :param json: the JSON body, if any.
+        :param kwargs: ``sends_message``; see :meth:`AhaChatClient.call`.
+        """
+        return self.client.call(method, path, params, json, **kwargs)
+
     # -- many recipients
 
     def bulk_runner(
