@@ -122,7 +122,14 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
     assert (standard["login"]["title"], standard["password"]["title"]) == ("Bot ID", "Bot Token")
     assert (standard["host"]["title"], standard["url_schema"]["title"]) == ("Base URL", "Scheme")
     extra = meta["extra_fields"]
-    assert set(extra) == {"timeout", "connect_timeout", "max_retries", "rate_limit", "concurrency", "endpoints"}
+    assert set(extra) == {
+        "timeout",
+        "connect_timeout",
+        "max_retries",
+        "rate_limit",
+        "concurrency",
+        "endpoints",
+    }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
     assert extra["endpoints"]["schema"]["title"] == "Endpoint overrides (JSON)"
     assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
