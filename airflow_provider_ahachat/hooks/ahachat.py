@@ -169,6 +169,7 @@ class AhaChatHook(BaseHook):
             AhaChatClient,
             RetryPolicy,
         )
+        from airflow_provider_ahachat.actions import endpoint_table
         from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
@@ -195,16 +196,14 @@ class AhaChatHook(BaseHook):
             ),
         }
         try:
-            return AhaChatClient(
-                bot_id,
-                token,
-                endpoints=extra.get("endpoints", extra.get("extra__ahachat__endpoints")),
-                **settings,
+            endpoints = endpoint_table(
+                extra.get("endpoints", extra.get(f"extra__{self.conn_type}__endpoints"))
             )
         except AhaChatValidationError as err:
             raise AhaChatValidationError(
                 [f"connection {self.ahachat_conn_id!r}: extra field {problem}" for problem in err.problems]
             ) from None
+        return AhaChatClient(bot_id, token, endpoints=endpoints, **settings)
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
         """
