@@ -163,13 +163,13 @@ class AhaChatHook(BaseHook):
         """Build a client from ``conn``, after registering its token with the secret masker."""
         # Imported here, not at the top: DAG files import the operators, and so this module, at
         # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
+        from airflow_provider_ahachat.actions import endpoint_table
         from airflow_provider_ahachat.client import (
             DEFAULT_CONNECT_TIMEOUT,
             DEFAULT_READ_TIMEOUT,
             AhaChatClient,
             RetryPolicy,
         )
-        from airflow_provider_ahachat.actions import endpoint_table
         from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
