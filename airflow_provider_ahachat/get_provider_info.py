@@ -28,6 +28,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "max_retries": "5",
         "rate_limit": "20",
         "concurrency": "16",
+        "endpoints": '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}',
     },
 }
 
@@ -67,6 +68,15 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Optional. An Airflow Redis connection. With it, the rate limit above belongs "
         "to the bot: every task on every worker that sends for this bot shares it, and a 429 pauses "
         "them all. Needs pip install 'airflow-provider-ahachat[redis]'.",
+    },
+    "endpoints": {
+        "label": "Endpoint overrides (JSON)",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. Corrects the paths AhaChat does not publish (all but the Broadcast "
+        'API\'s): a JSON object of endpoint name to "METHOD /path" with {bot_id} and {user_id}, e.g. '
+        '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}. Endpoints: broadcast_by_user, '
+        "broadcast_by_phone, check_connection, find_user, find_user_by_phone, add_tags, remove_tags, "
+        "add_attributes, reset_attributes, send_message.",
     },
 }
 
