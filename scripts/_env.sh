@@ -1,6 +1,7 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh: installs the pinned uv if it is missing and
 # syncs .venv to uv.lock. Needs only Python 3.10+ and access to the package index.
 UV_VERSION=0.13.8
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # Playwright drives Debian's chromium; never download a browser
 export UV_PYTHON_DOWNLOADS=never
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
   if python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then

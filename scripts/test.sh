@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
+source scripts/_apt.sh
+# The browser test drives Debian's chromium (never a downloaded browser); without it, it is skipped
+# (and fails under CI).
+need_apt chromium || echo "chromium is missing: the browser test will be skipped" >&2
 
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
