@@ -72,7 +72,7 @@ def constraints(tmp_path: Path) -> Path:
     return path
 
 
-def check(python: Path, tmp_path: Path) -> dict[str, object]:
+def check(python: Path, tmp_path: Path) -> dict[str, str]:
     """What the environment's Airflow knows of the provider; the Airflow home is a new folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow-home"), VIRTUAL_ENV=str(python.parent.parent))
