@@ -190,7 +190,7 @@ def test_the_middleware_passes_everything_through_when_off(airflow_db: Any) -> N
         ({"login": "shop_lan_anh", "password": "x" * 64}, "Bot ID (login) must be digits only"),
         (
             {"login": BOT, "password": "x" * 64, "extra": json.dumps({"base_url": "127.0.0.1:8790"})},
-            "Base URL (extra field 'base_url') must be an http or https URL",
+            "Base URL (extra field 'base_url') must make an http or https URL",
         ),
         (
             {"login": BOT, "password": "x" * 64, "extra": json.dumps({"timeout": "soon"})},

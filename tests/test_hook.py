@@ -79,7 +79,7 @@ def test_uri_form_of_the_real_service(airflow_db: Any) -> None:
             BOT,
             TOKEN,
             {"base_url": "ahachat.com"},
-            "Base URL (extra field 'base_url') must be an http or https URL",
+            "Base URL (extra field 'base_url') must make an http or https URL",
         ),
         (
             BOT,

@@ -271,14 +271,14 @@ class AhaChatHook(BaseHook):
         if not token:
             problems.append("Bot Token (password) is empty: copy it from the bot's Settings in AhaChat")
         extra = conn.extra_dejson
-        base_url = base_url_from_connection(
-            conn.host, conn.port, conn.schema, self._extra_text(extra, "base_url")
-        )
+        given = self._extra_text(extra, "base_url")
+        base_url = base_url_from_connection(conn.host, conn.port, conn.schema, given)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
+            field = "Base URL (extra field 'base_url')" if given else "The address (host, port, schema)"
             problems.append(
-                "Base URL (extra field 'base_url') must be an http or https URL such as "
-                f"http://127.0.0.1:8790, or empty for the real service; got {base_url[:80]!r}"
+                f"{field} must make an http or https URL such as http://127.0.0.1:8790, or be empty "
+                f"for the real service; got {base_url[:80]!r}"
             )
         numbers: dict[str, float] = {}
         for name, default, whole in (
