@@ -45,7 +45,7 @@ REFUSED_TOKEN = (
 #: The connection Test makes one attempt with at most these timeouts (seconds), so that it answers
 #: within about 3 seconds when AhaChat cannot be reached, instead of retrying as a task would.
 TEST_CONNECT_TIMEOUT = 2.0
-TEST_READ_TIMEOUT = 3.0
+TEST_READ_TIMEOUT = 2.5
 
 #: File names that ``recipients`` reads as a file rather than as a user ID.
 RECIPIENT_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
@@ -437,7 +437,7 @@ class AhaChatHook(BaseHook):
         Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands.
 
         Airflow's Test button and ``airflow connections test`` call this. It makes one attempt, with
-        timeouts of at most 2 s to connect and 3 s to answer, so that it answers within seconds when
+        timeouts of at most 2 s to connect and 2.5 s to answer, so that it answers within seconds when
         AhaChat cannot be reached. The connection ID is never named: for the Test button it is one
         Airflow made up.
         """
