@@ -105,7 +105,7 @@ airflow connections import --overwrite "$AIRFLOW_HOME/connections.json" > "$AIRF
 setsid airflow standalone > "$AIRFLOW_HOME/standalone.log" 2>&1 &
 PIDS+=($!)
 echo "Starting Airflow (logs: $AIRFLOW_HOME/standalone.log)..."
-for _ in $(seq 300); do
+for _ in $(seq 600); do
   if python3 -c "import urllib.request; urllib.request.urlopen('$URL/api/v2/monitor/health', timeout=2)" 2>/dev/null; then
     # Switched on only now that Airflow answers: the two scheduled examples then run once at once.
     for _ in $(seq 30); do
@@ -132,5 +132,5 @@ MSG
   done
   sleep 1
 done
-echo "Airflow did not answer at $URL within 5 minutes; see $AIRFLOW_HOME/standalone.log" >&2
+echo "Airflow did not answer at $URL within 10 minutes; see $AIRFLOW_HOME/standalone.log" >&2
 exit 1
