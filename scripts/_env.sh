@@ -13,4 +13,6 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$
   fi
   export PATH
 fi
-uv sync --frozen --quiet --python "$(command -v python3)"
+# The interpreter itself, not a launcher such as pyenv's shim: given another path to the same Python,
+# uv replaces the whole environment, under any process that is using it.
+uv sync --frozen --quiet --python "$(python3 -c 'import sys; print(sys.executable)')"
