@@ -9,20 +9,22 @@ from airflow_provider_ahachat import __version__
 #: The connection form. Airflow 3.2+ renders it from here without importing the hook; older versions
 #: get the same fields from ``AhaChatHook.get_ui_field_behaviour`` and ``get_connection_form_widgets``,
 #: which read these two dictionaries too.
+#:
+#: Airflow's form shows the standard fields in a fixed order (Description, Host, Login, Password,
+#: Port, Schema) and then the extra fields. So that the Bot ID and the Bot Token come first, the one
+#: address field, Base URL, is an extra field (``base_url``); Host, Port and Schema are hidden (a URL
+#: carries all three). Connections that give the address in ``host`` (``port``, ``schema``), as a
+#: URI does, keep working.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["extra"],
+    "hidden-fields": ["host", "port", "schema", "extra"],
     "relabeling": {
         "login": "Bot ID",
         "password": "Bot Token",
-        "host": "Base URL",
-        "schema": "Scheme",
     },
     "placeholders": {
         "login": "12404829",
         "password": "the token from the bot's Settings in AhaChat",
-        "host": "https://ahachat.com (leave empty for the real service)",
-        "schema": "https",
-        "port": "443",
+        "base_url": "empty for the real service, https://ahachat.com",
         "timeout": "30",
         "connect_timeout": "10",
         "max_retries": "5",
@@ -33,6 +35,12 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 CONN_FIELDS: dict[str, Any] = {
+    "base_url": {
+        "label": "Base URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "Leave empty for the real service (https://ahachat.com). For the local sandbox: "
+        "http://127.0.0.1:8790.",
+    },
     "timeout": {
         "label": "Read timeout (seconds)",
         "schema": {"type": ["number", "null"], "minimum": 1},
@@ -128,7 +136,18 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "s3://aws_default@my-bucket/ahachat-ledger",
                         "default": None,
-                    }
+                    },
+                    "connection_test_port_fix": {
+                        "description": "On Airflow 3.3.0 to 3.3.2, the UI's Test button sends port 0 for "
+                        "a connection without a port, and the API refuses it as a different destination. "
+                        "The provider's API server middleware sends no port instead, for ahachat "
+                        "connections only, as later Airflow releases do themselves; it stays off where "
+                        "Airflow has the fix. Set False to turn it off.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
                 },
             }
         },

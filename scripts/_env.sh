@@ -1,6 +1,7 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh: installs the pinned uv if it is missing and
 # syncs .venv to uv.lock. Needs only Python 3.10+ and access to the package index.
 UV_VERSION=0.13.8
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # Playwright drives Debian's chromium; never download a browser
 export UV_PYTHON_DOWNLOADS=never
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
   if python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then
@@ -12,4 +13,6 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$
   fi
   export PATH
 fi
-uv sync --frozen --quiet --python "$(command -v python3)"
+# The interpreter itself, not a launcher such as pyenv's shim: given another path to the same Python,
+# uv replaces the whole environment, under any process that is using it.
+uv sync --frozen --quiet --python "$(python3 -c 'import sys; print(sys.executable)')"

@@ -100,13 +100,18 @@ def main() -> None:
                 print(f"  - {how}:")
                 for line in delivered_text(entry):
                     print(f"      {line}")
-        result: dict[str, Any] = {
-            "deliveries": len(outbox),
-            "customers": len({e["messenger_user_id"] for e in outbox}),
-        }
-        result["confirm_delivery"] = confirm_delivery_demo(env, log, sandbox)
-        result["bulk"] = bulk_demo(env, log, home, sandbox)
-        print("\n" + json.dumps(result))
+        customers = len({e["messenger_user_id"] for e in outbox})
+        confirm = confirm_delivery_demo(env, log, sandbox)
+        bulk = bulk_demo(env, log, home, sandbox)
+        print("\nIn short:")
+        print(f"  shipping update: {len(outbox)} deliveries to {customers} customers")
+        deferred = "waiting deferred" if confirm["deferred"] else "waiting on a worker"
+        print(f"  confirm delivery: Lan answered {confirm['confirmed']!r}, the sensor {deferred}")
+        print(
+            f"  bulk: {bulk['reached']:,} of {bulk['orders']:,} orders' customers reached, "
+            f"{bulk['twice']} twice"
+        )
+        print("\nNext: ./scripts/ui.sh shows the same DAGs, the sandbox and its connection in Airflow's UI.")
 
 
 def confirm_delivery_demo(env: dict[str, str], log: Path, sandbox: SandboxProcess) -> dict[str, Any]:

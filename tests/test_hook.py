@@ -31,6 +31,9 @@ TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
 )
 def test_base_url_from_connection(host: Any, port: Any, schema: Any, expected: str) -> None:
     assert base_url_from_connection(host, port, schema) == expected
+    # The form's Base URL (extra field base_url) wins over whatever host, port and schema say.
+    assert base_url_from_connection(host, port, schema, "http://127.0.0.1:9999/") == "http://127.0.0.1:9999"
+    assert base_url_from_connection(host, port, schema, "  ") == expected
 
 
 def test_client_from_connection_fields_and_extras(airflow_db: Any) -> None:
@@ -71,23 +74,30 @@ def test_uri_form_of_the_real_service(airflow_db: Any) -> None:
     [
         ("", TOKEN, None, "Bot ID (login) is empty"),
         (BOT, "", None, "Bot Token (password) is empty"),
+        ("shop_lan_anh", TOKEN, None, "Bot ID (login) must be digits only"),
+        (
+            BOT,
+            TOKEN,
+            {"base_url": "ahachat.com"},
+            "Base URL (extra field 'base_url') must make an http or https URL",
+        ),
         (
             BOT,
             TOKEN,
             {"timeout": "soon"},
-            "extra field 'timeout' must be a number of seconds above 0, got 'soon'",
+            "Read timeout (seconds) (extra field 'timeout') must be a number of seconds above 0, got 'soon'",
         ),
         (
             BOT,
             TOKEN,
             {"connect_timeout": 0},
-            "extra field 'connect_timeout' must be a number of seconds above 0",
+            "(extra field 'connect_timeout') must be a number of seconds above 0",
         ),
         (
             BOT,
             TOKEN,
             {"max_retries": 2.5},
-            "extra field 'max_retries' must be a whole number, 0 or more, got 2.5",
+            "Max retries (extra field 'max_retries') must be a whole number, 0 or more, got 2.5",
         ),
     ],
 )
@@ -120,9 +130,17 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
     assert meta["hook_class_name"] == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
     standard = meta["standard_fields"]
     assert (standard["login"]["title"], standard["password"]["title"]) == ("Bot ID", "Bot Token")
-    assert (standard["host"]["title"], standard["url_schema"]["title"]) == ("Base URL", "Scheme")
+    # The one address field is the Base URL, an extra field; a URL carries host, port and scheme.
+    assert [name for name in ("host", "port", "url_schema") if standard[name]["hidden"]] == [
+        "host",
+        "port",
+        "url_schema",
+    ]
     extra = meta["extra_fields"]
+    assert next(iter(extra)) == "base_url"
+    assert extra["base_url"]["schema"]["title"] == "Base URL"
     assert set(extra) == {
+        "base_url",
         "timeout",
         "connect_timeout",
         "max_retries",
@@ -142,16 +160,16 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
 
     behaviour = AhaChatHook.get_ui_field_behaviour()
     assert behaviour["relabeling"] == UI_FIELD_BEHAVIOUR["relabeling"]
-    assert behaviour["hidden_fields"] == ["extra"]
-    assert set(CONN_FIELDS) == {
+    assert behaviour["hidden_fields"] == ["host", "port", "schema", "extra"]
+    assert list(CONN_FIELDS)[:6] == [
+        "base_url",
         "timeout",
         "connect_timeout",
         "max_retries",
         "rate_limit",
         "concurrency",
-        "rate_limit_redis_conn_id",
-        "endpoints",
-    }
+    ]
+    assert {"rate_limit_redis_conn_id", "endpoints"} <= set(CONN_FIELDS)
 
 
 def run_airflow(*args: str) -> Any:
@@ -308,9 +326,9 @@ def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: py
     assert runner({"rate_limit": 0}).limiter.limit == 0  # no limit
     overridden = runner({"rate_limit": 120, "concurrency": 32}, concurrency=4, rate_limit=10)
     assert (overridden.concurrency, overridden.limiter.limit) == (4, 10.0)
-    with pytest.raises(AhaChatValidationError, match="'rate_limit' must be 0 or more"):
+    with pytest.raises(AhaChatValidationError, match=r"\(extra field 'rate_limit'\) must be 0 or more"):
         runner({"rate_limit": -1})
-    with pytest.raises(AhaChatValidationError, match="'concurrency' must be a whole number"):
+    with pytest.raises(AhaChatValidationError, match=r"\(extra field 'concurrency'\) must be a whole number"):
         runner({"concurrency": 2.5})
     with pytest.raises(AhaChatValidationError, match="tags"):
         runner({}, tags=[])

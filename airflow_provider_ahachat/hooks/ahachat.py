@@ -14,8 +14,10 @@ from airflow.sdk import BaseHook
 from airflow_provider_ahachat.conditions import UNKNOWN_BOT
 from airflow_provider_ahachat.exceptions import (
     AhaChatAuthError,
+    AhaChatConnectionError,
     AhaChatError,
     AhaChatNotFoundError,
+    AhaChatTimeoutError,
     AhaChatValidationError,
 )
 from airflow_provider_ahachat.get_provider_info import (
@@ -30,6 +32,17 @@ if TYPE_CHECKING:
 
     from airflow_provider_ahachat.bulk import BulkRunner, Ledger
     from airflow_provider_ahachat.client import AhaChatClient, AsyncAhaChatClient
+
+#: What a refused token means, in words a person can act on.
+REFUSED_TOKEN = (
+    "AhaChat refused the Bot Token for this Bot ID. Copy both again from the bot's Settings in AhaChat "
+    "(the token changes whenever it is reset)."
+)
+
+#: The connection Test makes one attempt with at most these timeouts (seconds), so that it answers
+#: within about 3 seconds when AhaChat cannot be reached, instead of retrying as a task would.
+TEST_CONNECT_TIMEOUT = 2.0
+TEST_READ_TIMEOUT = 2.5
 
 
 def default_concurrency(rate_limit: float | None) -> int:
@@ -80,13 +93,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def base_url_from_connection(host: str | None, port: int | None, schema: str | None) -> str:
+def base_url_from_connection(
+    host: str | None, port: int | None, schema: str | None, base_url: str | None = None
+) -> str:
     """
-    The base URL a connection names, as Airflow's HTTP connection reads it.
+    The base URL a connection names.
 
-    ``host`` may carry its own scheme (``http://127.0.0.1:8790``); otherwise ``schema`` is the
-    scheme (default ``https``). No host means the real service, ``https://ahachat.com``.
+    ``base_url`` (the form's Base URL, kept in the extra field ``base_url``) wins when it is set.
+    Otherwise the address is read as Airflow's HTTP connection reads it: ``host`` may carry its own
+    scheme (``http://127.0.0.1:8790``), else ``schema`` is the scheme (default ``https``), and
+    ``port`` is added when the host has none. Neither means the real service, ``https://ahachat.com``.
     """
+    base_url = (base_url or "").strip().rstrip("/")
+    if base_url:
+        return base_url
     host = (host or "").strip().rstrip("/")
     if not host:
         from airflow_provider_ahachat.client import DEFAULT_BASE_URL
@@ -161,15 +181,25 @@ class AhaChatHook(BaseHook):
 
     def client_from_connection(self, conn: Connection) -> AhaChatClient:
         """Build a client from ``conn``, after registering its token with the secret masker."""
-        # Imported here, not at the top: DAG files import the operators, and so this module, at
-        # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
+        try:
+            settings = self.connection_settings(conn)
+        except AhaChatValidationError as err:
+            raise AhaChatValidationError(
+                [f"connection {self.ahachat_conn_id!r}: {problem}" for problem in err.problems]
+            ) from None
+        return self._build_client(**settings)
+
+    def connection_settings(self, conn: Connection) -> dict[str, Any]:
+        """
+        What ``conn`` says, checked: the Bot ID, the token, the base URL, the timeouts and retries.
+
+        The token is registered with the secret masker first. Every problem is reported at once,
+        named by its field in the connection form.
+
+        :raises AhaChatValidationError: when a field is missing or not of its form.
+        """
         from airflow_provider_ahachat.actions import endpoint_table
-        from airflow_provider_ahachat.client import (
-            DEFAULT_CONNECT_TIMEOUT,
-            DEFAULT_READ_TIMEOUT,
-            AhaChatClient,
-            RetryPolicy,
-        )
+        from airflow_provider_ahachat.client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, RetryPolicy
         from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
@@ -178,32 +208,77 @@ class AhaChatHook(BaseHook):
         bot_id = (conn.login or "").strip()
         problems = []
         if not bot_id:
-            problems.append(f"connection {self.ahachat_conn_id!r}: Bot ID (login) is empty")
+            problems.append("Bot ID (login) is empty: copy it from the bot's Settings in AhaChat")
+        elif not bot_id.isdigit():
+            problems.append(
+                f"Bot ID (login) must be digits only, as in the bot's Settings in AhaChat "
+                f"(e.g. 12404829), got {bot_id[:40]!r}"
+            )
         if not token:
-            problems.append(f"connection {self.ahachat_conn_id!r}: Bot Token (password) is empty")
-        if problems:
-            raise AhaChatValidationError(problems)
+            problems.append("Bot Token (password) is empty: copy it from the bot's Settings in AhaChat")
         extra = conn.extra_dejson
-        settings: dict[str, Any] = {
-            "base_url": base_url_from_connection(conn.host, conn.port, conn.schema),
-            "connect_timeout": self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-            "read_timeout": self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
-            "retry": RetryPolicy(
-                max_retries=self.max_retries
-                if self.max_retries is not None
-                else int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)),
-                retry_unknown_outcome=self.retry_unknown_outcome,
-            ),
-        }
+        given = self._extra_text(extra, "base_url")
+        base_url = base_url_from_connection(conn.host, conn.port, conn.schema, given)
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            field = "Base URL (extra field 'base_url')" if given else "The address (host, port, schema)"
+            problems.append(
+                f"{field} must make an http or https URL such as http://127.0.0.1:8790, or be empty "
+                f"for the real service; got {base_url[:80]!r}"
+            )
+        numbers: dict[str, float] = {}
+        for name, default, whole in (
+            ("connect_timeout", DEFAULT_CONNECT_TIMEOUT, False),
+            ("timeout", DEFAULT_READ_TIMEOUT, False),
+            ("max_retries", float(RetryPolicy.max_retries), True),
+        ):
+            try:
+                numbers[name] = self._extra_number(extra, name, default, whole=whole, named=False)
+            except AhaChatValidationError as err:
+                problems.extend(err.problems)
+        endpoints = None
         try:
             endpoints = endpoint_table(
                 extra.get("endpoints", extra.get(f"extra__{self.conn_type}__endpoints"))
             )
         except AhaChatValidationError as err:
-            raise AhaChatValidationError(
-                [f"connection {self.ahachat_conn_id!r}: extra field {problem}" for problem in err.problems]
-            ) from None
-        return AhaChatClient(bot_id, token, endpoints=endpoints, **settings)
+            problems.extend(f"extra field {problem}" for problem in err.problems)
+        if problems:
+            raise AhaChatValidationError(problems)
+        return {
+            "endpoints": endpoints,
+            "bot_id": bot_id,
+            "token": token,
+            "base_url": base_url,
+            "connect_timeout": numbers["connect_timeout"],
+            "read_timeout": numbers["timeout"],
+            "max_retries": self.max_retries if self.max_retries is not None else int(numbers["max_retries"]),
+        }
+
+    def _build_client(
+        self,
+        *,
+        bot_id: str,
+        token: str,
+        base_url: str,
+        connect_timeout: float,
+        read_timeout: float,
+        max_retries: int,
+        endpoints: Any = None,
+    ) -> AhaChatClient:
+        # Imported here, not at the top: DAG files import the operators, and so this module, at
+        # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
+        from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
+
+        return AhaChatClient(
+            bot_id=bot_id,
+            token=token,
+            base_url=base_url,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retry=RetryPolicy(max_retries=max_retries, retry_unknown_outcome=self.retry_unknown_outcome),
+            endpoints=endpoints,
+        )
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
         """
@@ -230,10 +305,27 @@ class AhaChatHook(BaseHook):
 
         return await sync_to_async(build)()
 
+    def _extra_text(self, extra: dict[str, Any], name: str) -> str | None:
+        """An extra field's text, or None when it is not set."""
+        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
+        return None if value in (None, "") else str(value)
+
     def _extra_number(
-        self, extra: dict[str, Any], name: str, default: float, *, whole: bool = False, zero: bool = False
+        self,
+        extra: dict[str, Any],
+        name: str,
+        default: float,
+        *,
+        whole: bool = False,
+        zero: bool = False,
+        named: bool = True,
     ) -> float:
-        """An extra field's number: above 0 (or 0 too when ``zero``), or a whole number of at least 0."""
+        """
+        An extra field's number: above 0 (or 0 too when ``zero``), or a whole number of at least 0.
+
+        The error names the connection unless ``named`` is False (the caller adds it, or, for a
+        connection Test, whose ID Airflow makes up, leaves it out).
+        """
         value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
         if value in (None, ""):
             return default
@@ -250,9 +342,10 @@ class AhaChatHook(BaseHook):
                 if zero
                 else "a number of seconds above 0"
             )
-            raise AhaChatValidationError(
-                f"connection {self.ahachat_conn_id!r}: extra field {name!r} must be {rule}, got {value!r}"
-            )
+            where = f"connection {self.ahachat_conn_id!r}: " if named else ""
+            label = CONN_FIELDS.get(name, {}).get("label")
+            field = f"{label} (extra field {name!r})" if label else f"extra field {name!r}"
+            raise AhaChatValidationError(f"{where}{field} must be {rule}, got {value!r}")
         return number
 
     def call(self, method: str, path: str, params: Any = None, json: Any = None, **kwargs: Any) -> Any:
@@ -334,22 +427,46 @@ class AhaChatHook(BaseHook):
         return RedisRateLimiter(RedisHook(redis_conn_id=redis_conn_id).get_conn(), key, rate_limit)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands."""
+        """
+        Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands.
+
+        Airflow's Test button and ``airflow connections test`` call this. It makes one attempt, with
+        timeouts of at most 2 s to connect and 2.5 s to answer, so that it answers within seconds when
+        AhaChat cannot be reached. The connection ID is never named: for the Test button it is one
+        Airflow made up.
+        """
         try:
-            client = self.client
-            bot = client.check_connection()
+            settings = self.connection_settings(self.connection)
+        except AhaChatValidationError as err:
+            return False, "The connection is not complete: " + "; ".join(err.problems) + "."
+        settings.update(
+            max_retries=0,
+            connect_timeout=min(settings["connect_timeout"], TEST_CONNECT_TIMEOUT),
+            read_timeout=min(settings["read_timeout"], TEST_READ_TIMEOUT),
+        )
+        base_url = settings["base_url"]
+        try:
+            with self._build_client(**settings) as client:
+                bot = client.check_connection()
         except AhaChatAuthError:
-            return False, (
-                "AhaChat refused the Bot Token for this Bot ID. Copy both again from the bot's "
-                "Settings in AhaChat (the token changes whenever it is reset)."
-            )
+            return False, REFUSED_TOKEN
         except AhaChatNotFoundError:
             return False, UNKNOWN_BOT
+        except AhaChatTimeoutError:
+            return False, (
+                f"AhaChat at {base_url} did not answer within {settings['read_timeout']:g} seconds. "
+                "Try again in a moment."
+            )
+        except AhaChatConnectionError as err:
+            return False, (
+                f"Could not reach AhaChat at {base_url} ({err.message}). Check the Base URL (empty "
+                "for the real service) and that Airflow can reach it."
+            )
         except AhaChatError as err:
-            return False, f"Could not check the connection: {err}"
+            return False, f"AhaChat at {base_url} answered with an error: {err}"
         name = bot.get("name")
         named = f" ({name})" if name else ""
-        return True, f"Connected to AhaChat bot {client.bot_id}{named} at {client.base_url}."
+        return True, f"Connected to AhaChat bot {settings['bot_id']}{named} at {base_url}."
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Once it accepts requests it prints, and flushes::
 
     AhaChat sandbox listening on http://127.0.0.1:8790
     Bot 12404829 (Shop Thời Trang Lan Anh): 12 users, 12 blocks
-    AIRFLOW_CONN_AHACHAT_DEFAULT='ahachat://12404829:<token>@127.0.0.1:8790/http'
+    The example DAGs use the connection ahachat_sandbox:
+    AIRFLOW_CONN_AHACHAT_SANDBOX='ahachat://12404829:<token>@127.0.0.1:8790/http'
     Control API: http://127.0.0.1:8790/_sandbox/docs
 
 The first line is stable, for programs that start the sandbox and read its URL. SIGINT or SIGTERM
@@ -25,7 +26,6 @@ import uvicorn
 
 from airflow_provider_ahachat.sandbox.app import create_app
 from airflow_provider_ahachat.sandbox.server import (
-    DEFAULT_CONN_ID,
     READY_PREFIX,
     bind_socket,
     connection_env_var,
@@ -34,6 +34,9 @@ from airflow_provider_ahachat.sandbox.server import (
     uvicorn_config,
 )
 from airflow_provider_ahachat.sandbox.state import ApiError, SandboxConfig, SandboxState, SeedError, read_seed
+
+#: The connection the example DAGs use, and so the one the banner gives a URI for.
+EXAMPLES_CONN_ID = "ahachat_sandbox"
 
 
 def _fraction(text: str) -> float:
@@ -96,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--conn-id",
-        default=DEFAULT_CONN_ID,
+        default=EXAMPLES_CONN_ID,
         help="Airflow connection ID to print a URI for (default: %(default)s)",
     )
     parser.add_argument(
@@ -152,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"{READY_PREFIX}{url}",
         f"Bot {bot.id} ({bot.name}): {len(bot.users)} users, {len(bot.blocks)} blocks",
+        f"The example DAGs use the connection {EXAMPLES_CONN_ID}:"
+        if args.conn_id == EXAMPLES_CONN_ID
+        else f"The connection {args.conn_id}:",
         f"{connection_env_var(args.conn_id)}='{connection_uri(url, bot.id, bot.token)}'",
         f"Control API: {url}/_sandbox/docs",
     ]

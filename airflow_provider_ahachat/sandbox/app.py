@@ -35,7 +35,9 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     app = FastAPI(
         title="AhaChat sandbox",
         description="An in-memory AhaChat for tests and demos.",
-        docs_url=f"{CONTROL_PREFIX}/docs",
+        # The control API's docs are a plain page of its own (routes/control.py), readable offline:
+        # FastAPI's Swagger UI loads its scripts from a CDN.
+        docs_url=None,
         redoc_url=None,
         openapi_url=f"{CONTROL_PREFIX}/openapi.json",
     )

@@ -51,8 +51,11 @@ It needs no token and goes through none of the knobs (:mod:`..middleware`). Answ
 
 from __future__ import annotations
 
+import html
+import re
+
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow_provider_ahachat.sandbox.routes.answers import json_body, json_object, ok
 from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState
@@ -68,6 +71,10 @@ def control_router(sandbox: SandboxState) -> APIRouter:
     :param sandbox: the state the endpoints read and change.
     """
     router = APIRouter(prefix=CONTROL_PREFIX)
+
+    @router.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(control_docs_html())
 
     @router.get("/health")
     async def health() -> JSONResponse:
@@ -152,3 +159,37 @@ def _control_bot(state: SandboxState, bot_id: str | None) -> Bot:
     if bot is None:
         raise ApiError(404, f"bot {bot_id} not found")
     return bot
+
+
+def control_docs_html() -> str:
+    """
+    ``/_sandbox/docs``: this module's list of endpoints as one plain HTML page.
+
+    No script and nothing fetched from elsewhere, so that it reads the same offline.
+    """
+
+    def inline(text: str) -> str:
+        escaped = html.escape(text, quote=False)
+        escaped = re.sub(r":(?:class|mod):`~?[.]*([^`]+)`", r"<code>\1</code>", escaped)
+        return re.sub(r"``(.+?)``", r"<code>\1</code>", escaped)
+
+    doc = __doc__ or ""
+    intro, _, listing = doc.strip().partition("\n\n``")
+    entries: list[tuple[str, list[str]]] = []
+    for line in ("``" + listing).splitlines():
+        if line.startswith("``"):
+            entries.append((line, []))
+        elif entries and line.strip():
+            entries[-1][1].append(line.strip())
+    items = "\n".join(f"<dt>{inline(head)}</dt><dd>{inline(' '.join(body))}</dd>" for head, body in entries)
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>AhaChat sandbox: control API</title>"
+        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+        "dt{margin-top:1em;font-weight:600}code{background:#f3f3f3;padding:0 .2em}</style></head><body>"
+        f"<h1>AhaChat sandbox: control API</h1><p>{inline(' '.join(intro.split()))}</p>"
+        "<p>Every endpoint answers JSON; none needs a token. The API itself (under <code>/api</code>) "
+        "is described in the provider's README. Machine-readable: "
+        f"<code>{CONTROL_PREFIX}/openapi.json</code>.</p>"
+        f"<dl>{items}</dl></body></html>"
+    )

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The example DAGs in Airflow's UI, on the local sandbox: starts the AhaChat sandbox and
+# `airflow standalone` on 127.0.0.1, with the connections `ahachat_sandbox` (the sandbox) and
+# `shop_db` (a SQLite shop database of orders shipped yesterday) already set. Ctrl-C stops both.
+#
+# Settings (environment): AHACHAT_UI_PORT (Airflow, default 8080), AHACHAT_SANDBOX_PORT (default
+# 8790), AHACHAT_UI_HOME (Airflow's home, kept between runs; default .airflow-ui/ in the clone).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_env.sh
+ROOT="$PWD"
+# `airflow standalone` starts its components as `airflow ...`: the venv's airflow must come first.
+export PATH="$ROOT/.venv/bin:$PATH"
+
+PORT="${AHACHAT_UI_PORT:-8080}"
+SANDBOX_PORT="${AHACHAT_SANDBOX_PORT:-8790}"
+export AIRFLOW_HOME="${AHACHAT_UI_HOME:-$ROOT/.airflow-ui}"
+URL="http://127.0.0.1:$PORT"
+SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
+CUSTOMERS=200  # numbered customers added to the sandbox's bot, who all ordered yesterday
+
+for port in "$PORT" "$SANDBOX_PORT"; do
+  if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
+    echo "Port $port on 127.0.0.1 is taken. Stop what uses it, or set AHACHAT_UI_PORT / AHACHAT_SANDBOX_PORT." >&2
+    exit 1
+  fi
+done
+
+# Nothing of the caller's Airflow settings: this is a private Airflow for the examples.
+while IFS= read -r name; do unset "$name"; done < <(env | grep -oE '^AIRFLOW(__|_CONN_|_VAR_)[A-Za-z0-9_]*' || true)
+unset AIRFLOW_CONFIG
+mkdir -p "$AIRFLOW_HOME"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/example_dags"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__TEST_CONNECTION=Enabled
+# Workers wait this long for Airflow's API: the default (5 s) is short for a busy laptop on SQLite.
+export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=30
+export AIRFLOW__API__WORKERS=1
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__PORT="$PORT"
+export AIRFLOW__API__BASE_URL="$URL"
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$URL/execution/"
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/passwords.json"
+echo '{"admin": "admin"}' > "$AIRFLOW_HOME/passwords.json"  # listens on 127.0.0.1 only
+export AHACHAT_CONN_ID=ahachat_sandbox
+
+PIDS=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "Stopping Airflow and the sandbox..."
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+}
+trap stop INT TERM EXIT
+
+# Each in its own process group (setsid), so that stopping it stops everything it started.
+setsid python -m airflow_provider_ahachat.sandbox --port "$SANDBOX_PORT" --customers "$CUSTOMERS" \
+  > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
+PIDS+=($!)
+
+echo "Preparing Airflow in $AIRFLOW_HOME (the first time takes a minute)..."
+airflow db migrate > "$AIRFLOW_HOME/migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/migrate.log"; exit 1; }
+python - "$AIRFLOW_HOME" "$SANDBOX_URL" "$CUSTOMERS" <<'PY'
+"""The shop database and the two connections, written for `airflow connections import`."""
+import datetime, json, sqlite3, sys
+from pathlib import Path
+
+from airflow_provider_ahachat.sandbox.state import SandboxState
+
+home, sandbox_url, customers = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+bot = SandboxState().default_bot  # the seed's bot: its ID and token, as the sandbox serves them
+yesterday = (datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)).isoformat()
+audience = [f"9{n:015d}" for n in range(customers)] + ["8000000000000001", "8000000000000002"]
+database = home / "shop.db"
+database.unlink(missing_ok=True)
+with sqlite3.connect(database) as db:
+    db.execute(
+        "CREATE TABLE orders (customer_id INTEGER PRIMARY KEY, messenger_user_id TEXT,"
+        " order_id TEXT, tracking_number TEXT, shipped_on TEXT)"
+    )
+    db.executemany(
+        "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+        [(n, uid, f"DH{n:06d}", f"GHN{n:08d}VN", yesterday) for n, uid in enumerate(audience)],
+    )
+connections = {
+    "ahachat_sandbox": {
+        "conn_type": "ahachat",
+        "description": "The local AhaChat sandbox (scripts/ui.sh)",
+        "login": bot.id,
+        "password": bot.token,
+        "extra": json.dumps({"base_url": sandbox_url}),
+    },
+    "shop_db": {"conn_type": "sqlite", "description": "Orders shipped yesterday", "host": str(database)},
+}
+(home / "connections.json").write_text(json.dumps(connections))
+PY
+airflow connections import --overwrite "$AIRFLOW_HOME/connections.json" > "$AIRFLOW_HOME/connections.log" 2>&1 \
+  || { cat "$AIRFLOW_HOME/connections.log"; exit 1; }
+
+setsid airflow standalone > "$AIRFLOW_HOME/standalone.log" 2>&1 &
+PIDS+=($!)
+echo "Starting Airflow (logs: $AIRFLOW_HOME/standalone.log)..."
+for _ in $(seq 600); do
+  if python3 -c "import urllib.request; urllib.request.urlopen('$URL/api/v2/monitor/health', timeout=2)" 2>/dev/null; then
+    # Switched on only now that Airflow answers: the two scheduled examples then run once at once.
+    for _ in $(seq 30); do
+      airflow dags unpause --treat-dag-id-as-regex -y '^example_ahachat_' > "$AIRFLOW_HOME/unpause.log" 2>&1 && break
+      sleep 2  # the DAG processor has not parsed the examples yet
+    done
+    cat <<MSG
+
+  Airflow:  $URL   (log in as admin, password admin)
+  Sandbox:  $SANDBOX_URL   (control API: $SANDBOX_URL/_sandbox/docs)
+
+  Admin > Connections: press Test on ahachat_sandbox.
+  Dags: example_ahachat_shipping_update and example_ahachat_bulk_shipping run once now;
+  trigger them, or example_ahachat_confirm_delivery, with the Trigger button.
+  What the customers received: $SANDBOX_URL/_sandbox/outbox
+
+  Ctrl-C stops Airflow and the sandbox.
+MSG
+    wait
+    exit 0
+  fi
+  for pid in "${PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "A process exited early; see $AIRFLOW_HOME/*.log" >&2; tail -20 "$AIRFLOW_HOME/standalone.log" >&2; exit 1; }
+  done
+  sleep 1
+done
+echo "Airflow did not answer at $URL within 10 minutes; see $AIRFLOW_HOME/standalone.log" >&2
+exit 1
