@@ -12,4 +12,7 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$
   fi
   export PATH
 fi
-uv sync --frozen --quiet --python "$(command -v python3)"
+# Bytecode compiled once, at install: every Python process the tests start (pytest-xdist workers, the
+# Airflow command line, tasks run in child processes) would otherwise compile Airflow's thousands of
+# modules again wherever bytecode cannot be written (PYTHONDONTWRITEBYTECODE, read-only installs).
+uv sync --frozen --quiet --compile-bytecode --python "$(command -v python3)"
