@@ -124,7 +124,14 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
     assert (standard["login"]["title"], standard["password"]["title"]) == ("Bot ID", "Bot Token")
     assert (standard["host"]["title"], standard["url_schema"]["title"]) == ("Base URL", "Scheme")
     extra = meta["extra_fields"]
-    assert set(extra) == {"timeout", "connect_timeout", "max_retries", "rate_limit", "concurrency"}
+    assert set(extra) == {
+        "timeout",
+        "connect_timeout",
+        "max_retries",
+        "rate_limit",
+        "concurrency",
+        "rate_limit_redis_conn_id",
+    }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
     assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
 
@@ -136,7 +143,14 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
     behaviour = AhaChatHook.get_ui_field_behaviour()
     assert behaviour["relabeling"] == UI_FIELD_BEHAVIOUR["relabeling"]
     assert behaviour["hidden_fields"] == ["extra"]
-    assert set(CONN_FIELDS) == {"timeout", "connect_timeout", "max_retries", "rate_limit", "concurrency"}
+    assert set(CONN_FIELDS) == {
+        "timeout",
+        "connect_timeout",
+        "max_retries",
+        "rate_limit",
+        "concurrency",
+        "rate_limit_redis_conn_id",
+    }
 
 
 #: Runs Airflow's command line (``airflow.__main__.main``, what ``python -m airflow`` runs) once per
