@@ -14,5 +14,8 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$
   export PATH
 fi
 # The interpreter itself, not a launcher such as pyenv's shim: given another path to the same Python,
-# uv replaces the whole environment, under any process that is using it.
-uv sync --frozen --quiet --python "$(python3 -c 'import sys; print(sys.executable)')"
+# uv replaces the whole environment, under any process that is using it. Bytecode compiled once, at
+# install: every Python process the tests start (pytest-xdist workers, the Airflow command line, tasks
+# run in child processes) would otherwise compile Airflow's thousands of modules again wherever
+# bytecode cannot be written (PYTHONDONTWRITEBYTECODE, read-only installs).
+uv sync --frozen --quiet --compile-bytecode --python "$(python3 -c 'import sys; print(sys.executable)')"

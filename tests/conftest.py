@@ -87,6 +87,18 @@ AIRFLOW_TEST_HOME: Path = _configure_airflow_environment()
 #: The sandbox fixtures (``sandbox``, ``sandbox_server``, ``sandbox_connection``).
 pytest_plugins = ["sandbox_fixtures"]
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """
+    Run the tests marked ``slow`` first, in their collection order, then the rest.
+
+    The workers of pytest-xdist (``--dist load --maxschedchunk 1``) take the next test whenever one
+    ends, so long tests started first leave the short ones to fill the gaps and the workers finish
+    together; a long test that comes last keeps one worker busy while the other idles.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 if TYPE_CHECKING:
     from airflow_harness import AirflowTestEnv, DagResult
 

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -27,6 +29,7 @@ def run(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedPro
     return done
 
 
+@pytest.mark.slow
 def test_bulk_throughput_quick(tmp_path: Path) -> None:
     figures = tmp_path / "throughput.json"
     done = run("bulk_throughput.py", "--quick", "--json", str(figures))
@@ -44,6 +47,7 @@ def test_bulk_throughput_quick(tmp_path: Path) -> None:
     assert by_scenario["naive requests.post loop"]["delivered"] == 20
 
 
+@pytest.mark.slow
 def test_bulk_memory_small(tmp_path: Path) -> None:
     figures = tmp_path / "memory.json"
     done = run("bulk_memory.py", "--sizes", "300", "--send-sizes", "200", "--json", str(figures))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_helpers import report
 
 from airflow_provider_ahachat.bulk import (
     AhaChatBulkError,
@@ -54,10 +55,6 @@ def runner(client: AhaChatClient, action: str, ledger: Any = None, **options: An
         ledger=Ledger(ledger) if ledger is not None else None,
         **options,
     )
-
-
-def report(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(summary["report"]).read_text().splitlines()]
 
 
 # --------------------------------------------------------------------------- every action

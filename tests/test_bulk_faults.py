@@ -28,6 +28,7 @@ TESTS = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
+@pytest.mark.slow
 def test_injected_503s_and_429s_deliver_to_everyone_exactly_once(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -188,6 +189,7 @@ def users(lines: list[dict[str, Any]], **match: Any) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_a_task_killed_outright_and_run_again_messages_nobody_twice(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -258,6 +260,7 @@ print(result.log)
 """
 
 
+@pytest.mark.slow
 def test_a_task_stopped_by_airflow_is_retried_and_reaches_everyone_once(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

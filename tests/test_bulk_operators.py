@@ -12,19 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_helpers import CONN, new_dag, report, run_without_token
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
-CONN = "aha"
 LAN = "3824547807572463"  # a seeded customer
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-def new_dag(dag_id: str, **kwargs: Any) -> Any:
-    from airflow.sdk import DAG
-
-    return DAG(dag_id, schedule=None, default_args={"ahachat_conn_id": CONN, "retries": 0}, **kwargs)
 
 
 def unknown_id(number: int) -> str:
@@ -34,22 +28,7 @@ def unknown_id(number: int) -> str:
 
 def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, ledger: Path | None = None, **kwargs: Any) -> Any:
     """Run ``dag``; check that the token is nowhere: log, XCom, errors, report and journal files."""
-    result = dag_runner(dag, {CONN: sandbox.connection_uri}, **kwargs)
-    xcoms = json.dumps(result.xcoms, default=str, ensure_ascii=False)
-    errors = "\n".join(t.error_text or "" for t in result.tasks.values())
-    for text in (result.log, xcoms, errors):
-        assert sandbox.token not in text
-    if ledger is not None:
-        for path in ledger.rglob("*"):
-            if path.is_file():
-                assert sandbox.token not in path.read_text(encoding="utf-8"), path
-    return result
-
-
-def report(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-recipient report a summary points to."""
-    text = Path(summary["report"]).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines()]
+    return run_without_token(dag_runner, dag, sandbox, files=[ledger] if ledger else (), **kwargs)
 
 
 def assert_is_summary(summary: Any, action: str, outcomes: dict[str, int]) -> None:
@@ -77,6 +56,7 @@ def user_requests(sandbox: SandboxServer) -> Counter[str]:
 # --------------------------------------------------------------------------- 1. every operator
 
 
+@pytest.mark.slow
 def test_every_audience_operator_acts_once_on_each_recipient(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -304,9 +284,9 @@ def xcom_value(dag_id: str, task_id: str, key: str) -> Any:
 @pytest.mark.parametrize(
     ("total", "limits"),
     [
-        pytest.param(10_000, {"max_failure_ratio": 0.05}, id="ratio"),
+        pytest.param(10_000, {"max_failure_ratio": 0.05}, id="ratio", marks=pytest.mark.slow),
         # The same with neither limit (any failure fails), on fewer recipients to keep the suite quick.
-        pytest.param(2_000, {}, id="default"),
+        pytest.param(2_000, {}, id="default", marks=pytest.mark.slow),
     ],
 )
 def test_many_recipients_with_three_percent_unknown(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def test_incomplete_connections_are_explained(airflow_db: Any, login, password, 
         AhaChatHook(ahachat_conn_id="aha").client_from_connection(conn)
 
 
+@pytest.mark.slow
 def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) -> None:
     """The API server's connection hook metadata, which the UI's connection form is built from."""
     from airflow.api_fastapi.app import create_app, get_auth_manager
@@ -172,25 +174,70 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
     assert {"rate_limit_redis_conn_id", "endpoints"} <= set(CONN_FIELDS)
 
 
-def run_airflow(*args: str) -> Any:
-    """Run the ``airflow`` command line with ``--output json``; return the JSON it printed."""
+#: Runs Airflow's command line (``airflow.__main__.main``, what ``python -m airflow`` runs) once per
+#: command given, in one interpreter: Airflow starts once, and each command still parses its own
+#: arguments and reads the environment it is given. Everything is written unbuffered to one stream,
+#: each command's output between markers.
+AIRFLOW_COMMANDS = """
+import json, os, sys
+from airflow.__main__ import main
+
+for number, (argv, env) in enumerate(json.loads(sys.argv[1])):
+    os.environ.update(env)
+    sys.argv = ["airflow", *argv]
+    print(f"<<<command {number}>>>")
+    code = 0
+    try:
+        main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    print(f"<<<exit {number} {code}>>>")
+"""
+
+
+def run_airflow_commands(
+    *commands: tuple[list[str], dict[str, str]], env: dict[str, str] | None = None
+) -> tuple[list[tuple[int, str]], str]:
+    """
+    Run ``airflow <argv>`` for each ``(argv, env)`` in one child interpreter, in that order.
+
+    :param env: variables set for the whole interpreter, on top of this process's environment.
+    :return: each command's exit code and output (stdout and stderr together), and the whole output.
+    """
     result = subprocess.run(
-        [sys.executable, "-m", "airflow", *args, "--output", "json"],
-        capture_output=True,
+        [sys.executable, "-u", "-c", AIRFLOW_COMMANDS, json.dumps(commands)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=180,
-        check=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    answers = []
+    for number in range(len(commands)):
+        match = re.search(rf"<<<command {number}>>>\n(.*)<<<exit {number} (-?\d+)>>>", result.stdout, re.S)
+        assert match, result.stdout[-3000:]
+        answers.append((int(match.group(2)), match.group(1)))
+    return answers, result.stdout
+
+
+def json_output(code: int, output: str) -> Any:
+    """The JSON a command printed with ``--output json``."""
+    assert code == 0, output[-3000:]
+    (line,) = [line for line in output.splitlines() if line.startswith("[")]
     return json.loads(line)
 
 
+@pytest.mark.slow
 def test_airflow_discovers_the_provider(airflow_db: Any) -> None:
-    providers = run_airflow("providers", "list")
+    (listed, hooked), _ = run_airflow_commands(
+        (["providers", "list", "--output", "json"], {}), (["providers", "hooks", "--output", "json"], {})
+    )
+    providers = json_output(*listed)
     assert {"package_name": "airflow-provider-ahachat", "version": "0.1.0"}.items() <= {
         k: v for p in providers if p["package_name"] == "airflow-provider-ahachat" for k, v in p.items()
     }.items()
-    hooks = run_airflow("providers", "hooks")
+    hooks = json_output(*hooked)
     ahachat = [h for h in hooks if h["connection_type"] == "ahachat"]
     assert ahachat, hooks
     assert ahachat[0]["class"] == "airflow_provider_ahachat.hooks.ahachat.AhaChatHook"
@@ -205,6 +252,7 @@ def test_airflow_registers_the_sensor_trigger_and_notifier(airflow_db: Any) -> N
     assert triggers["airflow_provider_ahachat.triggers.ahachat"] == "airflow-provider-ahachat"
 
 
+@pytest.mark.slow
 def test_importing_what_dag_files_import_pulls_in_nothing_heavy() -> None:
     """
     The operators, sensor, trigger and notifier modules import nothing heavy beyond what Airflow
@@ -267,28 +315,22 @@ def test_test_connection_in_words_a_person_understands(airflow_db: Any, sandbox:
     assert all(sandbox.token not in message for _, message in answers.values())
 
 
+@pytest.mark.slow
 def test_airflow_connections_test_uses_it(airflow_db: Any, sandbox: Any) -> None:
-    import os
-
     from airflow_provider_ahachat.sandbox.server import connection_uri
 
-    def connections_test(uri: str) -> str:
-        env = {**os.environ, "AIRFLOW__CORE__TEST_CONNECTION": "Enabled", "AIRFLOW_CONN_AHACHAT_DEFAULT": uri}
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "connections", "test", "ahachat_default"],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env=env,
-        )
-        return result.stdout + result.stderr
+    def connections_test(uri: str) -> tuple[list[str], dict[str, str]]:
+        return ["connections", "test", "ahachat_default"], {"AIRFLOW_CONN_AHACHAT_DEFAULT": uri}
 
-    good = connections_test(sandbox.connection_uri)
-    assert "Connection success!" in good, good
-    bad = connections_test(connection_uri(sandbox.url, sandbox.bot_id, "e" * 64))
-    assert "Connection failed!" in bad, bad
+    ((good_code, good), (bad_code, bad)), everything = run_airflow_commands(
+        connections_test(sandbox.connection_uri),
+        connections_test(connection_uri(sandbox.url, sandbox.bot_id, "e" * 64)),
+        env={"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"},
+    )
+    assert "Connection success!" in good and good_code == 0, good
+    assert "Connection failed!" in bad and bad_code == 1, bad
     assert "AhaChat refused the Bot Token for this Bot ID" in bad
-    assert sandbox.token not in good + bad
+    assert sandbox.token not in everything
 
 
 def test_the_hook_registers_the_token_with_the_secret_masker(airflow_db: Any) -> None:

@@ -10,31 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_helpers import CONN, new_dag, run_without_token
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 from airflow_provider_ahachat.sandbox.server import connection_uri
 
 LAN = "3824547807572463"  # Nguyễn Thị Lan: wrote 30 minutes ago, tags khach_quen and vip
 BAO = "5310298476123984"  # Phạm Quốc Bảo: last wrote 3 days ago
-CONN = "aha"
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
-def new_dag(dag_id: str) -> Any:
-    from airflow.sdk import DAG
-
-    return DAG(dag_id, schedule=None, default_args={"ahachat_conn_id": CONN, "retries": 0})
-
-
 def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, uri: str | None = None, **kwargs: Any) -> Any:
-    result = dag_runner(dag, {CONN: uri or sandbox.connection_uri}, **kwargs)
-    # The token appears nowhere: not in the log, the errors, nor XCom.
-    xcoms = json.dumps(result.xcoms, default=str)
-    errors = "\n".join(t.error_text or "" for t in result.tasks.values())
-    for text in (result.log, xcoms, errors):
-        assert sandbox.token not in text
-    return result
+    """Run ``dag``; the token appears nowhere: not in the log, the errors, nor XCom."""
+    return run_without_token(dag_runner, dag, sandbox, {CONN: uri or sandbox.connection_uri}, **kwargs)
 
 
 def rendered_fields(dag_id: str) -> dict[str, Any]:

@@ -107,6 +107,7 @@ class S3Task(Task):
         return [p.name for p in root.rglob("journal-*")]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("airflow_db")
 def test_a_worker_killed_outright_and_the_retry_on_another_messages_nobody_twice(
     sandbox: SandboxServer, tmp_path: Path, s3_connection: str

@@ -769,6 +769,7 @@ def test_connection_uri_is_airflow_format(sandbox: SandboxServer) -> None:
     assert (conn.host, conn.port, conn.schema) == ("127.0.0.1", sandbox.port, "http")
 
 
+@pytest.mark.slow
 def test_sandbox_process_prints_its_url_and_stops_cleanly() -> None:
     process = SandboxProcess(rate_limit=100)
     with process:
@@ -786,6 +787,7 @@ def test_sandbox_process_prints_its_url_and_stops_cleanly() -> None:
     assert sum(process.token in line for line in process.output) == 1
 
 
+@pytest.mark.slow
 def test_command_line_adds_numbered_customers() -> None:
     with SandboxProcess(extra_args=["--customers", "250"]) as process:
         assert any(line.startswith(f"Bot {BOT} ") and ": 262 users," in line for line in process.output)

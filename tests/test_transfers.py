@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_helpers import CONN, new_dag, report, run_without_token
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
-CONN = "aha"
 SHOP = "shop_db"
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-def new_dag(dag_id: str, **kwargs: Any) -> Any:
-    from airflow.sdk import DAG
-
-    return DAG(dag_id, schedule=None, default_args={"ahachat_conn_id": CONN, "retries": 0}, **kwargs)
 
 
 def shop_db(path: Path, orders: Iterable[tuple[Any, ...]]) -> Path:
@@ -42,17 +35,7 @@ def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, db: Path, tmp_path: P
     """Run ``dag`` with the AhaChat and the SQLite connections; the token must appear nowhere."""
     # The SQLite provider reads ``sqlite://`` + an absolute path (``sqlite:////abs`` is refused).
     conns = {CONN: sandbox.connection_uri, SHOP: f"sqlite://{db}"}
-    result = dag_runner(dag, conns, **kwargs)
-    texts = [result.log, json.dumps(result.xcoms, default=str, ensure_ascii=False)]
-    texts += [t.error_text or "" for t in result.tasks.values()]
-    texts += [p.read_text(encoding="utf-8") for p in (tmp_path / "ledger").rglob("*") if p.is_file()]
-    for text in texts:
-        assert sandbox.token not in text
-    return result
-
-
-def report(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(summary["report"]).read_text(encoding="utf-8").splitlines()]
+    return run_without_token(dag_runner, dag, sandbox, conns, files=[tmp_path / "ledger"], **kwargs)
 
 
 def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
@@ -147,6 +130,7 @@ def test_add_tags_by_phone_with_templated_parameters(
     ]
 
 
+@pytest.mark.slow
 def test_more_rows_than_fetch_size_each_reached_once(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
