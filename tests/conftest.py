@@ -90,13 +90,15 @@ pytest_plugins = ["sandbox_fixtures"]
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """
-    Run the tests marked ``slow`` first, in their collection order, then the rest.
+    Run the tests marked ``slow`` (or ``browser``, ``install``, ``airflow_processes``: slow too)
+    first, in their collection order, then the rest.
 
     The workers of pytest-xdist (``--dist load --maxschedchunk 1``) take the next test whenever one
     ends, so long tests started first leave the short ones to fill the gaps and the workers finish
     together; a long test that comes last keeps one worker busy while the other idles.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    slow = ("slow", "browser", "install", "airflow_processes")
+    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in slow))
 
 
 if TYPE_CHECKING:
