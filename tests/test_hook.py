@@ -122,9 +122,34 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
     assert (standard["login"]["title"], standard["password"]["title"]) == ("Bot ID", "Bot Token")
     assert (standard["host"]["title"], standard["url_schema"]["title"]) == ("Base URL", "Scheme")
     extra = meta["extra_fields"]
-    assert set(extra) == {"timeout", "connect_timeout", "max_retries", "rate_limit", "concurrency"}
+    assert set(extra) == {
+        "timeout",
+        "connect_timeout",
+        "max_retries",
+        "rate_limit",
+        "concurrency",
+        *WEBHOOK_FIELDS,
+    }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
     assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
+
+
+#: The receiver's settings (issue 11), in the connection's extra.
+WEBHOOK_FIELDS = (
+    "webhook_secret",
+    "webhook_enabled",
+    "webhook_user_id_field",
+    "webhook_replies",
+    "webhook_events_per_minute",
+)
+
+
+def test_the_webhook_secret_is_a_masked_field(airflow_db: Any) -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    assert widgets["extra__ahachat__webhook_secret"].is_sensitive
+    assert not widgets["extra__ahachat__webhook_replies"].is_sensitive
 
 
 def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
@@ -134,7 +159,14 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
     behaviour = AhaChatHook.get_ui_field_behaviour()
     assert behaviour["relabeling"] == UI_FIELD_BEHAVIOUR["relabeling"]
     assert behaviour["hidden_fields"] == ["extra"]
-    assert set(CONN_FIELDS) == {"timeout", "connect_timeout", "max_retries", "rate_limit", "concurrency"}
+    assert set(CONN_FIELDS) == {
+        "timeout",
+        "connect_timeout",
+        "max_retries",
+        "rate_limit",
+        "concurrency",
+        *WEBHOOK_FIELDS,
+    }
 
 
 def run_airflow(*args: str) -> Any:
