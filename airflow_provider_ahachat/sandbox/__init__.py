@@ -4,7 +4,8 @@ A local, in-memory AhaChat for tests, demos and benchmarks.
 It implements the API contract the provider's client follows (the Broadcast API, and the
 provisional endpoints for users, tags, attributes and messages), with the same input rules, plus a
 control API under ``/_sandbox`` to read what the bot delivered, act as a customer, and inject
-latency, rate limits and errors. See :mod:`.app` for the endpoints and :mod:`.state` for the seed.
+latency, rate limits and errors. See :mod:`.app` for how it is put together, :mod:`.routes` for
+the endpoints, :mod:`.middleware` for the knobs and :mod:`.state` for the seed.
 
 Run it with ``python -m airflow_provider_ahachat.sandbox`` (``--help`` for the options), or from
 Python with :class:`SandboxServer` (a background thread) or :class:`SandboxProcess` (a child

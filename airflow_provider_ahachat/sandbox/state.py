@@ -66,10 +66,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pydantic import ConfigDict
+
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import (
     DynamicMessage,
     MessageTag,
+    User,
     attribute_query_value,
     normalize_phone,
     validate_attribute_names,
@@ -95,16 +98,9 @@ MAX_REDIRECT_DEPTH = 10
 REDACTED = "***"
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-_PROFILE_FIELDS = (
-    "messenger_user_id",
-    "first_name",
-    "last_name",
-    "gender",
-    "locale",
-    "profile_pic_url",
-    "phone",
-    "email",
-)
+#: The user's profile fields (strings or null), which placeholders and the control API may name.
+_NOT_PROFILE = frozenset({"tags", "attributes", "last_interaction_at", "subscribed"})
+_PROFILE_FIELDS = tuple(name for name in User.model_fields if name not in _NOT_PROFILE)
 _BOT_ID = re.compile(r"[0-9]+")
 
 
@@ -190,37 +186,14 @@ def synthetic_phone(number: int) -> str:
     return f"+849{number % 10**8:08d}"
 
 
-@dataclass(slots=True)
-class SandboxUser:
+class SandboxUser(User):
     """
-    One customer of a bot.
-
-    :param messenger_user_id: the user's ID, a string of digits.
-    :param first_name: the given name, as Facebook shares it.
-    :param last_name: the family (and middle) name.
-    :param gender: ``female``, ``male`` or unknown.
-    :param locale: such as ``vi_VN``.
-    :param profile_pic_url: the avatar's URL.
-    :param phone: the phone number as the user gave it.
-    :param email: the e-mail address.
-    :param tags: the user's tags, in the order they were added.
-    :param attributes: the user's attributes.
-    :param last_interaction_at: when the user last wrote to the bot; ``None`` if never.
-    :param subscribed: False once the user unsubscribed; such a user gets nothing.
+    One customer of a bot: the provider's :class:`~airflow_provider_ahachat.models.User`, with what
+    the sandbox does to it. A missing field keeps :class:`User`'s default; ``last_interaction_at``
+    ``None`` means the user never wrote, and a user with ``subscribed`` False gets nothing.
     """
 
-    messenger_user_id: str
-    first_name: str | None = None
-    last_name: str | None = None
-    gender: str | None = None
-    locale: str | None = None
-    profile_pic_url: str | None = None
-    phone: str | None = None
-    email: str | None = None
-    tags: list[str] = field(default_factory=list)
-    attributes: dict[str, Any] = field(default_factory=dict)
-    last_interaction_at: datetime | None = None
-    subscribed: bool = True
+    model_config = ConfigDict(extra="forbid")
 
     def add_tags(self, tags: Iterable[str]) -> None:
         """Add tags the user does not have yet, keeping their order."""
@@ -244,20 +217,11 @@ class SandboxUser:
 
     def to_json(self) -> dict[str, Any]:
         """The user as the API answers with it."""
-        return {
-            "messenger_user_id": self.messenger_user_id,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "gender": self.gender,
-            "locale": self.locale,
-            "profile_pic_url": self.profile_pic_url,
-            "phone": self.phone,
-            "email": self.email,
-            "tags": list(self.tags),
-            "attributes": dict(self.attributes),
-            "last_interaction_at": isoformat(self.last_interaction_at),
-            "subscribed": self.subscribed,
-        }
+        values: dict[str, Any] = dict(self.__dict__)  # the model's fields, in its order
+        values["tags"] = list(self.tags)
+        values["attributes"] = dict(self.attributes)
+        values["last_interaction_at"] = isoformat(self.last_interaction_at)
+        return values
 
     def within_window(self, now: datetime) -> bool:
         """Whether the user wrote to the bot in the last 24 hours."""
@@ -422,7 +386,9 @@ def build_user(raw: Any, now: datetime, where: str = "user") -> SandboxUser:
     except AhaChatValidationError as err:
         raise SeedError(str(err)) from None
     strings = {}
-    for name in ("first_name", "last_name", "gender", "locale", "profile_pic_url", "email"):
+    for name in _PROFILE_FIELDS:
+        if name in ("messenger_user_id", "phone"):
+            continue
         value = raw.get(name)
         if value is not None and not isinstance(value, str):
             raise SeedError(f"{where}.{name}: must be a string or null")
@@ -1128,7 +1094,7 @@ class SandboxState:
 
     def patch_user(self, bot: Bot, user: SandboxUser, changes: Any) -> OutboxEntry | None:
         """
-        Change a user as if they acted; see ``PATCH /_sandbox/users/<id>`` in :mod:`.app`.
+        Change a user as if they acted; see ``PATCH /_sandbox/users/<id>`` in :mod:`.routes.control`.
 
         Everything is checked before anything changes.
         """

@@ -1,0 +1,169 @@
+"""
+AhaChat's contract under ``/api``: what the provider's client talks to.
+
+The endpoints follow ``ahachat-api.md``: the two Broadcast API forms, the connection check, find
+user by ID or phone, add and remove tags, add and reset attributes, and text or dynamic messages.
+Answers are shaped by :mod:`.answers`. Authentication: ``ahachat_token`` missing or no bot's token
+is 401, a bot that does not exist is 404, another bot's token is 403.
+
+Every request to these endpoints goes through the knobs first (:mod:`..middleware`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from airflow_provider_ahachat.models import (
+    RESERVED_ATTRIBUTE_NAMES,
+    DynamicMessage,
+    MessageTag,
+    validate_attribute_names,
+    validate_attributes,
+    validate_tags,
+)
+from airflow_provider_ahachat.sandbox.routes.answers import checked, json_body, json_object, ok
+from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState
+
+#: Broadcast query names that are parameters, not attributes (``phone`` only in the phone form).
+_BROADCAST_PARAMETERS = frozenset({"ahachat_token", "ahachat_message_tag", "ahachat_block_name"})
+
+
+def broadcast_parameters(
+    state: SandboxState, bot: Bot, request: Request, *, by_phone: bool
+) -> tuple[MessageTag, str, dict[str, Any]]:
+    """
+    The message tag, block name and attributes of a Broadcast API request.
+
+    A reserved name given twice means an attribute took a reserved name: 400. A missing or unknown
+    message tag is 400, a missing block name 400, an unknown block 404.
+    """
+    items = request.query_params.multi_items()
+    repeated = Counter(name for name, _ in items if name in RESERVED_ATTRIBUTE_NAMES)
+    for name, times in repeated.items():
+        if times > 1:
+            raise ApiError(
+                400,
+                f"attributes.{name}: attribute name {name!r} is reserved by the Broadcast API "
+                f"(the query gives it {times} times)",
+            )
+    raw_tag = request.query_params.get("ahachat_message_tag")
+    if not raw_tag:
+        tags = ", ".join(tag.value for tag in MessageTag)
+        raise ApiError(400, f"ahachat_message_tag: required; use one of {tags}")
+    tag = checked(MessageTag.parse, raw_tag, "ahachat_message_tag")
+    given = {
+        name: value
+        for name, value in items
+        if name not in _BROADCAST_PARAMETERS and not (by_phone and name == "phone")
+    }
+    attributes = checked(lambda: validate_attributes(given, "attributes", allow_empty=True))
+    block_name = state.block(bot, request.query_params.get("ahachat_block_name"))
+    return tag, block_name, attributes
+
+
+def api_router(sandbox: SandboxState) -> APIRouter:
+    """
+    The AhaChat API's endpoints, serving ``sandbox``.
+
+    :param sandbox: the state the endpoints read and change.
+    """
+    router = APIRouter()
+
+    def bot_of(bot_id: str, request: Request) -> Bot:
+        return sandbox.bot(bot_id, request.query_params.get("ahachat_token"))
+
+    @router.get("/api/bots/{bot_id}")
+    async def check_connection(bot_id: str, request: Request) -> JSONResponse:
+        return ok(bot_of(bot_id, request).to_json())
+
+    @router.get("/api/bots/{bot_id}/users")
+    async def find_user_by_phone(bot_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        return ok(sandbox.user_by_phone(bot, request.query_params.get("phone")).to_json())
+
+    @router.get("/api/bots/{bot_id}/users/{user_id}")
+    async def find_user(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        return ok(sandbox.user(bot, user_id).to_json())
+
+    @router.post("/api/bots/{bot_id}/users/{user_id}/send")
+    async def broadcast_to_user(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        tag, block_name, attributes = broadcast_parameters(sandbox, bot, request, by_phone=False)
+        user = sandbox.user(bot, user_id)
+        entry = sandbox.broadcast(bot, user, tag=tag, block_name=block_name, attributes=attributes)
+        return ok(_sent(entry.messenger_user_id, entry.seq, len(entry.messages), block_name, tag))
+
+    @router.post("/api/bots/{bot_id}/phones/send")
+    async def broadcast_to_phone(bot_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        tag, block_name, attributes = broadcast_parameters(sandbox, bot, request, by_phone=True)
+        user = sandbox.user_by_phone(bot, request.query_params.get("phone"))
+        entry = sandbox.broadcast(bot, user, tag=tag, block_name=block_name, attributes=attributes)
+        return ok(_sent(entry.messenger_user_id, entry.seq, len(entry.messages), block_name, tag))
+
+    @router.post("/api/bots/{bot_id}/users/{user_id}/tags")
+    async def add_tags(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        tags = checked(validate_tags, (await json_object(request)).get("tags"), "tags")
+        user = sandbox.user(bot, user_id)
+        user.add_tags(tags)
+        return ok(user.to_json())
+
+    @router.post("/api/bots/{bot_id}/users/{user_id}/tags/remove")
+    async def remove_tags(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        tags = checked(validate_tags, (await json_object(request)).get("tags"), "tags")
+        user = sandbox.user(bot, user_id)
+        user.remove_tags(tags)
+        return ok(user.to_json())
+
+    @router.post("/api/bots/{bot_id}/users/{user_id}/attributes")
+    async def add_attributes(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        attributes = checked(
+            validate_attributes, (await json_object(request)).get("attributes"), "attributes"
+        )
+        user = sandbox.user(bot, user_id)
+        user.set_attributes(attributes)
+        return ok(user.to_json())
+
+    @router.post("/api/bots/{bot_id}/users/{user_id}/attributes/reset")
+    async def reset_attributes(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        names = checked(
+            validate_attribute_names, (await json_object(request)).get("attributes"), "attributes"
+        )
+        user = sandbox.user(bot, user_id)
+        user.reset_attributes(names)
+        return ok(user.to_json())
+
+    @router.post("/api/bots/{bot_id}/users/{user_id}/messages")
+    async def send_message(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+        bot = bot_of(bot_id, request)
+        message = checked(DynamicMessage.parse, await json_body(request), "body")
+        user = sandbox.user(bot, user_id)
+        entry = sandbox.send_message(bot, user, message)
+        return ok(
+            {
+                "messenger_user_id": user.messenger_user_id,
+                "messages_sent": len(entry.messages),
+                "outbox_seq": entry.seq,
+            }
+        )
+
+    return router
+
+
+def _sent(user_id: str, seq: int, messages: int, block_name: str, tag: MessageTag) -> dict[str, Any]:
+    return {
+        "messenger_user_id": user_id,
+        "block_name": block_name,
+        "message_tag": tag.value,
+        "messages_sent": messages,
+        "outbox_seq": seq,
+    }
