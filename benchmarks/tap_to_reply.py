@@ -3,17 +3,19 @@ Tap to reply: from the bot's call to Airflow to the answer in the customer's Mes
 
 ``airflow standalone`` (its default LocalExecutor, SQLite, free port, throw-away ``AIRFLOW_HOME``)
 runs ``example_ahachat_order_status``; the sandbox (its own process) is AhaChat and its outbox is
-the customer's Messenger. For each of ``--events`` customers in turn, this script does what the
-bot's JSON API block does when the customer types an order code: a signed
-``POST /ahachat/webhooks/ahachat_sandbox/order_status``. Then it waits for the reply in the
-outbox, polling every 50 ms, before the next customer, so that each event gets a run of its own.
+the customer's Messenger. The bot's block ``hoi_don_hang`` holds a JSON API step that sends the
+customer's ID and order code, signed, to ``POST /ahachat/webhooks/ahachat_sandbox/order_status``.
+For each of ``--events`` customers in turn, this script acts as the customer: saves an order code
+and reaches the block (``PATCH /_sandbox/users/<id>`` with ``run_block``). Then it waits for the
+reply in the outbox, polling every 50 ms, before the next customer, so that each event gets a run
+of its own.
 
 Printed for each event and as p50 / p95 / max:
 
 - ``answer``: the receiver's answer time to the bot;
 - ``run created``: from the call to the asset-triggered run's ``queued_at`` (the scheduler's loop);
-- ``reply``: from the call to the reply in the outbox (the whole loop: ``look_up_orders``, then
-  the mapped ``reply`` task).
+- ``reply``: from the customer reaching the block to the reply in the outbox (the whole loop:
+  the bot's call, the run, ``look_up_orders``, then the mapped ``reply`` task).
 
 The baseline in the same run is ``run created``: what Airflow's scheduling alone costs before any
 task of the provider starts. ``--json PATH`` writes the figures.
@@ -36,8 +38,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -102,19 +102,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ready and parsed in {time.monotonic() - started:.0f}s", flush=True)
             rows: list[dict[str, Any]] = []
             since = max((e["seq"] for e in sandbox.outbox()), default=0)
-            session = requests.Session()
+            # The bot's block that takes the order code calls Airflow, as a JSON API step in AhaChat.
+            sandbox.set_json_api(
+                "hoi_don_hang",
+                {
+                    "url": f"{airflow.url}/ahachat/webhooks/{CONN_ID}/order_status",
+                    "headers": {"X-AhaChat-Secret": SECRET},
+                    "body": {"messenger_user_id": "{{messenger_user_id}}", "order_code": "{{order_code}}"},
+                    "timeout": 120,
+                },
+            )
             for n, user_id in enumerate(customers):
+                sandbox.update_user(user_id, attributes={"order_code": f"DH{n:05d}"})
                 called_at = time.time()
                 began = time.monotonic()
-                answer = session.post(
-                    f"{airflow.url}/ahachat/webhooks/{CONN_ID}/order_status",
-                    json={"messenger_user_id": user_id, "order_code": f"DH{n:05d}"},
-                    headers={"X-AhaChat-Secret": SECRET},
-                    timeout=120,
-                )
-                answered = time.monotonic() - began
-                if answer.status_code != 200:
-                    print(f"  the receiver answered {answer.status_code}: {answer.text}")
+                sandbox.update_user(user_id, run_block="hoi_don_hang")  # the customer sends the code
+                call = sandbox.json_api_calls(limit=1)[-1]
+                answered = call["duration_ms"] / 1000
+                if call["status"] != 200:
+                    print(f"  the receiver answered {call['status']}: {call['answer']} {call['error']}")
                     return 1
 
                 def reply(user_id: str = user_id, since: int = since) -> list[dict[str, Any]]:

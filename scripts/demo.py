@@ -12,8 +12,8 @@ and runs the examples with ``airflow dags test`` exactly as a user would, with t
 - ``example_ahachat_bulk_shipping``: a SQLite shop database with 2,000 orders shipped yesterday
   (a few of them for people the bot does not know), sent in four mapped slices; then the totals
   and a check that nobody got the message twice;
-- ``example_ahachat_order_status``, the other way round: Lan types her order code, the bot's JSON
-  API block calls Airflow's webhook, and the asset-triggered DAG answers her. This one needs
+- ``example_ahachat_order_status``, the other way round: Lan types her order code, the sandbox
+  bot's JSON API step calls Airflow's webhook, and the asset-triggered DAG answers her. This one needs
   Airflow's scheduler (``airflow dags test`` cannot start a run from an event), so the demo starts
   ``airflow standalone`` on a free port in its own home for it, and stops it afterwards.
 
@@ -34,8 +34,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from airflow_provider_ahachat.sandbox import SandboxProcess
 
@@ -231,22 +229,30 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
     with AirflowProcesses(home / "standalone", dags_folder=dags, env=env) as standalone:
         standalone.wait_for_dag(ORDER_DAG_ID)
         print(f"  airflow standalone on {standalone.url}: ready in {time.monotonic() - started:.0f}s")
+        # The bot's block that takes the order code ends with a JSON API step that calls Airflow.
+        sandbox.set_json_api(
+            "hoi_don_hang",
+            {
+                "url": f"{standalone.url}/ahachat/webhooks/{CONN_ID}/order_status",
+                "headers": {"X-AhaChat-Secret": WEBHOOK_SECRET},
+                "body": {"messenger_user_id": "{{messenger_user_id}}", "order_code": "{{order_code}}"},
+                "timeout": 120,
+            },
+        )
         since = max((e["seq"] for e in sandbox.outbox()), default=0)
-        # Lan types her order code; the bot's JSON API block sends it to Airflow with the secret.
-        sandbox.update_user(LAN, touch=True, attributes={"order_code": "DH10231"})
+        # Lan types her order code: the bot saves it and reaches the block.
+        sandbox.update_user(LAN, attributes={"order_code": "DH10231"})
         asked_at = datetime.datetime.now()
         asked = time.monotonic()
-        answer = requests.post(
-            f"{standalone.url}/ahachat/webhooks/{CONN_ID}/order_status",
-            json={"messenger_user_id": LAN, "order_code": "DH10231"},
-            headers={"X-AhaChat-Secret": WEBHOOK_SECRET},
-            timeout=120,
-        )
+        sandbox.update_user(LAN, run_block="hoi_don_hang")
+        (call,) = sandbox.json_api_calls(limit=1)
         print(
-            f"  the webhook answered the bot {answer.status_code} in {answer.elapsed.total_seconds():.2f}s:"
+            f"  the bot called Airflow: {call['status']} in {call['duration_ms'] / 1000:.2f}s;"
+            " Lan sees at once:"
         )
-        for message in answer.json().get("messages", []):
-            print(f"      {message['text']}")
+        for entry in sandbox.outbox(LAN, since=since):
+            for line in delivered_text(entry):
+                print(f"      {line}")
         try:
             replies = wait_until(
                 lambda: [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"],
@@ -263,7 +269,7 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
         print(f"      {line}")
     tags = sandbox.user(LAN)["tags"]
     print(f"  tags now: {', '.join(tags)}")
-    return {"answered": answer.status_code, "reply_seconds": round(took, 1), "reply": replies[0]["text"]}
+    return {"answered": call["status"], "reply_seconds": round(took, 1), "reply": replies[0]["text"]}
 
 
 if __name__ == "__main__":

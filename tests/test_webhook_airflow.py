@@ -1,8 +1,9 @@
 """
 End to end with real Airflow processes: ``airflow standalone`` on a free port with its own home,
 the provider's plugin on its API server, the example DAG ``example_ahachat_order_status`` in its
-DAGs folder, and the sandbox as AhaChat. Signed calls to the webhook become asset-triggered runs
-whose tasks see the customers' fields and answer each of them.
+DAGs folder, and the sandbox as AhaChat, whose block ``hoi_don_hang`` holds a JSON API step that
+calls the webhook. Customers who reach the block become asset-triggered runs whose tasks see
+their fields and answer each of them.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def finished(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ask(url: str, user_id: str, order_code: str, secret: str = SECRET) -> requests.Response:
+    """A call as the bot's JSON API block makes it."""
     return requests.post(
         f"{url}/ahachat/webhooks/{CONN_ID}/order_status",
-        json={"messenger_user_id": user_id, "order_code": order_code, "first_name": "x"},
+        json={"messenger_user_id": user_id, "order_code": order_code},
         headers={"X-AhaChat-Secret": secret},
         timeout=120,
     )
@@ -86,14 +88,23 @@ def test_signed_calls_run_the_dag_and_every_customer_gets_an_answer(
 ) -> None:
     processes, sandbox = airflow
     assert ask(processes.url, LAN, "DH10231", secret="wrong").status_code == 401
-
-    answers = [
-        ask(processes.url, LAN, "dh10231"),
-        ask(processes.url, MINH, "DH10232"),
-        ask(processes.url, LAN, "DH999"),
-    ]
-    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
-    assert answers[0].json() == {"messages": [{"text": "Đang tra cứu"}]}
+    sandbox.set_json_api(
+        "hoi_don_hang",
+        {
+            "url": f"{processes.url}/ahachat/webhooks/{CONN_ID}/order_status",
+            "headers": {"X-AhaChat-Secret": SECRET},
+            "body": {"messenger_user_id": "{{messenger_user_id}}", "order_code": "{{order_code}}"},
+            "timeout": 120,
+        },
+    )
+    # Each customer types an order code (saved as an attribute) and reaches the block.
+    for user_id, code in ((LAN, "dh10231"), (MINH, "DH10232"), (LAN, "DH999")):
+        sandbox.update_user(user_id, attributes={"order_code": code})
+        sandbox.update_user(user_id, run_block="hoi_don_hang")
+    calls = sandbox.json_api_calls()
+    assert [(c["status"], c["error"]) for c in calls] == [(200, None)] * 3, calls
+    acks = [e for e in sandbox.outbox() if e["kind"] == "json_api"]
+    assert [e["text"] for e in acks] == ["Đang tra cứu"] * 3
 
     def replies() -> list[dict[str, Any]]:
         return [e for e in sandbox.outbox() if e["kind"] == "text"]
