@@ -101,6 +101,10 @@ class AirflowProcesses:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.url,
+            # The scheduler and the triggerer serve task logs on fixed ports (8793, 8794) by default:
+            # free ones, so that several of these can run at once.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             # A few task processes, not one per core-and-more: the machine may be small and busy.
