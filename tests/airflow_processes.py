@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 #: Seconds allowed for Airflow to start, on a loaded 2-core machine.
-START_TIMEOUT = 600.0
+START_TIMEOUT = 900.0
 
 
 def free_port() -> int:
@@ -130,6 +130,9 @@ class AirflowProcesses:
             )
         try:
             wait_until(self._ready, self.start_timeout, f"airflow {self.command} on {self.url}", 0.5)
+        except TimeoutError as err:
+            self.stop()
+            raise TimeoutError(f"{err}; its output ends with:\n{self.log_tail()}") from None
         except BaseException:
             self.stop()
             raise
