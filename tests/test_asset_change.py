@@ -106,6 +106,7 @@ def test_the_queue_row_covers_every_event_recorded_so_far(scheduled: str) -> Non
                 )
             )
         assert queued is not None
+        assert newest is not None
         assert queued >= newest
 
 
