@@ -86,6 +86,36 @@ CONN_FIELDS: dict[str, Any] = {
         "broadcast_by_phone, check_connection, find_user, find_user_by_phone, add_tags, remove_tags, "
         "add_attributes, reset_attributes, send_message.",
     },
+    "webhook_secret": {
+        "label": "Webhook secret",
+        "schema": {"type": ["string", "null"], "format": "password"},
+        "description": "Optional. The secret the bot's JSON API block sends in the X-AhaChat-Secret "
+        "header to POST /ahachat/webhooks/<this connection>/<event> on Airflow's API server. "
+        "Receiving is off without it. Use a long random value.",
+    },
+    "webhook_enabled": {
+        "label": "Webhook enabled",
+        "schema": {"type": ["boolean", "null"]},
+        "description": "Optional. Off: calls with the right secret are refused (403). Default on.",
+    },
+    "webhook_user_id_field": {
+        "label": "Webhook user ID field",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. The body field that carries the customer's ID. Default messenger_user_id.",
+    },
+    "webhook_replies": {
+        "label": "Webhook replies",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. What the customer sees at once: one text, or a JSON object of event "
+        'to text such as {"order_status": "Đang tra cứu đơn hàng…"} ("*" for any other event). '
+        "Default: nothing.",
+    },
+    "webhook_events_per_minute": {
+        "label": "Webhook events per minute",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+        "description": "Optional. The most events a minute one connection records (per API server "
+        "worker); more are refused with 429. 0 for no limit. Default 600.",
+    },
 }
 
 #: Defaults of the bulk settings when neither the operator nor the connection gives them.

@@ -11,7 +11,11 @@ and runs the examples with ``airflow dags test`` exactly as a user would, with t
   with a deferrable sensor, while this script, acting as Lan, taps "Đã nhận" a few seconds later;
 - ``example_ahachat_bulk_shipping``: a SQLite shop database with 2,000 orders shipped yesterday
   (a few of them for people the bot does not know), sent in four mapped slices; then the totals
-  and a check that nobody got the message twice.
+  and a check that nobody got the message twice;
+- ``example_ahachat_order_status``, the other way round: Lan types her order code, the sandbox
+  bot's JSON API step calls Airflow's webhook, and the asset-triggered DAG answers her. This one needs
+  Airflow's scheduler (``airflow dags test`` cannot start a run from an event), so the demo starts
+  ``airflow standalone`` on a free port in its own home for it, and stops it afterwards.
 
 Nobody real is messaged.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +37,9 @@ from typing import Any
 
 from airflow_provider_ahachat.sandbox import SandboxProcess
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from airflow_processes import AirflowProcesses, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "example_ahachat_shipping_update"
 BULK_DAG_ID = "example_ahachat_bulk_shipping"
@@ -40,6 +48,8 @@ LAN = "3824547807572463"
 CONN_ID = "ahachat_sandbox"
 BULK_ORDERS = 2_000
 BULK_STRANGERS = 12  # orders of people who never wrote to the bot: AhaChat answers 404
+ORDER_DAG_ID = "example_ahachat_order_status"
+WEBHOOK_SECRET = "demo-webhook-secret-5b0e"
 
 
 def airflow_env(home: Path, sandbox: SandboxProcess) -> dict[str, str]:
@@ -103,6 +113,7 @@ def main() -> None:
         customers = len({e["messenger_user_id"] for e in outbox})
         confirm = confirm_delivery_demo(env, log, sandbox)
         bulk = bulk_demo(env, log, home, sandbox)
+        order = order_status_demo(home, sandbox)
         print("\nIn short:")
         print(f"  shipping update: {len(outbox)} deliveries to {customers} customers")
         deferred = "waiting deferred" if confirm["deferred"] else "waiting on a worker"
@@ -110,6 +121,10 @@ def main() -> None:
         print(
             f"  bulk: {bulk['reached']:,} of {bulk['orders']:,} orders' customers reached, "
             f"{bulk['twice']} twice"
+        )
+        print(
+            f"  order status: the bot's call answered {order['answered']}, the reply reached Lan "
+            f"{order['reply_seconds']} s later: {order['reply']!r}"
         )
         print("\nNext: ./scripts/ui.sh shows the same DAGs, the sandbox and its connection in Airflow's UI.")
 
@@ -197,6 +212,73 @@ def bulk_demo(env: dict[str, str], log: Path, home: Path, sandbox: SandboxProces
     print(f"  {len(reached):,} of {len(customers):,} known customers got the shipping update;", end=" ")
     print(f"{len(twice)} got it twice")
     return {"orders": len(audience), "reached": len(reached), "twice": len(twice), "outcomes": outcomes}
+
+
+def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
+    """Lan asks the bot about her order; the bot calls Airflow; the DAG answers her in Messenger."""
+    print("\nThe order-status example: Lan asks where her order is, the bot calls Airflow, the DAG answers")
+    dags = home / "order_status_dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "example_dags" / f"{ORDER_DAG_ID}.py", dags)
+    shop = home / "order_status_shop.db"
+    with sqlite3.connect(shop) as db:
+        db.execute(
+            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, messenger_user_id TEXT, status TEXT,"
+            " eta TEXT, tracking_number TEXT)"
+        )
+        db.execute("INSERT INTO orders VALUES ('DH10231', ?, 'dang_giao', '02/12', 'GHN8123456VN')", (LAN,))
+    env = {
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": f"{sandbox.connection_uri}?webhook_secret={WEBHOOK_SECRET}"
+        "&webhook_replies=%C4%90ang+tra+c%E1%BB%A9u+%C4%91%C6%A1n+h%C3%A0ng%E2%80%A6",
+        "AIRFLOW_CONN_SHOP_DB": json.dumps({"conn_type": "sqlite", "host": str(shop)}),
+        "AHACHAT_CONN_ID": CONN_ID,
+        "AIRFLOW__AHACHAT__LEDGER_PATH": str(home / "order_status_ledger"),
+    }
+    started = time.monotonic()
+    with AirflowProcesses(home / "standalone", dags_folder=dags, env=env) as standalone:
+        standalone.wait_for_dag(ORDER_DAG_ID)
+        print(f"  airflow standalone on {standalone.url}: ready in {time.monotonic() - started:.0f}s")
+        # The bot's block that takes the order code ends with a JSON API step that calls Airflow.
+        sandbox.set_json_api(
+            "hoi_don_hang",
+            {
+                "url": f"{standalone.url}/ahachat/webhooks/{CONN_ID}/order_status",
+                "headers": {"X-AhaChat-Secret": WEBHOOK_SECRET},
+                "body": {"messenger_user_id": "{{messenger_user_id}}", "order_code": "{{order_code}}"},
+                "timeout": 120,
+            },
+        )
+        since = max((e["seq"] for e in sandbox.outbox()), default=0)
+        # Lan types her order code: the bot saves it and reaches the block.
+        sandbox.update_user(LAN, attributes={"order_code": "DH10231"})
+        asked_at = datetime.datetime.now()
+        asked = time.monotonic()
+        sandbox.update_user(LAN, run_block="hoi_don_hang")
+        (call,) = sandbox.json_api_calls(limit=1)
+        print(
+            f"  the bot called Airflow: {call['status']} in {call['duration_ms'] / 1000:.2f}s;"
+            " Lan sees at once:"
+        )
+        for entry in sandbox.outbox(LAN, since=since):
+            for line in delivered_text(entry):
+                print(f"      {line}")
+        try:
+            replies = wait_until(
+                lambda: [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"],
+                600,
+                "the answer to Lan",
+                0.1,
+            )
+        except TimeoutError:
+            print(standalone.log_tail(6000))
+            raise
+        took = time.monotonic() - asked
+    print(f"  Lan asked about DH10231 at {asked_at:%H:%M:%S}; the answer reached her {took:.1f}s later:")
+    for line in delivered_text(replies[0]):
+        print(f"      {line}")
+    tags = sandbox.user(LAN)["tags"]
+    print(f"  tags now: {', '.join(tags)}")
+    return {"answered": call["status"], "reply_seconds": round(took, 1), "reply": replies[0]["text"]}
 
 
 if __name__ == "__main__":

@@ -150,10 +150,29 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
         "concurrency",
         "rate_limit_redis_conn_id",
         "endpoints",
+        *WEBHOOK_FIELDS,
     }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
     assert extra["endpoints"]["schema"]["title"] == "Endpoint overrides (JSON)"
     assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
+
+
+#: The receiver's settings (issue 11), in the connection's extra.
+WEBHOOK_FIELDS = (
+    "webhook_secret",
+    "webhook_enabled",
+    "webhook_user_id_field",
+    "webhook_replies",
+    "webhook_events_per_minute",
+)
+
+
+def test_the_webhook_secret_is_a_masked_field(airflow_db: Any) -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    assert widgets["extra__ahachat__webhook_secret"].is_sensitive
+    assert not widgets["extra__ahachat__webhook_replies"].is_sensitive
 
 
 def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
@@ -171,7 +190,7 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
         "rate_limit",
         "concurrency",
     ]
-    assert {"rate_limit_redis_conn_id", "endpoints"} <= set(CONN_FIELDS)
+    assert {"rate_limit_redis_conn_id", "endpoints", *WEBHOOK_FIELDS} <= set(CONN_FIELDS)
 
 
 #: Runs Airflow's command line (``airflow.__main__.main``, what ``python -m airflow`` runs) once per

@@ -480,21 +480,25 @@ class AhaChatHook(BaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The connection form's extra fields, for Airflow versions that ask the hook."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import IntegerField, StringField
+        from wtforms import BooleanField, IntegerField, PasswordField, StringField
         from wtforms.validators import NumberRange, Optional
 
         widgets: dict[str, Any] = {}
         for name, spec in CONN_FIELDS.items():
+            if "boolean" in spec["schema"]["type"]:
+                widgets[name] = BooleanField(lazy_gettext(spec["label"]), description=spec["description"])
+                continue
             integer = "integer" in spec["schema"]["type"]
-            field_class = IntegerField if integer else StringField
+            secret = spec["schema"].get("format") == "password"
+            field_class = IntegerField if integer else PasswordField if secret else StringField
             validators = [Optional(strip_whitespace=True)]
             if integer:
                 validators.append(NumberRange(min=spec["schema"].get("minimum", 0)))
             widgets[name] = field_class(
                 lazy_gettext(spec["label"]),
-                widget=BS3TextFieldWidget(),
+                widget=BS3PasswordFieldWidget() if secret else BS3TextFieldWidget(),
                 validators=validators,
                 description=spec["description"],
             )

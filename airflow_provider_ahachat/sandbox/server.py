@@ -294,6 +294,24 @@ class SandboxControl:
         """
         return dict(self.control("PATCH", f"/users/{user_id}", changes, params={"bot_id": bot_id}))
 
+    def set_json_api(
+        self,
+        block_name: str,
+        steps: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        bot_id: str | None = None,
+    ) -> dict[str, Any]:
+        """
+        Give a block JSON API steps (``url``, ``method``, ``headers``, ``body``...), run when a
+        customer reaches it; ``[]`` removes them. See ``PUT /_sandbox/json_api/<block>``.
+        """
+        body = [dict(steps)] if isinstance(steps, Mapping) else [dict(step) for step in steps]
+        path = f"/json_api/{quote(block_name, safe='')}"
+        return dict(self.control("PUT", path, {"steps": body}, params={"bot_id": bot_id}))
+
+    def json_api_calls(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The last calls of JSON API steps, oldest first; see ``GET /_sandbox/json_api/calls``."""
+        return list(self.control("GET", "/json_api/calls", params={"limit": limit}))
+
     def add_user(self, user: Mapping[str, Any], bot_id: str | None = None) -> dict[str, Any]:
         """Add a user given in the seed's form."""
         return dict(self.control("POST", "/users", dict(user), params={"bot_id": bot_id}))

@@ -792,6 +792,10 @@ class SandboxState:
         self.outbox_seq = 0
         self.request_seq = 0
         self.started_at = utcnow()
+        from airflow_provider_ahachat.sandbox.json_api import JsonApiSteps
+
+        #: The blocks' JSON API steps and the log of their calls (:mod:`.json_api`).
+        self.json_api = JsonApiSteps()
         self.reset()
 
     # -- lifecycle and knobs
@@ -807,6 +811,7 @@ class SandboxState:
         self.request_seq = 0
         self.started_at = utcnow()
         self.bucket = None
+        self.json_api.clear()
         self.set_config(self.initial_config.copy())
 
     def set_config(self, config: SandboxConfig) -> None:

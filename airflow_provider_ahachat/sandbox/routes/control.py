@@ -30,7 +30,8 @@ It needs no token and goes through none of the knobs (:mod:`..middleware`). Answ
     ``last_interaction_minutes_ago`` or ``last_interaction_at`` (ISO 8601 or null),
     ``subscribed``, profile fields (``first_name``, ``phone``...), and ``run_block`` (the user taps
     a button that starts this block: it counts as an interaction, the block's ``set_attributes``
-    are saved and its messages go to the outbox with kind ``block``). Answers the user.
+    are saved and its messages go to the outbox with kind ``block``; then the JSON API steps of
+    the blocks that ran call their URLs, see :mod:`.json_api`). Answers the user.
 ``POST /_sandbox/reset``
     Back to the seed (relative times counted from now), the starting knobs, an empty outbox and
     request log, and every counter at 0.
@@ -101,17 +102,17 @@ def control_router(sandbox: SandboxState) -> APIRouter:
 
     @router.post("/users/generate")
     async def generate_users(request: Request, bot_id: str | None = None) -> JSONResponse:
-        bot = _control_bot(sandbox, bot_id)
+        bot = control_bot(sandbox, bot_id)
         return ok(sandbox.generate_users(bot, await json_object(request)), status=201)
 
     @router.get("/users")
     async def list_users(bot_id: str | None = None) -> JSONResponse:
-        bots = [_control_bot(sandbox, bot_id)] if bot_id is not None else list(sandbox.bots.values())
+        bots = [control_bot(sandbox, bot_id)] if bot_id is not None else list(sandbox.bots.values())
         return ok([user.to_json() for bot in bots for user in bot.users.values()])
 
     @router.post("/users")
     async def create_user(request: Request, bot_id: str | None = None) -> JSONResponse:
-        bot = _control_bot(sandbox, bot_id)
+        bot = control_bot(sandbox, bot_id)
         return ok(sandbox.create_user(bot, await json_object(request)).to_json(), status=201)
 
     @router.get("/users/{user_id}")
@@ -121,7 +122,9 @@ def control_router(sandbox: SandboxState) -> APIRouter:
     @router.patch("/users/{user_id}")
     async def patch_user(user_id: str, request: Request, bot_id: str | None = None) -> JSONResponse:
         bot, user = sandbox.control_user(user_id, bot_id)
-        sandbox.patch_user(bot, user, await json_body(request))
+        entry = sandbox.patch_user(bot, user, await json_body(request))
+        if entry is not None:  # the blocks that ran may hold JSON API steps (see ..json_api)
+            await sandbox.json_api.run(sandbox, bot, user, entry.blocks)
         return ok(user.to_json())
 
     @router.post("/reset")
@@ -152,7 +155,7 @@ def control_router(sandbox: SandboxState) -> APIRouter:
     return router
 
 
-def _control_bot(state: SandboxState, bot_id: str | None) -> Bot:
+def control_bot(state: SandboxState, bot_id: str | None) -> Bot:
     if bot_id is None:
         return state.default_bot
     bot = state.bots.get(bot_id)

@@ -1,0 +1,472 @@
+"""
+The webhook receiver: AhaChat's JSON API block calls it, and it records an Airflow asset event.
+
+``POST /webhooks/{conn_id}/{event}`` (Airflow mounts the app at ``/ahachat``, see
+:mod:`airflow_provider_ahachat.plugins.ahachat`), with the header ``X-AhaChat-Secret``:
+
+* ``conn_id`` names an ``ahachat`` connection; its extra ``webhook_secret`` is the shared secret,
+  compared in constant time. An unknown connection, one of another type and one without a secret
+  get the same 401 as a wrong secret, so nobody can probe connection IDs. With
+  ``webhook_enabled`` false, a caller with the right secret gets 403.
+* The body is a JSON object, or form fields (``application/x-www-form-urlencoded`` or
+  ``multipart/form-data``), at most 64 KiB, and carries the customer's ID in ``messenger_user_id``
+  (or the field named by the extra ``webhook_user_id_field``).
+* Each accepted call becomes an asset event on ``ahachat://<conn_id>/<event>`` whose ``extra`` is
+  ``{"messenger_user_id", "bot_id", "conn_id", "event", "received_at", "fields"}`` (``fields``:
+  everything else the bot sent), and the answer is AhaChat's JSON API format: ``{}``, or the
+  acknowledgement text set for the event in the extra ``webhook_replies``.
+* An ``Idempotency-Key`` header, or an ``idempotency_key`` field, makes a repeated call (AhaChat
+  retries after a timeout) record nothing more within :data:`IDEMPOTENCY_WINDOW`.
+* At most ``webhook_events_per_minute`` events a minute per connection (default 600, 0 for no
+  limit) per API server worker; over it, 429 with ``Retry-After``.
+* When the metadata database cannot record the event (busy, down), 503 with ``Retry-After``.
+
+The app knows nothing of Airflow's internals: it is given a function that reads a connection and
+one that records an event. Airflow's own are in :mod:`airflow_provider_ahachat.plugins`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from airflow_provider_ahachat.events import EVENT_NAME_RULE, event_uri, validate_event_name
+
+log = logging.getLogger(__name__)
+
+#: The header that carries the connection's ``webhook_secret``.
+SECRET_HEADER = "X-AhaChat-Secret"
+#: The header, and the body field, that carry an optional idempotency key.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_FIELD = "idempotency_key"
+#: How long an idempotency key is remembered.
+IDEMPOTENCY_WINDOW = timedelta(hours=1)
+#: The largest body accepted.
+MAX_BODY_BYTES = 64 * 1024
+#: The field that names the customer unless the connection's ``webhook_user_id_field`` says otherwise.
+DEFAULT_USER_ID_FIELD = "messenger_user_id"
+#: Events a minute per connection unless its ``webhook_events_per_minute`` says otherwise.
+DEFAULT_EVENTS_PER_MINUTE = 600.0
+#: ``Retry-After`` when the metadata database could not record an event.
+RETRY_AFTER_SECONDS = 1
+#: The key of ``webhook_replies`` that applies to every event without its own text.
+ANY_EVENT = "*"
+
+_USER_ID = re.compile(r"[0-9]{1,32}")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_MAX_KEY = 200
+_MAX_REPLY = 2000
+
+#: What :data:`RecordEvent` answers: recorded, a repeat of a recorded key, or no such asset.
+Outcome = Literal["recorded", "duplicate", "no_asset"]
+#: ``record(uri, extra, idempotency_key)``: records one asset event, in a worker thread.
+RecordEvent = Callable[[str, dict[str, Any], "str | None"], Outcome]
+
+
+class WebhookConfigError(ValueError):
+    """A connection's webhook settings are wrong; the message names the field and the rule."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """
+    The webhook settings of one ``ahachat`` connection, read from its extra.
+
+    :param conn_id: the connection's ID.
+    :param bot_id: the Bot ID (the connection's login), put in every event.
+    :param secret: ``webhook_secret``; None turns receiving off.
+    :param enabled: ``webhook_enabled``; False turns receiving off although a secret is set.
+    :param user_id_field: ``webhook_user_id_field``, the body field with the customer's ID.
+    :param replies: ``webhook_replies``: event name (or ``*``) → the text the customer sees at once.
+    :param events_per_minute: ``webhook_events_per_minute``; 0 for no limit.
+    :param problem: what is wrong with the other webhook settings, if anything (calls fail with 500).
+    """
+
+    conn_id: str
+    bot_id: str | None
+    secret: str | None = field(default=None, repr=False)
+    enabled: bool = True
+    user_id_field: str = DEFAULT_USER_ID_FIELD
+    replies: Mapping[str, str] = field(default_factory=dict)
+    events_per_minute: float = DEFAULT_EVENTS_PER_MINUTE
+    problem: str | None = None
+
+    @classmethod
+    def from_connection(
+        cls, conn_id: str, *, conn_type: str | None, login: str | None, extra: Mapping[str, Any]
+    ) -> WebhookSettings | None:
+        """
+        The settings of a connection, or None when it is not an ``ahachat`` connection.
+
+        :raises WebhookConfigError: when ``webhook_secret`` is not a string; a problem with another
+            field is kept in :attr:`problem` instead.
+        """
+        if conn_type != "ahachat":
+            return None
+
+        def get(name: str) -> Any:
+            value = extra.get(name, extra.get(f"extra__ahachat__{name}"))
+            return None if value == "" else value
+
+        secret = get("webhook_secret")
+        if secret is not None and not isinstance(secret, str):
+            raise WebhookConfigError("webhook_secret: must be a string")
+        settings = cls(conn_id=conn_id, bot_id=login or None, secret=secret or None)
+        try:
+            enabled = get("webhook_enabled")
+            if isinstance(enabled, str):
+                enabled = enabled.strip().lower() not in ("false", "0", "no", "off")
+            user_id_field = get("webhook_user_id_field") or DEFAULT_USER_ID_FIELD
+            if not isinstance(user_id_field, str) or not _FIELD_NAME.fullmatch(user_id_field):
+                raise WebhookConfigError(
+                    "webhook_user_id_field: must be a field name (letters, digits, _ . -)"
+                )
+            return replace(
+                settings,
+                enabled=enabled is None or bool(enabled),
+                user_id_field=user_id_field,
+                replies=_replies(get("webhook_replies")),
+                events_per_minute=_events_per_minute(get("webhook_events_per_minute")),
+            )
+        except WebhookConfigError as err:
+            # Told only to a caller with the right secret; nobody else learns the connection exists.
+            return replace(settings, problem=str(err))
+
+    def reply_for(self, event: str) -> str | None:
+        """The acknowledgement text for ``event``, if any."""
+        return self.replies.get(event, self.replies.get(ANY_EVENT))
+
+
+def _replies(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            value = {ANY_EVENT: text}
+        else:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise WebhookConfigError(
+                    "webhook_replies: must be a JSON object of event name to text, or one text"
+                ) from None
+    if not isinstance(value, Mapping):
+        raise WebhookConfigError("webhook_replies: must be a JSON object of event name to text, or one text")
+    replies: dict[str, str] = {}
+    for event, text in value.items():
+        if event != ANY_EVENT:
+            try:
+                validate_event_name(event)
+            except ValueError as err:
+                raise WebhookConfigError(f"webhook_replies: {err}") from None
+        if not isinstance(text, str) or not text.strip() or len(text) > _MAX_REPLY:
+            raise WebhookConfigError(
+                f"webhook_replies: the text for {event!r} must be 1 to {_MAX_REPLY} characters"
+            )
+        replies[event] = text
+    return replies
+
+
+def _events_per_minute(value: Any) -> float:
+    if value is None:
+        return DEFAULT_EVENTS_PER_MINUTE
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not math.isfinite(number) or number < 0 or isinstance(value, bool):
+        raise WebhookConfigError("webhook_events_per_minute: must be a number, 0 or more (0: no limit)")
+    return number
+
+
+class Throttle:
+    """
+    A token bucket per connection: ``limit`` events a minute, up to a minute's worth at once.
+
+    Used from the event loop only, so it needs no lock.
+
+    :param clock: seconds, monotonic.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float, float]] = {}
+
+    def take(self, key: str, per_minute: float) -> float:
+        """Take one token: 0.0 if there was one, else the seconds until there is."""
+        if per_minute <= 0:
+            return 0.0
+        now = self._clock()
+        tokens, last, limit = self._buckets.get(key, (per_minute, now, per_minute))
+        if limit != per_minute:  # the setting changed: start afresh
+            tokens, last = per_minute, now
+        tokens = min(per_minute, tokens + (now - last) * per_minute / 60.0)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now, per_minute)
+            return 0.0
+        self._buckets[key] = (tokens, now, per_minute)
+        return (1.0 - tokens) * 60.0 / per_minute
+
+    def give_back(self, key: str) -> None:
+        """Return the token of a call that recorded nothing."""
+        if key in self._buckets:
+            tokens, last, limit = self._buckets[key]
+            self._buckets[key] = (min(limit, tokens + 1.0), last, limit)
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+_UNAUTHORIZED = f"wrong or missing {SECRET_HEADER} for this connection"
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _Rejected(413, f"body: larger than {MAX_BODY_BYTES // 1024} KiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Rejected(413, f"body: larger than {MAX_BODY_BYTES // 1024} KiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse_fields(request: Request, body: bytes) -> dict[str, Any]:
+    """The body's fields: a JSON object or form key/values."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise _Rejected(400, "body: form fields must be UTF-8") from None
+    if content_type == "multipart/form-data":
+        sent = False
+
+        async def replay() -> dict[str, Any]:  # the body, already read within the size limit
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form()
+        except Exception:
+            raise _Rejected(400, "body: not a readable multipart form") from None
+        return {name: value for name, value in form.items() if isinstance(value, str)}
+    if content_type in ("", "application/json", "text/json") or content_type.endswith("+json"):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise _Rejected(400, "body: not valid JSON; send a JSON object or form fields") from None
+        if not isinstance(data, dict):
+            raise _Rejected(400, f"body: must be a JSON object, got a JSON {type(data).__name__}")
+        return data
+    raise _Rejected(
+        415,
+        f"Content-Type: {content_type!r} is not accepted; send application/json or "
+        "application/x-www-form-urlencoded",
+    )
+
+
+def _user_id(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        raise _Rejected(422, f"{name}: missing; the body must carry the customer's Messenger user ID")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _USER_ID.fullmatch(value.strip()):
+        raise _Rejected(
+            422, f"{name}: must be the customer's Messenger user ID (1 to 32 digits), got {str(value)[:40]!r}"
+        )
+    return value.strip()
+
+
+def _idempotency_key(request: Request, fields: dict[str, Any]) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    from_body = fields.pop(IDEMPOTENCY_FIELD, None)
+    key = key if key is not None else from_body
+    if key is None or key == "":
+        return None
+    key = str(key)
+    if len(key) > _MAX_KEY:
+        raise _Rejected(422, f"{IDEMPOTENCY_FIELD}: at most {_MAX_KEY} characters")
+    return key
+
+
+def _without_secret(value: Any, secret: str) -> Any:
+    """``value`` with every string that contains the secret replaced by ``***``."""
+    if isinstance(value, str):
+        return "***" if secret in value else value
+    if isinstance(value, Mapping):
+        return {k: _without_secret(v, secret) for k, v in value.items() if secret not in str(k)}
+    if isinstance(value, list):
+        return [_without_secret(v, secret) for v in value]
+    return value
+
+
+def answer(text: str | None) -> dict[str, Any]:
+    """The answer in AhaChat's JSON API format: nothing to show, or one text message."""
+    return {"messages": [{"text": text}]} if text else {}
+
+
+class _SettingsCache:
+    """Connections looked up at most every ``seconds``; a bounded number kept, unknown ones too."""
+
+    def __init__(
+        self, load: Callable[[str], WebhookSettings | None], seconds: float, size: int = 1024
+    ) -> None:
+        self._load = load
+        self._seconds = seconds
+        self._size = size
+        self._entries: dict[str, tuple[float, WebhookSettings | None]] = {}
+
+    async def get(self, conn_id: str) -> WebhookSettings | None:
+        now = time.monotonic()
+        hit = self._entries.get(conn_id)
+        if hit is not None and now - hit[0] < self._seconds:
+            return hit[1]
+        settings = await run_in_threadpool(self._load, conn_id)
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[conn_id] = (now, settings)
+        return settings
+
+
+def create_receiver_app(
+    *,
+    load_settings: Callable[[str], WebhookSettings | None],
+    record: RecordEvent,
+    cache_seconds: float = 5.0,
+    throttle: Throttle | None = None,
+) -> FastAPI:
+    """
+    The receiver as a FastAPI app.
+
+    :param load_settings: the settings of a connection ID, None for no such ``ahachat`` connection;
+        called in a worker thread, at most every ``cache_seconds`` per connection.
+    :param record: records one event; see :data:`RecordEvent`.
+    :param cache_seconds: how long a connection's settings are reused.
+    :param throttle: the per-connection limit's state (a new one by default).
+    """
+    app = FastAPI(
+        title="AhaChat webhooks",
+        description="AhaChat's JSON API block calls these to start Airflow DAGs.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    settings_cache = _SettingsCache(load_settings, cache_seconds)
+    limits = throttle or Throttle()
+
+    @app.post("/webhooks/{conn_id}/{event}")
+    async def receive(conn_id: str, event: str, request: Request) -> JSONResponse:
+        """Record the bot's call as an asset event and answer in AhaChat's JSON API format."""
+        try:
+            return JSONResponse(await _receive(conn_id, event, request))
+        except _Rejected as rejected:
+            log.info(
+                "AhaChat webhook %s/%s refused (%s): %s",
+                conn_id[:100],
+                event[:100],
+                rejected.status,
+                rejected.message,
+            )
+            return JSONResponse({"error": rejected.message}, rejected.status, headers=rejected.headers)
+
+    async def _receive(conn_id: str, event: str, request: Request) -> dict[str, Any]:
+        try:
+            settings = await settings_cache.get(conn_id)
+        except WebhookConfigError as err:
+            log.error("AhaChat webhook: connection %s: %s", conn_id[:100], err)
+            settings = None
+        given = request.headers.get(SECRET_HEADER, "")
+        if settings is None or settings.secret is None:
+            hmac.compare_digest(given.encode(), b"-" * max(len(given), 1))  # the same work either way
+            raise _Rejected(401, _UNAUTHORIZED)
+        if not hmac.compare_digest(given.encode("utf-8"), settings.secret.encode("utf-8")):
+            raise _Rejected(401, _UNAUTHORIZED)
+        if settings.problem is not None:
+            log.error("AhaChat webhook: connection %s: %s", conn_id, settings.problem)
+            raise _Rejected(500, f"the connection's webhook settings are wrong: {settings.problem}")
+        if not settings.enabled:
+            raise _Rejected(403, "receiving is turned off for this connection (webhook_enabled)")
+        try:
+            validate_event_name(event)
+        except ValueError:
+            raise _Rejected(422, f"event: not a valid event name ({EVENT_NAME_RULE})") from None
+        body = await _read_body(request)
+        fields = await _parse_fields(request, body)
+        user_id = _user_id(fields, settings.user_id_field)
+        key = _idempotency_key(request, fields)
+        wait = limits.take(conn_id, settings.events_per_minute)
+        if wait:
+            raise _Rejected(
+                429,
+                f"more than {settings.events_per_minute:g} events a minute for this connection "
+                "(webhook_events_per_minute)",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        fields.pop(settings.user_id_field, None)
+        extra = {
+            "messenger_user_id": user_id,
+            "bot_id": settings.bot_id,
+            "conn_id": conn_id,
+            "event": event,
+            "received_at": datetime.now(timezone.utc).isoformat(),
+            "fields": _without_secret(fields, settings.secret),
+        }
+        if key is not None:
+            extra["idempotency_key"] = _without_secret(key, settings.secret)
+        try:
+            uri = event_uri(event, conn_id)
+        except ValueError as err:
+            raise _Rejected(422, str(err)) from None
+        try:
+            outcome = await run_in_threadpool(record, uri, extra, extra.get("idempotency_key"))
+        except Exception as err:  # the metadata database is busy or down: the bot may call again
+            limits.give_back(conn_id)
+            log.error(
+                "AhaChat webhook %s/%s: could not record the event: %s",
+                conn_id,
+                event,
+                f"{type(err).__name__}: {err}".replace(settings.secret, "***")[:500],
+            )
+            raise _Rejected(
+                503, "could not record the event now; call again", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
+        if outcome == "no_asset":
+            limits.give_back(conn_id)
+            raise _Rejected(
+                404,
+                f"no DAG is scheduled on this event: add schedule=[ahachat_event({event!r}, "
+                f"ahachat_conn_id={conn_id!r})] to one",
+            )
+        if outcome == "duplicate":
+            limits.give_back(conn_id)
+            log.info("AhaChat webhook %s/%s: repeated idempotency key, nothing recorded", conn_id, event)
+        return answer(settings.reply_for(event))
+
+    return app
