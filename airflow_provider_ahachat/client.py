@@ -1,33 +1,37 @@
 """
-A plain-Python client for the AhaChat API. No Airflow import here.
+The AhaChat client: prepares requests from the action table, sends them, retries, reads the answers.
 
-This module is the only code that knows AhaChat's URLs, query names and answer shapes. Each action
-is split in two: ``prepare_*`` validates the input and builds an :class:`ApiRequest` without sending
-anything (the token is added only at send time), and the action itself sends it. The request
-building (:func:`build_request`), the answer handling (:func:`interpret_response`) and the retry
-rules (:class:`RetryPolicy`) are plain functions so that any transport, synchronous or not, speaks
-the API the same way.
+No Airflow import here. The layers, top to bottom:
+
+- :mod:`airflow_provider_ahachat.actions`: what each action is (endpoint, arguments, validators).
+- this module: :class:`AhaChatClient` (synchronous) and :class:`AsyncAhaChatClient` (asyncio) share
+  :class:`BaseAhaChatClient`, which validates the settings and prepares every request; the answer
+  rules (:func:`interpret_response`) and the retry rules (:class:`RetryPolicy`, :class:`Retrying`)
+  are written once, for both.
+- :mod:`airflow_provider_ahachat.transport`: moves the bytes (``requests`` or ``httpx``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
-import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from types import MappingProxyType
-from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-
-from airflow_provider_ahachat import __version__
+from airflow_provider_ahachat.actions import (
+    ENDPOINTS,
+    TOKEN_PARAM,
+    ApiRequest,
+    BoundAction,
+    Endpoint,
+    build_request,
+)
 from airflow_provider_ahachat.exceptions import (
     AhaChatAPIError,
     AhaChatAuthError,
@@ -38,183 +42,51 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatOutsideWindowError,
     AhaChatRateLimitError,
     AhaChatServerError,
-    AhaChatTimeoutError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.models import (
-    DynamicMessage,
-    MessageTag,
-    Recipient,
-    SendResult,
-    User,
-    attribute_query_value,
-    validate_attribute_names,
-    validate_attributes,
-    validate_block_name,
-    validate_tags,
-    validate_user_id,
+from airflow_provider_ahachat.models import MessageTag, Recipient, SendResult, User
+from airflow_provider_ahachat.transport import (
+    DEFAULT_HEADERS,
+    REDACTED,
+    HttpxTransport,
+    RawAnswer,
+    RequestsTransport,
+    redact,
+    redact_logs_of,
 )
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_HEADERS",
+    "ENDPOINTS",
+    "REDACTED",
+    "TOKEN_PARAM",
+    "AhaChatClient",
+    "ApiRequest",
+    "AsyncAhaChatClient",
+    "BaseAhaChatClient",
+    "Endpoint",
+    "Pacer",
+    "RetryPolicy",
+    "Retrying",
+    "build_request",
+    "interpret_response",
+    "redact",
+    "redact_logs_of",
+    "user_from_data",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://ahachat.com"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
-TOKEN_PARAM = "ahachat_token"
-#: Sent with every request, whatever the transport.
-DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType(
-    {"User-Agent": f"airflow-provider-ahachat/{__version__}", "Accept": "application/json"}
-)
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """
-    One AhaChat endpoint.
-
-    :param method: the HTTP method.
-    :param path: the path, with ``{bot_id}`` and ``{user_id}`` placeholders.
-    :param sends_message: True when the request makes the bot message a customer; such a request
-        whose outcome is unknown is not retried unless the caller asks for it.
-    :param documented: True when AhaChat publishes the endpoint; the others are provisional.
-    """
-
-    method: str
-    path: str
-    sends_message: bool = False
-    documented: bool = False
-
-
-#: Every path the provider calls, in one place. Only the Broadcast API is documented by AhaChat.
-#: The rest are PROVISIONAL (see the contract): when the real paths are confirmed, correct them here.
-ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
-    {
-        # Documented: https://ahachat.com Block Broadcast API. All parameters in the query string.
-        "broadcast_by_user": Endpoint(
-            "POST", "/api/bots/{bot_id}/users/{user_id}/send", sends_message=True, documented=True
-        ),
-        "broadcast_by_phone": Endpoint(
-            "POST", "/api/bots/{bot_id}/phones/send", sends_message=True, documented=True
-        ),
-        # PROVISIONAL: not published by AhaChat.
-        "check_connection": Endpoint("GET", "/api/bots/{bot_id}"),
-        "find_user": Endpoint("GET", "/api/bots/{bot_id}/users/{user_id}"),
-        "find_user_by_phone": Endpoint("GET", "/api/bots/{bot_id}/users"),
-        "add_tags": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/tags"),
-        "remove_tags": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/tags/remove"),
-        "add_attributes": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/attributes"),
-        "reset_attributes": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/attributes/reset"),
-        "send_message": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/messages", sends_message=True),
-    }
-)
-
-
-# --------------------------------------------------------------------------- the token stays secret
-
-_TOKEN_IN_QUERY = re.compile(rf"({TOKEN_PARAM}=)[^&\s\"'#]+")
-REDACTED = "***"
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """Remove ``secret`` and any ``ahachat_token=`` query value from ``text``."""
-    if secret:
-        text = text.replace(secret, REDACTED)
-        encoded = quote(secret, safe="")
-        if encoded != secret:
-            text = text.replace(encoded, REDACTED)
-    return _TOKEN_IN_QUERY.sub(rf"\g<1>{REDACTED}", text)
-
-
-class _RedactTokenFilter(logging.Filter):
-    """HTTP libraries log each request's URL (urllib3 at DEBUG, httpx at INFO); the token is in it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if TOKEN_PARAM in message:
-            record.msg, record.args = redact(message), ()
-        return True
-
-
-_REDACT_FILTER = _RedactTokenFilter()
-
-
-def redact_logs_of(*logger_names: str) -> None:
-    """Take the token out of every record these loggers emit."""
-    for name in logger_names:
-        logger = logging.getLogger(name)
-        if _REDACT_FILTER not in logger.filters:
-            logger.addFilter(_REDACT_FILTER)
-
-
-redact_logs_of("urllib3.connectionpool", "urllib3.util.retry", "requests")
-
-
-# --------------------------------------------------------------------------- requests and answers
-
-
-@dataclass(frozen=True)
-class ApiRequest:
-    """
-    One request, ready to send but for the token.
-
-    :param action: the endpoint's name in :data:`ENDPOINTS`.
-    :param method: the HTTP method.
-    :param path: the path, with its parts percent-encoded.
-    :param params: the query parameters other than the token, in order.
-    :param json: the JSON body, if any.
-    :param sends_message: whether the request makes the bot message a customer.
-    :param recipient: who the request is about, if anyone.
-    """
-
-    action: str
-    method: str
-    path: str
-    params: tuple[tuple[str, str], ...] = ()
-    json: Any = None
-    sends_message: bool = False
-    recipient: Recipient | None = None
-
-    def url(self, base_url: str, token: str) -> str:
-        """The full URL, token first as AhaChat documents it. Never log what this returns."""
-        query = urlencode(((TOKEN_PARAM, token), *self.params), quote_via=quote)
-        return f"{base_url}{self.path}?{query}"
-
-    def describe(self) -> str:
-        """``POST /api/bots/1/users/2/tags``: what the request is, without its query."""
-        return f"{self.method} {self.path}"
-
-    def preview(self) -> dict[str, Any]:
-        """The request as a dry run shows it: method and path, query and body, without the token."""
-        shown: dict[str, Any] = {"request": self.describe()}
-        if self.params:
-            shown["query"] = dict(self.params)
-        if self.json is not None:
-            shown["json"] = self.json
-        return shown
-
-
-def build_request(
-    action: str,
-    bot_id: str,
-    *,
-    user_id: str | None = None,
-    params: Sequence[tuple[str, str]] = (),
-    json_body: Any = None,
-    recipient: Recipient | None = None,
-) -> ApiRequest:
-    """Build the request for ``action`` from the endpoint table."""
-    endpoint = ENDPOINTS[action]
-    path = endpoint.path.format(bot_id=quote(bot_id, safe=""), user_id=quote(user_id or "", safe=""))
-    return ApiRequest(
-        action=action,
-        method=endpoint.method,
-        path=path,
-        params=tuple(params),
-        json=json_body,
-        sends_message=endpoint.sends_message,
-        recipient=recipient,
-    )
-
+# --------------------------------------------------------------------------- answers and retries
 
 _ERRORS_BY_STATUS: dict[int, type[AhaChatAPIError]] = {
     400: AhaChatInvalidRequestError,
@@ -337,6 +209,55 @@ class RetryPolicy:
             return self.retry_unknown_outcome or not request.sends_message
         return True
 
+    def start(self, request: ApiRequest, *, announce: bool = True) -> Retrying:
+        """The retry state of one request under this policy, from its first attempt."""
+        return Retrying(self, request, announce=announce)
+
+
+class Retrying:
+    """
+    The retry state of one request: the one place that decides whether, and when, to try again.
+
+    Every sending loop (the synchronous and asyncio clients, the bulk engine's workers through the
+    synchronous client) is the same few lines around it: attempt; on an error, wait
+    :meth:`after` says, or stop with the error it raises.
+
+    :param policy: the rules.
+    :param request: the request being tried.
+    :param announce: log each retry as a warning (the bulk engine counts them instead).
+    """
+
+    def __init__(self, policy: RetryPolicy, request: ApiRequest, *, announce: bool = True) -> None:
+        self.policy = policy
+        self.request = request
+        self.announce = announce
+        self.attempts = 0
+        self._started = time.monotonic()
+
+    def after(self, error: AhaChatError) -> float:
+        """
+        Seconds to wait before trying again after ``error``.
+
+        :raises AhaChatError: ``error`` itself when no retry is allowed, its text saying how many
+            attempts were made.
+        """
+        self.attempts += 1
+        wait = self.policy.delay(self.request, error, self.attempts, time.monotonic() - self._started)
+        if wait is None:
+            if self.attempts > 1:
+                error.message = f"{error.message} (after {self.attempts} attempts)"
+                error.args = (error.message,)
+            raise error
+        if self.announce:
+            log.warning(
+                "%s; retrying in %.1fs (retry %d of %d)",
+                error.message,
+                wait,
+                self.attempts,
+                self.policy.max_retries,
+            )
+        return wait
+
 
 def user_from_data(request: ApiRequest, data: Any) -> User:
     """The user in the ``data`` of an answer to a find-user request."""
@@ -350,44 +271,44 @@ def user_from_data(request: ApiRequest, data: Any) -> User:
     return User.model_validate(data)
 
 
-# --------------------------------------------------------------------------- the client
+# --------------------------------------------------------------------------- the clients
 
 
-def _transport_error(
-    request: ApiRequest, exc: requests.RequestException, timeout: tuple[float, float]
-) -> AhaChatError:
-    """Our error for a failure of ``requests``, whose own text carries the URL and so the token."""
-    where = request.describe()
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return AhaChatConnectionError(f"Could not connect to AhaChat within {timeout[0]:g}s for {where}")
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return AhaChatTimeoutError(
-            f"AhaChat did not answer {where} within {timeout[1]:g}s; the outcome is unknown"
-            + (": the message may or may not have been sent" if request.sends_message else ""),
-            outcome_unknown=True,
-        )
-    if isinstance(exc, requests.exceptions.SSLError):  # the handshake failed: nothing was sent
-        return AhaChatConnectionError(f"TLS failed while connecting to AhaChat for {where}")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        if isinstance(reason, urllib3.exceptions.NewConnectionError):
-            return AhaChatConnectionError(
-                f"Could not connect to AhaChat for {where}: connection refused or host unknown"
-            )
-        return AhaChatConnectionError(
-            f"The connection to AhaChat broke during {where}; the outcome is unknown"
-            + (": the message may or may not have been sent" if request.sends_message else ""),
-            outcome_unknown=True,
-        )
-    return AhaChatConnectionError(f"The request {where} failed: {type(exc).__name__}", outcome_unknown=True)
-
-
-class AhaChatClient:
+class Pacer(Protocol):
     """
-    A client for one AhaChat bot.
+    What a caller of :meth:`AhaChatClient.send` may add around each attempt (the bulk engine's pace).
 
-    One :class:`requests.Session` with pooled keep-alive connections serves every call; the client
-    is safe to share between threads. Use it as a context manager, or call :meth:`close`.
+    ``before_attempt`` waits for the caller's turn (and may raise to abandon the request before it
+    is sent); ``after_attempt`` hears each attempt's error, or None on success; ``wait`` sleeps
+    between attempts.
+    """
+
+    def before_attempt(self) -> None: ...
+
+    def after_attempt(self, error: AhaChatError | None) -> None: ...
+
+    def wait(self, seconds: float) -> None: ...
+
+
+class _Unpaced:
+    """No pace: attempt at once, sleep between attempts."""
+
+    def before_attempt(self) -> None:
+        pass
+
+    def after_attempt(self, error: AhaChatError | None) -> None:
+        pass
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+_UNPACED = _Unpaced()
+
+
+class BaseAhaChatClient:
+    """
+    What the synchronous and asyncio clients share: the settings, and preparing every request.
 
     :param bot_id: the Bot ID, from the bot's settings in AhaChat.
     :param token: the Bot Token. It is sent in the query string and never logged or shown.
@@ -395,7 +316,6 @@ class AhaChatClient:
     :param connect_timeout: seconds to wait while opening a connection.
     :param read_timeout: seconds to wait for an answer.
     :param retry: when to retry; see :class:`RetryPolicy`.
-    :param pool_size: how many keep-alive connections to keep open.
     """
 
     def __init__(
@@ -407,7 +327,6 @@ class AhaChatClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         retry: RetryPolicy | None = None,
-        pool_size: int = 10,
     ) -> None:
         if isinstance(bot_id, int):
             bot_id = str(bot_id)
@@ -426,13 +345,129 @@ class AhaChatClient:
         self.base_url = base
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.retry = retry or RetryPolicy()
-        self._session = requests.Session()
-        self._session.headers.update(DEFAULT_HEADERS)
-        self.pool_size = 0
-        self.ensure_pool(pool_size)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
+
+    def redact(self, text: str) -> str:
+        """``text`` without this client's token."""
+        return redact(text, self._token)
+
+    def _read(self, request: ApiRequest, answer: RawAnswer | AhaChatError) -> tuple[Any, AhaChatError | None]:
+        """AhaChat's ``data`` and None, or None and the error, from what the transport brought back."""
+        if isinstance(answer, AhaChatError):
+            return None, answer
+        try:
+            data = interpret_response(request, answer.status, answer.body, answer.headers, token=self._token)
+        except AhaChatError as err:
+            return None, err
+        return data, None
+
+    # -- preparing: validate, then build from the action table
+
+    def bind(self, action: str, arguments: Mapping[str, Any] | None = None, /, **more: Any) -> BoundAction:
+        """
+        The action ``action`` with its shared ``arguments`` validated, ready to build requests.
+
+        :raises AhaChatValidationError: naming each bad argument, or listing the actions there are.
+        """
+        from airflow_provider_ahachat.actions import action as find_action
+
+        return find_action(action).bind(arguments, **more)
+
+    def prepare(
+        self,
+        action: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        user_id: Any = None,
+        phone: Any = None,
+    ) -> ApiRequest:
+        """
+        The request for ``action`` on one customer (``user_id`` or ``phone``), validated; nothing sent.
+
+        :raises AhaChatValidationError: naming each bad argument.
+        """
+        bound = self.bind(action, arguments)
+        if not bound.action.addresses_customer:
+            return bound.request(self.bot_id)
+        return bound.request(self.bot_id, Recipient.of(user_id=user_id, phone=phone))
+
+    def prepare_check_connection(self) -> ApiRequest:
+        """The request that checks the Bot ID and token."""
+        return self.prepare("check_connection")
+
+    def prepare_find_user(self, user_id: Any = None, phone: Any = None) -> ApiRequest:
+        """The request that finds a user by ``user_id`` or ``phone`` (exactly one)."""
+        return self.prepare("find_user", user_id=user_id, phone=phone)
+
+    def prepare_add_tags(self, user_id: Any, tags: Any) -> ApiRequest:
+        """The request that adds ``tags`` to a user."""
+        return self.prepare("add_tags", {"tags": tags}, user_id=_by_id(user_id))
+
+    def prepare_remove_tags(self, user_id: Any, tags: Any) -> ApiRequest:
+        """The request that removes ``tags`` from a user."""
+        return self.prepare("remove_tags", {"tags": tags}, user_id=_by_id(user_id))
+
+    def prepare_add_attributes(self, user_id: Any, attributes: Any) -> ApiRequest:
+        """The request that sets ``attributes`` on a user."""
+        if attributes is None:
+            raise AhaChatValidationError("attributes: give at least one attribute")
+        return self.prepare("add_attributes", {"attributes": attributes}, user_id=_by_id(user_id))
+
+    def prepare_reset_attributes(self, user_id: Any, names: Any) -> ApiRequest:
+        """The request that clears the attributes ``names`` from a user."""
+        return self.prepare("reset_attributes", {"attributes": names}, user_id=_by_id(user_id))
+
+    def prepare_send_text(self, user_id: Any, text: Any) -> ApiRequest:
+        """The request that sends a text message."""
+        return self.prepare("send_text", {"text": text}, user_id=_by_id(user_id))
+
+    def prepare_send_message(self, user_id: Any, message: Any) -> ApiRequest:
+        """The request that sends a dynamic message."""
+        return self.prepare("send_message", {"message": message}, user_id=_by_id(user_id))
+
+    def prepare_broadcast_block(
+        self,
+        block_name: Any,
+        *,
+        user_id: Any = None,
+        phone: Any = None,
+        message_tag: MessageTag | str | None = None,
+        attributes: Any = None,
+    ) -> ApiRequest:
+        """The Broadcast API request, exactly as AhaChat documents it."""
+        arguments = {"block_name": block_name, "message_tag": message_tag, "attributes": attributes}
+        return self.prepare("broadcast_block", arguments, user_id=user_id, phone=phone)
+
+    @property
+    def token(self) -> str:
+        """The Bot Token, for code that must send it (never log or show it)."""
+        return self._token
+
+
+def _by_id(user_id: Any) -> Any:
+    """A user ID for an action that takes only one, validated as such (an empty one is not a phone)."""
+    from airflow_provider_ahachat.models import validate_user_id
+
+    return validate_user_id(user_id)
+
+
+class AhaChatClient(BaseAhaChatClient):
+    """
+    A client for one AhaChat bot.
+
+    One :class:`requests.Session` with pooled keep-alive connections serves every call; the client
+    is safe to share between threads. Use it as a context manager, or call :meth:`close`. It takes
+    the parameters of :class:`BaseAhaChatClient` (``bot_id``, ``token``, ``base_url``,
+    ``connect_timeout``, ``read_timeout``, ``retry``), and:
+
+    :param pool_size: how many keep-alive connections to keep open.
+    """
+
+    def __init__(self, *args: Any, pool_size: int = 10, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport = RequestsTransport(self.timeout, pool_size)
 
     def __enter__(self) -> AhaChatClient:
         return self
@@ -440,101 +475,65 @@ class AhaChatClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def pool_size(self) -> int:
+        """How many keep-alive connections are kept open."""
+        return self.transport.pool_size
+
     def ensure_pool(self, size: int) -> None:
         """Keep at least ``size`` keep-alive connections, one per thread that sends at once."""
-        if size <= self.pool_size:
-            return
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self.pool_size = size
+        self.transport.ensure_pool(size)
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._session.close()
+        self.transport.close()
 
-    def redact(self, text: str) -> str:
-        """``text`` without this client's token."""
-        return redact(text, self._token)
+    # -- sending: the retry loop
 
-    # -- sending
+    def send(self, request: ApiRequest, *, pacer: Pacer | None = None) -> Any:
+        """
+        Send a prepared request, retrying as the policy allows; return AhaChat's ``data``.
 
-    def send(self, request: ApiRequest) -> Any:
-        """Send a prepared request, retrying as the policy allows; return AhaChat's ``data``."""
-        started = time.monotonic()
-        attempt = 0
+        :param pacer: waits for a turn before each attempt, and hears each attempt's outcome (the
+            bulk engine's shared pace); none by default.
+        """
+        pace = pacer or _UNPACED
+        retrying = self.retry.start(request, announce=pacer is None)
         while True:
+            pace.before_attempt()
             data, error = self.attempt(request)
+            pace.after_attempt(error)
             if error is None:
                 return data
-            attempt += 1
-            wait = self.retry.delay(request, error, attempt, time.monotonic() - started)
-            if wait is None:
-                if attempt > 1:
-                    error.message = f"{error.message} (after {attempt} attempts)"
-                    error.args = (error.message,)
-                raise error
-            log.warning(
-                "%s; retrying in %.1fs (retry %d of %d)", error.message, wait, attempt, self.retry.max_retries
-            )
-            time.sleep(wait)
+            pace.wait(retrying.after(error))
 
     def attempt(self, request: ApiRequest) -> tuple[Any, AhaChatError | None]:
         """Send ``request`` once; return AhaChat's ``data`` and None, or None and the error."""
-        # The failure is turned into our own error outside the ``except`` block, so that the
-        # exception of ``requests`` (whose text holds the URL and the token) is neither chained
-        # nor kept as context.
-        failure: requests.RequestException | None = None
-        try:
-            response = self._session.request(
-                request.method,
-                request.url(self.base_url, self._token),
-                json=request.json,
-                timeout=self.timeout,
-            )
-        except requests.RequestException as exc:
-            failure = exc
-        if failure is not None:
-            return None, _transport_error(request, failure, self.timeout)
-        try:
-            data = interpret_response(
-                # UTF-8, as the contract says, whatever charset (or none) the Content-Type names.
-                request,
-                response.status_code,
-                response.content.decode("utf-8", "replace"),
-                response.headers,
-                token=self._token,
-            )
-        except AhaChatError as err:
-            return None, err
-        finally:
-            response.close()
-        return data, None
+        return self._read(request, self.transport.send(request, request.url(self.base_url, self._token)))
 
-    # -- the actions: prepare_* validates and builds, the action sends
+    def perform(self, request: ApiRequest) -> SendResult:
+        """Send a prepared action and describe what it did."""
+        data = self.send(request)
+        who = request.recipient or Recipient()
+        return SendResult(action=request.action, user_id=who.user_id, phone=who.phone, data=data)
 
-    def _user_request(self, action: str, user_id: Any, json_body: Any = None) -> ApiRequest:
-        uid = validate_user_id(user_id)
-        return build_request(
-            action, self.bot_id, user_id=uid, json_body=json_body, recipient=Recipient(user_id=uid)
-        )
+    def run(
+        self,
+        action: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        user_id: Any = None,
+        phone: Any = None,
+    ) -> SendResult:
+        """Validate, send and describe ``action`` for one customer."""
+        return self.perform(self.prepare(action, arguments, user_id=user_id, phone=phone))
 
-    def prepare_check_connection(self) -> ApiRequest:
-        """The request that checks the Bot ID and token."""
-        return build_request("check_connection", self.bot_id)
+    # -- the actions
 
     def check_connection(self) -> dict[str, Any]:
         """Check the Bot ID and token against AhaChat; return what AhaChat says of the bot."""
         data = self.send(self.prepare_check_connection())
         return dict(data) if isinstance(data, Mapping) else {}
-
-    def prepare_find_user(self, user_id: Any = None, phone: Any = None) -> ApiRequest:
-        """The request that finds a user by ``user_id`` or ``phone`` (exactly one)."""
-        who = Recipient.of(user_id=user_id, phone=phone)
-        if who.user_id is not None:
-            return self._user_request("find_user", who.user_id)
-        assert who.phone is not None
-        return build_request("find_user_by_phone", self.bot_id, params=[("phone", who.phone)], recipient=who)
 
     def find_user(self, user_id: Any = None, phone: Any = None) -> User:
         """
@@ -548,51 +547,25 @@ class AhaChatClient:
         """Send a prepared find-user request and read the user from the answer."""
         return user_from_data(request, self.send(request))
 
-    def prepare_add_tags(self, user_id: Any, tags: Any) -> ApiRequest:
-        """The request that adds ``tags`` to a user."""
-        return self._user_request("add_tags", user_id, {"tags": validate_tags(tags)})
-
     def add_tags(self, user_id: Any, tags: Any) -> SendResult:
         """Add one or more tags to a user."""
         return self.perform(self.prepare_add_tags(user_id, tags))
-
-    def prepare_remove_tags(self, user_id: Any, tags: Any) -> ApiRequest:
-        """The request that removes ``tags`` from a user."""
-        return self._user_request("remove_tags", user_id, {"tags": validate_tags(tags)})
 
     def remove_tags(self, user_id: Any, tags: Any) -> SendResult:
         """Remove one or more tags from a user."""
         return self.perform(self.prepare_remove_tags(user_id, tags))
 
-    def prepare_add_attributes(self, user_id: Any, attributes: Any) -> ApiRequest:
-        """The request that sets ``attributes`` on a user."""
-        return self._user_request("add_attributes", user_id, {"attributes": validate_attributes(attributes)})
-
     def add_attributes(self, user_id: Any, attributes: Any) -> SendResult:
         """Set attributes on a user (a mapping or a JSON object string of name to value)."""
         return self.perform(self.prepare_add_attributes(user_id, attributes))
-
-    def prepare_reset_attributes(self, user_id: Any, names: Any) -> ApiRequest:
-        """The request that clears the attributes ``names`` from a user."""
-        return self._user_request(
-            "reset_attributes", user_id, {"attributes": validate_attribute_names(names)}
-        )
 
     def reset_attributes(self, user_id: Any, names: Any) -> SendResult:
         """Clear one or more attributes from a user."""
         return self.perform(self.prepare_reset_attributes(user_id, names))
 
-    def prepare_send_text(self, user_id: Any, text: Any) -> ApiRequest:
-        """The request that sends a text message."""
-        return self._user_request("send_message", user_id, DynamicMessage.text(text).to_payload())
-
     def send_text(self, user_id: Any, text: Any) -> SendResult:
         """Send a text (at most 2000 characters). Reaches only users who wrote in the last 24 hours."""
         return self.perform(self.prepare_send_text(user_id, text))
-
-    def prepare_send_message(self, user_id: Any, message: Any) -> ApiRequest:
-        """The request that sends a dynamic message."""
-        return self._user_request("send_message", user_id, DynamicMessage.parse(message).to_payload())
 
     def send_message(self, user_id: Any, message: Any) -> SendResult:
         """
@@ -602,55 +575,84 @@ class AhaChatClient:
         """
         return self.perform(self.prepare_send_message(user_id, message))
 
-    def prepare_broadcast_block(
-        self,
-        block_name: Any,
-        *,
-        user_id: Any = None,
-        phone: Any = None,
-        message_tag: MessageTag | str | None = None,
-        attributes: Any = None,
-    ) -> ApiRequest:
-        """The Broadcast API request, exactly as AhaChat documents it."""
-        who = Recipient.of(user_id=user_id, phone=phone)
-        params: list[tuple[str, str]] = [
-            ("ahachat_message_tag", MessageTag.parse(message_tag).value),
-            ("ahachat_block_name", validate_block_name(block_name)),
-        ]
-        if who.phone is not None:
-            params.append(("phone", who.phone))
-        for name, value in validate_attributes(attributes, allow_empty=True).items():
-            params.append((name, attribute_query_value(value)))
-        action = "broadcast_by_user" if who.user_id is not None else "broadcast_by_phone"
-        return build_request(action, self.bot_id, user_id=who.user_id, params=params, recipient=who)
-
-    def broadcast_block(
-        self,
-        block_name: Any,
-        *,
-        user_id: Any = None,
-        phone: Any = None,
-        message_tag: MessageTag | str | None = None,
-        attributes: Any = None,
-    ) -> SendResult:
+    def broadcast_block(self, block_name: Any, **options: Any) -> SendResult:
         """
         Start the block ``block_name`` for one user, by ``user_id`` or ``phone`` (exactly one).
 
-        The message tag lets the block reach users outside the 24-hour window. ``attributes`` are
-        saved on the user before the block runs, so the block can use them.
+        The options are those of :meth:`prepare_broadcast_block`: ``user_id``, ``phone``,
+        ``message_tag`` and ``attributes``. The message tag lets the block reach users outside the
+        24-hour window. ``attributes`` are saved on the user before the block runs, so the block can
+        use them.
         """
-        request = self.prepare_broadcast_block(
-            block_name, user_id=user_id, phone=phone, message_tag=message_tag, attributes=attributes
+        return self.perform(self.prepare_broadcast_block(block_name, **options))
+
+
+class AsyncAhaChatClient(BaseAhaChatClient):
+    """
+    An asyncio client for one AhaChat bot, for triggers and other code on an event loop.
+
+    It prepares requests, reads answers and retries exactly as :class:`AhaChatClient` does (both
+    are a :class:`BaseAhaChatClient`, whose parameters it takes); only the transport differs
+    (:class:`HttpxTransport`). Use it as an async context manager, or await :meth:`aclose`.
+
+    :param transport: an httpx transport underneath, for tests.
+    """
+
+    def __init__(self, *args: Any, transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport = HttpxTransport(self.timeout, transport)
+
+    @classmethod
+    def like(cls, client: BaseAhaChatClient, **kwargs: Any) -> AsyncAhaChatClient:
+        """An asyncio client with exactly the settings of ``client``."""
+        connect, read = client.timeout
+        return cls(
+            client.bot_id,
+            client.token,
+            client.base_url,
+            connect_timeout=connect,
+            read_timeout=read,
+            retry=client.retry,
+            **kwargs,
         )
-        return self.perform(request)
 
-    def perform(self, request: ApiRequest) -> SendResult:
-        """Send a prepared action and describe what it did."""
-        data = self.send(request)
-        who = request.recipient or Recipient()
-        return SendResult(action=request.action, user_id=who.user_id, phone=who.phone, data=data)
+    async def __aenter__(self) -> AsyncAhaChatClient:
+        return self
 
-    @property
-    def token(self) -> str:
-        """The Bot Token, for a transport of this client's (never log or show it)."""
-        return self._token
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self.transport.aclose()
+
+    async def send(self, request: ApiRequest) -> Any:
+        """Send a prepared request, retrying as the policy allows; return AhaChat's ``data``."""
+        retrying = self.retry.start(request)
+        while True:
+            data, error = await self.attempt(request)
+            if error is None:
+                return data
+            await asyncio.sleep(retrying.after(error))
+
+    async def attempt(self, request: ApiRequest) -> tuple[Any, AhaChatError | None]:
+        """Send ``request`` once; return AhaChat's ``data`` and None, or None and the error."""
+        answer = await self.transport.send(request, request.url(self.base_url, self._token))
+        return self._read(request, answer)
+
+    async def check_connection(self) -> dict[str, Any]:
+        """Check the Bot ID and token, as :meth:`AhaChatClient.check_connection` does."""
+        data = await self.send(self.prepare_check_connection())
+        return dict(data) if isinstance(data, Mapping) else {}
+
+    async def find_user(self, user_id: Any = None, phone: Any = None) -> User:
+        """
+        Find a user by ``user_id`` or ``phone`` (exactly one).
+
+        :raises AhaChatNotFoundError: when there is no such user.
+        """
+        return await self.fetch_user(self.prepare_find_user(user_id=user_id, phone=phone))
+
+    async def fetch_user(self, request: ApiRequest) -> User:
+        """Send a prepared find-user request and read the user, as :meth:`AhaChatClient.fetch_user` does."""
+        return user_from_data(request, await self.send(request))

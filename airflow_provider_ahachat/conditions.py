@@ -1,8 +1,10 @@
 """
 What a customer must look like for a wait to end. No Airflow import here.
 
-:class:`UserConditions` is shared by the sensor (poke and reschedule modes, synchronous) and by its
-trigger (deferrable mode, asynchronous), so that both decide "matched or not yet" the same way.
+:class:`UserConditions` says what to wait for; :class:`Watch` judges each look at the customer
+("matched", "not yet", or a failure waiting cannot cure, such as a wrong Bot ID). Both are shared by
+the sensor (poke and reschedule modes, synchronous) and its trigger (deferrable mode, asynchronous),
+which only fetch the customer and act on the verdict.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import User, attribute_query_value, load_json, validate_tags
+from airflow_provider_ahachat.exceptions import (
+    TRANSIENT_ERRORS,
+    AhaChatError,
+    AhaChatNotFoundError,
+    AhaChatValidationError,
+)
+from airflow_provider_ahachat.models import Recipient, User, attribute_query_value, load_json, validate_tags
+
+#: What a 404 on the bot itself means, in words a person can act on.
+UNKNOWN_BOT = "AhaChat knows no bot with this Bot ID. Copy it again from the bot's Settings in AhaChat."
 
 AttributeCondition = str | int | float | bool | None
 
@@ -129,3 +139,82 @@ class UserConditions:
         parts += [f"tag {tag}" for tag in self.tags]
         parts += [f"no tag {tag}" for tag in self.absent_tags]
         return ", ".join(parts) if parts else "the user exists"
+
+
+@dataclass(frozen=True)
+class Look:
+    """
+    The verdict on one look at the customer.
+
+    :param done: whether the wait is over.
+    :param message: what to log.
+    :param warning: whether to log it as a warning (a failure that the next look may cure).
+    :param user: the customer, when the wait is over.
+    :param ask_about_bot: whether to check the bot before the next look (a 404 may be a wrong Bot ID).
+    """
+
+    done: bool
+    message: str
+    warning: bool = False
+    user: User | None = None
+    ask_about_bot: bool = False
+
+
+class Watch:
+    """
+    Judges each look at one customer: the sensor's and the trigger's one verdict function.
+
+    :param conn_id: the connection, named in errors.
+    :param recipient: who is watched.
+    :param conditions: what they must match.
+    :param check: a callable given the :class:`User`, True when the wait is over (sensor only).
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        recipient: Recipient,
+        conditions: UserConditions,
+        check: Any = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.recipient = recipient
+        self.conditions = conditions
+        self.check = check
+        self.bot_known = False
+
+    def judge(self, user: User | None, error: AhaChatError | None) -> Look:
+        """
+        The verdict on a look that found ``user``, or failed with ``error``.
+
+        :raises AhaChatError: ``error`` itself when waiting cannot cure it (a wrong token, bad input).
+        """
+        who = self.recipient.describe()
+        if error is not None:
+            if isinstance(error, AhaChatNotFoundError):
+                return Look(
+                    False, f"AhaChat: no {who} yet; checking again later", ask_about_bot=not self.bot_known
+                )
+            if isinstance(error, TRANSIENT_ERRORS):
+                return Look(False, f"{error.message}; checking again at the next interval", warning=True)
+            raise error
+        assert user is not None
+        unmet = self.conditions.unmet(user)
+        if unmet:
+            return Look(False, f"AhaChat: {who} not ready: {'; '.join(unmet)}")
+        if self.check is not None and not self.check(user):
+            return Look(False, f"AhaChat: {who} matches the conditions, but not yet the check")
+        return Look(True, f"AhaChat: {who} matches ({self.conditions.describe()})", user=user)
+
+    def bot_checked(self, error: AhaChatError | None) -> None:
+        """
+        Take the answer to the bot check that a 404 asked for (None: the bot exists).
+
+        :raises AhaChatNotFoundError: when AhaChat knows no bot with the connection's Bot ID.
+        """
+        if error is None:
+            self.bot_known = True
+        elif isinstance(error, AhaChatNotFoundError):
+            raise AhaChatNotFoundError(f"connection {self.conn_id!r}: {UNKNOWN_BOT}", status=404)
+        elif not isinstance(error, TRANSIENT_ERRORS):
+            raise error

@@ -86,7 +86,6 @@ def child(file: Path, ledger: Path, url: str, bot_id: str, dry_run: bool, concur
     from airflow_provider_ahachat.bulk import (
         BulkRunner,
         Ledger,
-        bulk_action,
         count_recipients,
         read_recipients,
     )
@@ -95,8 +94,8 @@ def child(file: Path, ledger: Path, url: str, bot_id: str, dry_run: bool, concur
     logging.basicConfig(level=logging.WARNING)
     token = os.environ[TOKEN_ENV]
     with AhaChatClient(bot_id, token, url, pool_size=concurrency) as client:
-        action = bulk_action(
-            client, "broadcast_block", block_name=BLOCK, message_tag=TAG, attributes={"campaign": "bench"}
+        action = client.bind(
+            "broadcast_block", block_name=BLOCK, message_tag=TAG, attributes={"campaign": "bench"}
         )
         runner = BulkRunner(
             client,

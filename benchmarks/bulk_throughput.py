@@ -60,7 +60,7 @@ from urllib.parse import quote, urlencode
 import requests
 from _audience import load_average, recipient_row, sizes, write_recipients  # benchmarks/, beside this script
 
-from airflow_provider_ahachat.bulk import BulkRunner, Ledger, bulk_action, count_recipients, read_recipients
+from airflow_provider_ahachat.bulk import BulkRunner, Ledger, count_recipients, read_recipients
 from airflow_provider_ahachat.client import AhaChatClient, redact
 from airflow_provider_ahachat.sandbox import SandboxProcess
 
@@ -394,8 +394,8 @@ def provider_engine(
     write_recipients(source, count)
     ledger = workdir / f"ledger-{count}"
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, pool_size=concurrency) as client:
-        action = bulk_action(
-            client, "broadcast_block", block_name=BLOCK, message_tag=TAG, attributes={"campaign": "bench"}
+        action = client.bind(
+            "broadcast_block", block_name=BLOCK, message_tag=TAG, attributes={"campaign": "bench"}
         )
         runner = BulkRunner(
             client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,34 @@ def test_rate_limit_past_the_time_budget_is_an_error(sandbox: SandboxServer) -> 
             c.add_tags(LAN, "vip")
     assert info.value.retry_after is not None
     assert info.value.retry_after >= 30
+
+
+def test_the_sandbox_serves_every_endpoint_and_action_of_the_table(
+    client: AhaChatClient, sandbox: SandboxServer
+) -> None:
+    """
+    Each action of the table, prepared by the client and sent for real, reaches the sandbox route
+    that the endpoint table names, by user ID and, where the action has one, by phone.
+    """
+    from airflow_provider_ahachat.actions import ACTIONS, ENDPOINTS
+
+    arguments: dict[str, dict[str, Any]] = {
+        "add_tags": {"tags": ["vip"]},
+        "remove_tags": {"tags": ["vip"]},
+        "add_attributes": {"attributes": {"ma_don": "DH10231"}},
+        "reset_attributes": {"names": ["ma_don"]},
+        "send_text": {"text": "Chào Lan"},
+        "send_message": {"message": [{"text": "Đơn hàng #123"}]},
+        "broadcast_block": {"block_name": "shipping_update", "message_tag": "post_purchase_update"},
+    }
+    assert set(arguments) | {"check_connection", "find_user"} == set(ACTIONS)
+    sandbox.reset()
+    for name, action in ACTIONS.items():
+        ways = [{"user_id": LAN}, {"phone": "+84908071111"} if action.by_phone else None]
+        for way in ways if action.addresses_customer else [{}]:
+            if way is not None:
+                client.send(client.prepare(name, arguments.get(name), **way))
+    routes = sandbox.stats()["by_route"]
+    assert {f"{e.method} {e.path}" for e in ENDPOINTS.values()} <= {
+        route for route, statuses in routes.items() if set(statuses) == {"200"}
+    }

@@ -317,7 +317,7 @@ def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: py
     configured = runner({"rate_limit": "120", "concurrency": 32})
     assert (configured.concurrency, configured.limiter.limit) == (32, 120.0)
     # A keep-alive connection per worker: what urllib3 will keep, not just the attribute.
-    assert configured.client._session.get_adapter("https://ahachat.com")._pool_maxsize == 32
+    assert configured.client.transport._session.get_adapter("https://ahachat.com")._pool_maxsize == 32
     # Without a concurrency, enough workers for the rate at 200 ms a request.
     assert runner({"rate_limit": 200}).concurrency == 40
     assert runner({"rate_limit": 0}).limiter.limit == 0  # no limit
@@ -329,3 +329,42 @@ def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: py
         runner({"concurrency": 2.5})
     with pytest.raises(AhaChatValidationError, match="tags"):
         runner({}, tags=[])
+
+
+def test_a_single_send_never_imports_the_bulk_engine(sandbox: Any) -> None:
+    """
+    Every single-user operator's ``execute`` goes from the action table to the socket without the
+    bulk engine: run each once, for real against the sandbox, in a fresh interpreter.
+    """
+    code = f"""
+import json, os, sys
+os.environ["AIRFLOW_CONN_SINGLE"] = {sandbox.connection_uri!r}
+from airflow_provider_ahachat.operators import ahachat as ops
+user = "3824547807572463"
+operators = [
+    ops.FindUserOperator(task_id="find", phone="+84 908 071 111", ahachat_conn_id="single"),
+    ops.AddTagsOperator(task_id="tag", user_id=user, tags=["vip"], ahachat_conn_id="single"),
+    ops.RemoveTagsOperator(task_id="untag", user_id=user, tags="vip", ahachat_conn_id="single"),
+    ops.AddAttributesOperator(task_id="attr", user_id=user, attributes={{"a": 1}}, ahachat_conn_id="single"),
+    ops.ResetAttributesOperator(task_id="reset", user_id=user, attributes=["a"], ahachat_conn_id="single"),
+    ops.SendTextMessageOperator(task_id="text", user_id=user, text="Chào", ahachat_conn_id="single"),
+    ops.SendDynamicMessageOperator(
+        task_id="message", user_id=user, message=[{{"text": "Chào"}}], ahachat_conn_id="single"
+    ),
+    ops.BroadcastBlockOperator(
+        task_id="broadcast", phone="+84908071111", block_name="shipping_update", ahachat_conn_id="single"
+    ),
+]
+class TI:
+    def xcom_push(self, key, value): pass
+results = {{op.task_id: type(op.execute({{"ti": TI()}})).__name__ for op in operators}}
+print(json.dumps([results, sorted(m for m in sys.modules if m.startswith("airflow_provider_ahachat.bulk"))]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results, bulk_modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results == dict.fromkeys(
+        ["find", "tag", "untag", "attr", "reset", "text", "message", "broadcast"], "dict"
+    )
+    assert bulk_modules == []
+    assert len(sandbox.outbox()) == 3  # the text, the dynamic message and the broadcast reached Lan

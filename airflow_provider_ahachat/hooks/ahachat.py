@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_ahachat.conditions import UNKNOWN_BOT
 from airflow_provider_ahachat.exceptions import (
     AhaChatAuthError,
     AhaChatError,
@@ -27,64 +28,8 @@ from airflow_provider_ahachat.get_provider_info import (
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-    from airflow_provider_ahachat.async_client import AsyncAhaChatClient
     from airflow_provider_ahachat.bulk import BulkRunner, Ledger
-    from airflow_provider_ahachat.client import AhaChatClient
-
-#: What a 404 on the bot itself means, in words a person can act on.
-UNKNOWN_BOT = "AhaChat knows no bot with this Bot ID. Copy it again from the bot's Settings in AhaChat."
-
-#: File names that ``recipients`` reads as a file rather than as a user ID.
-RECIPIENT_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
-
-
-def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
-    """
-    The rows of ``recipients`` as a stream, and how many there are when that is cheap to know.
-
-    ``recipients`` is a list of user IDs or of mappings (a resolved XCom is one), a mapping (one
-    recipient), a JSON list as a string, a :class:`pathlib.Path` or an ``ObjectStoragePath``, or a
-    string naming a ``.csv`` or ``.jsonl`` file, locally or at an object storage URL such as
-    ``s3://aws_default@bucket/audience.csv``. Files are read row by row, never whole.
-    """
-    from airflow_provider_ahachat.bulk import count_recipients, local_path, read_recipients
-
-    if recipients is None:
-        raise AhaChatValidationError("recipients: give a list, a file or an XCom of recipients")
-    if isinstance(recipients, str):
-        text = recipients.strip()
-        if text.startswith("["):
-            from airflow_provider_ahachat.models import load_json
-
-            recipients = load_json(text, "recipients")
-        elif text.isdigit():
-            recipients = [text]
-        elif "://" in text:
-            from airflow.sdk import ObjectStoragePath
-
-            recipients = ObjectStoragePath(text)
-        elif text.lower().endswith(RECIPIENT_FILE_SUFFIXES):
-            recipients = pathlib.Path(text).expanduser()
-        else:
-            raise AhaChatValidationError(
-                f"recipients: {text[:80]!r} is neither a user ID, a JSON list nor a .csv or .jsonl file"
-            )
-    if isinstance(recipients, Mapping):
-        return [recipients], 1
-    if hasattr(recipients, "open") and hasattr(recipients, "name"):  # a file
-        try:
-            exists = recipients.exists()
-        except OSError as err:
-            raise AhaChatValidationError(f"recipients: cannot reach {recipients}: {err}") from None
-        if not exists:
-            raise AhaChatValidationError(f"recipients: there is no file {recipients}")
-        total = count_recipients(recipients) if local_path(recipients) is not None else None
-        return read_recipients(recipients), total
-    if isinstance(recipients, Iterable) and not isinstance(recipients, bytes):
-        return recipients, len(recipients) if isinstance(recipients, Sized) else None
-    raise AhaChatValidationError(
-        f"recipients: must be a list, a file or an XCom of recipients, got {type(recipients).__name__}"
-    )
+    from airflow_provider_ahachat.client import AhaChatClient, AsyncAhaChatClient
 
 
 def default_concurrency(rate_limit: float | None) -> int:
@@ -98,45 +43,41 @@ def default_concurrency(rate_limit: float | None) -> int:
     return max(DEFAULT_CONCURRENCY, min(256, math.ceil(rate_limit * 0.2)))
 
 
-def ledger_folder(ledger_path: Any, *, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> Any:
+def ledger_root(ledger_path: Any = None) -> Any:
     """
-    The ledger folder of one task instance, under ``ledger_path``.
+    The root of the delivery ledger: ``ledger_path`` (a local folder, an object storage URL or an
+    ``ObjectStoragePath``), else ``[ahachat] ledger_path`` from Airflow's configuration, else
+    ``$AIRFLOW_HOME/ahachat/ledger``.
+    """
+    from airflow_provider_ahachat.version_compat import airflow_home, conf, object_storage_path
 
-    ``ledger_path`` is a local folder, an object storage URL or an ``ObjectStoragePath``; None
-    means ``[ahachat] ledger_path`` from Airflow's configuration, else ``$AIRFLOW_HOME/ahachat/ledger``.
-    Under it, one folder per DAG, run, task and map index keeps each task instance's deliveries.
-    """
     if ledger_path in (None, ""):
-        from airflow.configuration import conf
-
-        ledger_path = conf.get("ahachat", "ledger_path", fallback=None) or str(
-            pathlib.Path(conf.get("core", "airflow_home", fallback="~/airflow")).expanduser()
-            / "ahachat"
-            / "ledger"
+        ledger_path = conf().get("ahachat", "ledger_path", fallback=None) or str(
+            airflow_home() / "ahachat" / "ledger"
         )
-    root: Any
-    if isinstance(ledger_path, str):
-        if "://" in ledger_path:
-            from airflow.sdk import ObjectStoragePath
-
-            root = ObjectStoragePath(ledger_path)
-        else:
-            root = pathlib.Path(ledger_path).expanduser()
-    else:
-        root = ledger_path
-    index = -1 if map_index is None else map_index
-    for part in (f"dag_id={dag_id}", f"run_id={run_id}", f"task_id={task_id}", f"map_index={index}"):
-        root = root / quote(part, safe="=")
-    return root
+    if not isinstance(ledger_path, str):
+        return ledger_path
+    if "://" in ledger_path:
+        return object_storage_path(ledger_path)
+    return pathlib.Path(ledger_path).expanduser()
 
 
-def _mask_secret(secret: str) -> None:
-    """Register ``secret`` with Airflow's secret masker, wherever this Airflow version keeps it."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # older Airflow 3 releases
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
-    mask_secret(secret)
+def ledger_folder(ledger_path: Any, *, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> Any:
+    """The ledger folder of one task instance, under :func:`ledger_root` of ``ledger_path``."""
+    from airflow_provider_ahachat.bulk.ledger import task_folder
+
+    return task_folder(
+        ledger_root(ledger_path), dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # Names that moved to the bulk package, kept importable from here without loading it at parse time.
+    if name in ("open_recipients", "RECIPIENT_FILE_SUFFIXES"):
+        from airflow_provider_ahachat.bulk import recipients
+
+        return getattr(recipients, name)
+    raise AttributeError(name)
 
 
 def base_url_from_connection(host: str | None, port: int | None, schema: str | None) -> str:
@@ -225,10 +166,11 @@ class AhaChatHook(BaseHook):
             AhaChatClient,
             RetryPolicy,
         )
+        from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
         if token:
-            _mask_secret(token)
+            mask_secret(token)
         bot_id = (conn.login or "").strip()
         problems = []
         if not bot_id:
@@ -258,9 +200,9 @@ class AhaChatHook(BaseHook):
 
         The token is registered with the secret masker there too.
         """
-        from airflow_provider_ahachat.async_client import AsyncAhaChatClient
+        from airflow_provider_ahachat.client import AsyncAhaChatClient
 
-        return AsyncAhaChatClient(self.client_from_connection(conn))
+        return AsyncAhaChatClient.like(self.client_from_connection(conn))
 
     async def get_async_client(self) -> AsyncAhaChatClient:
         """
@@ -321,7 +263,7 @@ class AhaChatHook(BaseHook):
         ``rate_limit`` and ``concurrency`` default to the connection's extra fields, then to 20
         requests per second and :func:`default_concurrency`. ``options`` go to the runner.
         """
-        from airflow_provider_ahachat.bulk import BulkRunner, bulk_action
+        from airflow_provider_ahachat.bulk import BulkRunner
 
         client = self.client
         extra = self.connection.extra_dejson
@@ -335,7 +277,7 @@ class AhaChatHook(BaseHook):
             client.ensure_pool(concurrency)  # a keep-alive connection per worker
         return BulkRunner(
             client,
-            bulk_action(client, action, **arguments),
+            client.bind(action, arguments),
             ledger=ledger,
             concurrency=concurrency,
             rate_limit=rate_limit,

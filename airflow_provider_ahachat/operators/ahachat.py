@@ -8,15 +8,18 @@ and return JSON for XCom.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_ahachat.actions import ACTIONS
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, open_recipients
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, Recipient, validate_user_id
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, validate_user_id
 
 if TYPE_CHECKING:
     import jinja2
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ahachat.bulk import BulkRunner
     from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
+    from airflow_provider_ahachat.models import SendResult
 
 
 __all__ = [
@@ -38,6 +42,34 @@ __all__ = [
     "SendDynamicMessageOperator",
     "SendTextMessageOperator",
 ]
+
+
+_QUERY_WORDS = {"ahachat_block_name": "block", "ahachat_message_tag": "tag"}
+
+
+def describe_request(request: ApiRequest) -> str:
+    """What a request carries, in a few words for the log: block and tag, tags, attributes, messages."""
+    parts = [f"{_QUERY_WORDS[name]} {value}" for name, value in request.params if name in _QUERY_WORDS]
+    attributes = [name for name, _ in request.params if name not in _QUERY_WORDS and name != "phone"]
+    body = request.json if isinstance(request.json, dict) else {}
+    given = body.get("attributes")
+    if isinstance(given, dict):
+        attributes += list(given)
+    if attributes:
+        parts.append(f"attributes {', '.join(attributes)}")
+    if isinstance(given, list):
+        parts.append(f"clear {', '.join(map(str, given))}")
+    if isinstance(body.get("tags"), list):
+        parts.append(f"tags {', '.join(map(str, body['tags']))}")
+    if isinstance(body.get("messages"), list):
+        texts = [str(m["text"]) for m in body["messages"] if isinstance(m, dict) and m.get("text")]
+        characters = f", {sum(map(len, texts))} characters of text" if texts else ""
+        parts.append(f"{len(body['messages'])} message(s){characters}")
+    return "; ".join(parts) or "no arguments"
+
+
+def _shorten(text: str, most: int = 300) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 class AhaChatBaseOperator(BaseOperator):
@@ -97,10 +129,23 @@ class AhaChatBaseOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         client = self.hook.client
-        request = self.prepare(client)
+        request = self.prepare(client)  # bad input fails here, before anything is sent
         who = request.recipient.describe() if request.recipient else f"bot {client.bot_id}"
-        self.log.info("AhaChat: %s for %s", request.action.replace("_", " "), who)
-        return client.perform(request).model_dump(mode="json")
+        what = f"{request.describe()} for {who}"
+        started = time.monotonic()
+        try:
+            result: SendResult = client.perform(request)
+        except Exception:
+            self.log.warning("AhaChat: %s failed after %.0f ms", what, 1000 * (time.monotonic() - started))
+            raise
+        self.log.info(
+            "AhaChat: %s (%s): accepted in %.0f ms; AhaChat answered %s",
+            what,
+            describe_request(request),
+            1000 * (time.monotonic() - started),
+            client.redact(_shorten(json.dumps(result.data, ensure_ascii=False, default=str))),
+        )
+        return result.model_dump(mode="json")
 
 
 class AhaChatAudienceOperator(AhaChatBaseOperator):
@@ -162,19 +207,24 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self._runner: BulkRunner | None = None
 
     def bulk_arguments(self) -> dict[str, Any]:
-        """The action's arguments other than who it is for (the tags, the text, the block...)."""
-        raise NotImplementedError
+        """
+        The action's arguments other than who it is for (the tags, the text, the block...): the
+        operator's attributes named as the action table names the action's arguments.
+        """
+        names = ACTIONS[self.action_name].argument_names
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+    @property
+    def action_name(self) -> str:
+        """The name of this operator's action in the action table."""
+        return self.bulk_action
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
-        """The request for the single ``user_id`` (or ``phone``): the bulk path's action, built once."""
-        from airflow_provider_ahachat.bulk import bulk_action
-
-        action = bulk_action(client, self.bulk_action, **self.bulk_arguments())
-        if action.by_phone:
-            who = Recipient.of(user_id=getattr(self, "user_id", None), phone=getattr(self, "phone", None))
-        else:
-            who = Recipient(user_id=validate_user_id(getattr(self, "user_id", None)))
-        return action.build(who, {})
+        """The request for the single ``user_id`` (or ``phone``), from the action table."""
+        user_id, phone = getattr(self, "user_id", None), getattr(self, "phone", None)
+        if phone is None:
+            user_id = validate_user_id(user_id)
+        return client.prepare(self.action_name, self.bulk_arguments(), user_id=user_id, phone=phone)
 
     def single_recipient_given(self) -> bool:
         """Whether a single recipient (``user_id`` or ``phone``) was given."""
@@ -191,7 +241,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             raise AhaChatValidationError(
                 "recipients: give either recipients or a single user_id/phone, not both"
             )
-        return self.run_bulk(context, self.bulk_action, self.bulk_arguments(), self.recipients)
+        return self.run_bulk(context, self.action_name, self.bulk_arguments(), self.recipients)
 
     def run_bulk(
         self,
@@ -202,7 +252,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         total: int | None = None,
     ) -> dict[str, Any]:
         """Run ``action`` for every recipient through the hook's bulk engine; return the summary."""
-        from airflow_provider_ahachat.bulk import Ledger
+        from airflow_provider_ahachat.bulk import AhaChatBulkError, Ledger, open_recipients
 
         ti = context["ti"]
         folder = ledger_folder(
@@ -236,8 +286,6 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             folder,
             " (dry run: nothing is sent)" if self.is_dry_run else "",
         )
-        from airflow_provider_ahachat.bulk import AhaChatBulkError
-
         try:
             summary = runner.run(rows, total if total is not None else counted)
         except AhaChatBulkError as err:
@@ -294,9 +342,7 @@ class AddTagsOperator(AhaChatAudienceOperator):
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param tags: a tag or a list of tags, each non-empty (templated).
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
@@ -308,9 +354,6 @@ class AddTagsOperator(AhaChatAudienceOperator):
         self.user_id = user_id
         self.tags = tags
 
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"tags": self.tags}
-
 
 class RemoveTagsOperator(AddTagsOperator):
     """
@@ -318,9 +361,7 @@ class RemoveTagsOperator(AddTagsOperator):
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param tags: a tag or a list of tags, each non-empty (templated).
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
@@ -334,9 +375,7 @@ class AddAttributesOperator(AhaChatAudienceOperator):
     :param user_id: the messenger_user_id, as a string (templated).
     :param attributes: a dict, or a JSON object string, of name to string, number or boolean
         (templated). Names reserved by the Broadcast API (``phone``, ``ahachat_*``) are refused.
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
@@ -351,9 +390,6 @@ class AddAttributesOperator(AhaChatAudienceOperator):
         self.user_id = user_id
         self.attributes = attributes
 
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"attributes": self.attributes}
-
 
 class ResetAttributesOperator(AhaChatAudienceOperator):
     """
@@ -361,9 +397,7 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param attributes: an attribute name or a list of them (templated).
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
@@ -374,9 +408,6 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
         super().__init__(**kwargs)
         self.user_id = user_id
         self.attributes = attributes
-
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"names": self.attributes}
 
 
 class SendTextMessageOperator(AhaChatAudienceOperator):
@@ -389,9 +420,7 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param text: the text (templated).
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
@@ -404,9 +433,6 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
         self.user_id = user_id
         self.text = text
 
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"text": self.text}
-
 
 class SendDynamicMessageOperator(AhaChatAudienceOperator):
     """
@@ -417,9 +443,7 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
     :param message: the whole object (``{"messages": [...], "set_attributes": ..., "redirect_to_blocks":
         ...}``), a list of messages, or either as a JSON string (templated). It is checked against
         Messenger's limits before sending.
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
@@ -435,9 +459,6 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
         self.user_id = user_id
         self.message = message
 
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"message": self.message}
-
 
 class BroadcastBlockOperator(AhaChatAudienceOperator):
     """
@@ -452,9 +473,7 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     :param message_tag: one of ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``,
         ``ACCOUNT_UPDATE``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default) (templated).
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
-    :param recipients: many recipients instead of ``user_id`` (templated); see
-        :class:`AhaChatAudienceOperator` for this and the other bulk parameters (``concurrency``,
-        ``rate_limit``, ``ledger_path``, ``max_failures``, ``max_failure_ratio``, ``dry_run``).
+    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
@@ -487,6 +506,3 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
         self.phone = phone
         self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
         self.attributes = attributes
-
-    def bulk_arguments(self) -> dict[str, Any]:
-        return {"block_name": self.block_name, "message_tag": self.message_tag, "attributes": self.attributes}

@@ -13,15 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_ahachat.conditions import UserConditions
-from airflow_provider_ahachat.exceptions import (
-    TRANSIENT_ERRORS,
-    AhaChatError,
-    AhaChatNotFoundError,
-    AhaChatValidationError,
-)
-from airflow_provider_ahachat.hooks.ahachat import UNKNOWN_BOT, AhaChatHook
+from airflow_provider_ahachat.conditions import UserConditions, Watch
+from airflow_provider_ahachat.exceptions import AhaChatError, AhaChatValidationError
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 from airflow_provider_ahachat.models import Recipient, User
+from airflow_provider_ahachat.version_compat import conf, sensor_timeout
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,22 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["UserSensor"]
 
 
-def _default_deferrable() -> bool:
-    """``[operators] default_deferrable``, read when the sensor is built."""
+def _attempt(call: Callable[..., Any], *args: Any) -> tuple[Any, AhaChatError | None]:
+    """``call(*args)``'s result and None, or None and the AhaChat error it raised."""
     try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # Airflow 3.1
-        from airflow.configuration import conf
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def _sensor_timeout(message: str) -> Exception:
-    """The timeout error that ``BaseSensorOperator`` turns into a skip under ``soft_fail``."""
-    try:
-        from airflow.sdk.exceptions import AirflowSensorTimeout
-    except ImportError:  # Airflow 3.1
-        from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
-    return AirflowSensorTimeout(message)
+        return call(*args), None
+    except AhaChatError as err:
+        return None, err
 
 
 def _error_from_event(event: dict[str, Any]) -> AhaChatError:
@@ -133,9 +119,10 @@ class UserSensor(BaseSensorOperator):
         self.tags = tags
         self.absent_tags = absent_tags
         self.check = check
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        if deferrable is None:
+            deferrable = conf().getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = deferrable
         self.ahachat_conn_id = ahachat_conn_id
-        self._bot_known = False
         problems = []
         has_user, has_phone = user_id not in (None, ""), phone not in (None, "")
         if has_user == has_phone:
@@ -203,48 +190,25 @@ class UserSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout),
         )
 
+    @cached_property
+    def watch(self) -> Watch:
+        """Judges each look at the customer, as the trigger does."""
+        return Watch(self.ahachat_conn_id, self.recipient, self.conditions, self.check)
+
     def poke(self, context: Context) -> PokeReturnValue:
         """One look at the customer."""
-        who = self.recipient.describe()
-        failure: AhaChatError | None = None
-        try:
-            user = self.hook.client.fetch_user(self._request)
-        except AhaChatNotFoundError:
-            self._fail_if_the_bot_is_unknown()
-            self.log.info("AhaChat: no %s yet; checking again later", who)
+        client = self.hook.client
+        user, error = _attempt(client.fetch_user, self._request)
+        look = self.watch.judge(user, error)
+        if look.ask_about_bot:
+            self.watch.bot_checked(_attempt(client.check_connection)[1])
+        if look.warning:
+            self.log.warning("%s", look.message)
+        else:
+            self.log.info("%s", look.message)
+        if not look.done or look.user is None:
             return PokeReturnValue(False)
-        except TRANSIENT_ERRORS as err:
-            failure = err
-        if failure is not None:
-            self.log.warning("%s; checking again at the next interval", failure.message)
-            return PokeReturnValue(False)
-        unmet = self.conditions.unmet(user)
-        if unmet:
-            self.log.info("AhaChat: %s not ready: %s", who, "; ".join(unmet))
-            return PokeReturnValue(False)
-        if self.check is not None and not self.check(user):
-            self.log.info("AhaChat: %s matches the conditions, but not yet the check", who)
-            return PokeReturnValue(False)
-        self.log.info("AhaChat: %s matches (%s)", who, self.conditions.describe())
-        return PokeReturnValue(True, xcom_value=user.model_dump(mode="json"))
-
-    def _fail_if_the_bot_is_unknown(self) -> None:
-        """
-        A 404 means no such customer yet, or a wrong Bot ID, which waiting cannot cure: ask once.
-
-        :raises AhaChatNotFoundError: when AhaChat knows no bot with the connection's Bot ID.
-        """
-        if self._bot_known:
-            return
-        try:
-            self.hook.client.check_connection()
-        except AhaChatNotFoundError:
-            raise AhaChatNotFoundError(
-                f"connection {self.ahachat_conn_id!r}: {UNKNOWN_BOT}", status=404
-            ) from None
-        except TRANSIENT_ERRORS:
-            return
-        self._bot_known = True
+        return PokeReturnValue(True, xcom_value=look.user.model_dump(mode="json"))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: return the customer, or fail as its event says."""
@@ -257,5 +221,5 @@ class UserSensor(BaseSensorOperator):
             return user
         if status == "timeout":
             # BaseSensorOperator turns this into a skip when soft_fail is set.
-            raise _sensor_timeout(str(event.get("message") or "The AhaChat sensor timed out"))
+            raise sensor_timeout(str(event.get("message") or "The AhaChat sensor timed out"))
         raise _error_from_event(event)

@@ -7,6 +7,7 @@ import decimal
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_provider_ahachat.actions import ACTIONS, RECIPIENT_ACTIONS
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
 from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
@@ -16,17 +17,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = ["SqlToAhaChatOperator"]
-
-#: The actions, and which of the operator's arguments each one takes.
-ACTIONS: Mapping[str, tuple[str, ...]] = {
-    "broadcast_block": ("block_name", "message_tag", "attributes"),
-    "add_tags": ("tags",),
-    "remove_tags": ("tags",),
-    "add_attributes": ("attributes",),
-    "reset_attributes": ("attributes",),
-    "send_text": ("text",),
-    "send_message": ("message",),
-}
 
 
 class SqlToAhaChatOperator(AhaChatAudienceOperator):
@@ -112,8 +102,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         fetch_size: int = 1000,
         **kwargs: Any,
     ) -> None:
-        if action not in ACTIONS:
-            raise AhaChatValidationError(f"action: must be one of {', '.join(ACTIONS)}, got {action!r}")
+        if action not in RECIPIENT_ACTIONS:
+            raise AhaChatValidationError(
+                f"action: must be one of {', '.join(RECIPIENT_ACTIONS)}, got {action!r}"
+            )
         given = {
             name
             for name, value in {
@@ -125,7 +117,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             }.items()
             if value is not None
         }
-        extra = given - set(ACTIONS[action])
+        extra = given - set(ACTIONS[action].argument_names)
         if extra:
             raise AhaChatValidationError(f"{', '.join(sorted(extra))}: not used by the action {action!r}")
         if not isinstance(fetch_size, int) or fetch_size < 1:
@@ -147,25 +139,15 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         self.message = message
         self.fetch_size = fetch_size
 
-    def bulk_arguments(self) -> dict[str, Any]:
-        values = {
-            "block_name": self.block_name,
-            "message_tag": self.message_tag,
-            "attributes": self.attributes,
-            "tags": self.tags,
-            "text": self.text,
-            "message": self.message,
-        }
-        arguments = {name: values[name] for name in ACTIONS[self.action]}
-        if self.action == "reset_attributes":
-            arguments = {"names": arguments.pop("attributes")}
-        return arguments
+    @property
+    def action_name(self) -> str:
+        return self.action
 
     def single_recipient_given(self) -> bool:
         return False
 
     def execute(self, context: Context) -> Any:
-        return self.run_bulk(context, self.action, self.bulk_arguments(), self._rows())
+        return self.run_bulk(context, self.action_name, self.bulk_arguments(), self._rows())
 
     def _sql_hook(self) -> DbApiHook:
         from airflow.providers.common.sql.hooks.sql import DbApiHook

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_ahachat.conditions import UserConditions
-from airflow_provider_ahachat.exceptions import (
-    TRANSIENT_ERRORS,
-    AhaChatError,
-    AhaChatNotFoundError,
-)
+from airflow_provider_ahachat.conditions import UserConditions, Watch
+from airflow_provider_ahachat.exceptions import AhaChatError
 from airflow_provider_ahachat.models import Recipient
 
 if TYPE_CHECKING:
-    from airflow_provider_ahachat.async_client import AsyncAhaChatClient
+    from airflow_provider_ahachat.client import AsyncAhaChatClient
 
 __all__ = ["UserTrigger"]
 
@@ -42,6 +38,14 @@ def next_interval(
     if max_wait is not None:
         wait = min(wait, max_wait)
     return max(0.0, wait)
+
+
+async def _attempt(call: Awaitable[Any]) -> tuple[Any, AhaChatError | None]:
+    """The awaited result and None, or None and the AhaChat error it raised."""
+    try:
+        return await call, None
+    except AhaChatError as err:
+        return None, err
 
 
 class UserTrigger(BaseTrigger):
@@ -99,7 +103,6 @@ class UserTrigger(BaseTrigger):
         self.exponential_backoff = exponential_backoff
         self.max_wait = None if max_wait is None else float(max_wait)
         self.deadline = deadline
-        self._bot_known = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the arguments that rebuild this trigger; no secret among them."""
@@ -143,20 +146,21 @@ class UserTrigger(BaseTrigger):
         # The client is closed before the event is yielded: after its one event a trigger may be
         # cancelled at the ``yield`` at any time.
         try:
-            event = await self._wait(client, who)
+            event = await self._wait(client, Watch(self.ahachat_conn_id, who, self.conditions))
         except AhaChatError as err:
             event = self._error_event(err)
         finally:
             await client.aclose()
         yield event
 
-    async def _wait(self, client: AsyncAhaChatClient, who: Recipient) -> TriggerEvent:
+    async def _wait(self, client: AsyncAhaChatClient, watch: Watch) -> TriggerEvent:
         request = client.prepare_find_user(user_id=self.user_id, phone=self.phone)
+        who = watch.recipient
         checks = 0
         while True:
             checks += 1
             started = time.monotonic()
-            event = await self._check(client, request, who)
+            event = await self._check(client, request, watch)
             if event is not None:
                 return event
             left = self._seconds_left()
@@ -180,42 +184,19 @@ class UserTrigger(BaseTrigger):
         # One attempt per check: the trigger checks again at its next interval anyway.
         return await AhaChatHook(ahachat_conn_id=self.ahachat_conn_id, max_retries=0).get_async_client()
 
-    async def _check(self, client: AsyncAhaChatClient, request: Any, who: Recipient) -> TriggerEvent | None:
+    async def _check(self, client: AsyncAhaChatClient, request: Any, watch: Watch) -> TriggerEvent | None:
         """One look at the customer: an event when done, None for "not yet"."""
-        failure: AhaChatError | None = None
-        try:
-            user = await client.fetch_user(request)
-        except AhaChatNotFoundError:
-            await self._fail_if_the_bot_is_unknown(client)
-            self.log.info("AhaChat: no %s yet; checking again later", who.describe())
+        user, error = await _attempt(client.fetch_user(request))
+        look = watch.judge(user, error)
+        if look.ask_about_bot:
+            watch.bot_checked((await _attempt(client.check_connection()))[1])
+        if look.warning:
+            self.log.warning("%s", look.message)
+        else:
+            self.log.info("%s", look.message)
+        if not look.done or look.user is None:
             return None
-        except TRANSIENT_ERRORS as err:
-            failure = err
-        if failure is not None:
-            self.log.warning("%s; checking again at the next interval", failure.message)
-            return None
-        unmet = self.conditions.unmet(user)
-        if unmet:
-            self.log.info("AhaChat: %s not ready: %s", who.describe(), "; ".join(unmet))
-            return None
-        self.log.info("AhaChat: %s matches (%s)", who.describe(), self.conditions.describe())
-        return TriggerEvent({"status": "success", "user": user.model_dump(mode="json")})
-
-    async def _fail_if_the_bot_is_unknown(self, client: AsyncAhaChatClient) -> None:
-        """As ``UserSensor`` does: a 404 may be a wrong Bot ID, which waiting cannot cure; ask once."""
-        if self._bot_known:
-            return
-        from airflow_provider_ahachat.hooks.ahachat import UNKNOWN_BOT
-
-        try:
-            await client.send(client.sync.prepare_check_connection())
-        except AhaChatNotFoundError:
-            raise AhaChatNotFoundError(
-                f"connection {self.ahachat_conn_id!r}: {UNKNOWN_BOT}", status=404
-            ) from None
-        except TRANSIENT_ERRORS:
-            return
-        self._bot_known = True
+        return TriggerEvent({"status": "success", "user": look.user.model_dump(mode="json")})
 
     @staticmethod
     def _error_event(err: AhaChatError) -> TriggerEvent:

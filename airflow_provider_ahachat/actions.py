@@ -1,0 +1,426 @@
+"""
+Every AhaChat action the provider knows, described once. No Airflow import, no HTTP library.
+
+Two tables live here and nowhere else:
+
+- :data:`ENDPOINTS`: each HTTP endpoint, its method and path, whether a request to it makes the bot
+  message a customer, and whether AhaChat documents it. Only the Broadcast API is documented; the
+  other paths are provisional, so correcting one is a one-line change here.
+- :data:`ACTIONS`: each action as operators, the bulk engine, the SQL transfer and the notifier
+  name it (``add_tags``, ``broadcast_block``...), the endpoint it calls (and the one that reaches a
+  customer by phone, where AhaChat has one), and its arguments with the validator of each.
+
+An action's shared arguments are validated once (:meth:`Action.bind`); the bound action then builds
+the request for each recipient (:meth:`BoundAction.request`), which validates nothing but the
+recipient's own attributes. The token is added only when a request is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.models import (
+    DynamicMessage,
+    MessageTag,
+    Recipient,
+    attribute_query_value,
+    validate_attribute_names,
+    validate_attributes,
+    validate_block_name,
+    validate_tags,
+)
+
+TOKEN_PARAM = "ahachat_token"
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """
+    One AhaChat endpoint.
+
+    :param method: the HTTP method.
+    :param path: the path, with ``{bot_id}`` and ``{user_id}`` placeholders.
+    :param sends_message: True when the request makes the bot message a customer; such a request
+        whose outcome is unknown is not retried unless the caller asks for it.
+    :param documented: True when AhaChat publishes the endpoint; the others are provisional.
+    """
+
+    method: str
+    path: str
+    sends_message: bool = False
+    documented: bool = False
+
+
+#: Every path the provider calls, in one place. Only the Broadcast API is documented by AhaChat.
+#: The rest are PROVISIONAL (see the contract): when the real paths are confirmed, correct them here.
+ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
+    {
+        # Documented: https://ahachat.com Block Broadcast API. All parameters in the query string.
+        "broadcast_by_user": Endpoint(
+            "POST", "/api/bots/{bot_id}/users/{user_id}/send", sends_message=True, documented=True
+        ),
+        "broadcast_by_phone": Endpoint(
+            "POST", "/api/bots/{bot_id}/phones/send", sends_message=True, documented=True
+        ),
+        # PROVISIONAL: not published by AhaChat.
+        "check_connection": Endpoint("GET", "/api/bots/{bot_id}"),
+        "find_user": Endpoint("GET", "/api/bots/{bot_id}/users/{user_id}"),
+        "find_user_by_phone": Endpoint("GET", "/api/bots/{bot_id}/users"),
+        "add_tags": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/tags"),
+        "remove_tags": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/tags/remove"),
+        "add_attributes": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/attributes"),
+        "reset_attributes": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/attributes/reset"),
+        "send_message": Endpoint("POST", "/api/bots/{bot_id}/users/{user_id}/messages", sends_message=True),
+    }
+)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """
+    One request, ready to send but for the token.
+
+    :param action: the endpoint's name in :data:`ENDPOINTS`.
+    :param method: the HTTP method.
+    :param path: the path, with its parts percent-encoded.
+    :param params: the query parameters other than the token, in order.
+    :param json: the JSON body, if any.
+    :param sends_message: whether the request makes the bot message a customer.
+    :param recipient: who the request is about, if anyone.
+    """
+
+    action: str
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    json: Any = None
+    sends_message: bool = False
+    recipient: Recipient | None = None
+
+    def url(self, base_url: str, token: str) -> str:
+        """The full URL, token first as AhaChat documents it. Never log what this returns."""
+        query = urlencode(((TOKEN_PARAM, token), *self.params), quote_via=quote)
+        return f"{base_url}{self.path}?{query}"
+
+    def describe(self) -> str:
+        """``POST /api/bots/1/users/2/tags``: what the request is, without its query."""
+        return f"{self.method} {self.path}"
+
+    def preview(self) -> dict[str, Any]:
+        """The request as a dry run shows it: method and path, query and body, without the token."""
+        shown: dict[str, Any] = {"request": self.describe()}
+        if self.params:
+            shown["query"] = dict(self.params)
+        if self.json is not None:
+            shown["json"] = self.json
+        return shown
+
+
+def build_request(
+    endpoint: str,
+    bot_id: str,
+    *,
+    user_id: str | None = None,
+    params: Sequence[tuple[str, str]] = (),
+    json_body: Any = None,
+    recipient: Recipient | None = None,
+) -> ApiRequest:
+    """Build the request to ``endpoint`` (a name in :data:`ENDPOINTS`)."""
+    spec = ENDPOINTS[endpoint]
+    path = spec.path.format(bot_id=quote(bot_id, safe=""), user_id=quote(user_id or "", safe=""))
+    return ApiRequest(
+        action=endpoint,
+        method=spec.method,
+        path=path,
+        params=tuple(params),
+        json=json_body,
+        sends_message=spec.sends_message,
+        recipient=recipient,
+    )
+
+
+# --------------------------------------------------------------------------- actions
+
+#: What an action's builder returns: the query parameters and the JSON body.
+Parts = tuple[Sequence[tuple[str, str]], Any]
+#: An action's builder: the query and body for one recipient, from the validated shared arguments,
+#: the recipient's own attributes and the recipient.
+Builder = Callable[[Mapping[str, Any], Mapping[str, Any], Recipient | None], Parts]
+
+
+def _phone_query(who: Recipient | None) -> list[tuple[str, str]]:
+    """The ``phone`` query parameter of a request that reaches a customer by phone."""
+    return [("phone", who.phone)] if who is not None and who.phone is not None else []
+
+
+@dataclass(frozen=True)
+class Argument:
+    """
+    One argument of an action, other than who it is for.
+
+    :param name: the argument's name, as operators and :meth:`Action.bind` take it.
+    :param check: validates a value and returns it as the request needs it; given the value and
+        the field name to put in errors.
+    :param required: whether the argument must be given; an optional one absent is passed on as None.
+    :param aliases: other names the argument is accepted under (``attributes`` for ``names``).
+    """
+
+    name: str
+    check: Callable[[Any, str], Any]
+    required: bool = True
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Action:
+    """
+    One action: its endpoint, its arguments and how a request for one recipient is built.
+
+    :param name: the action's name (``add_tags``, ``broadcast_block``...).
+    :param endpoint: the endpoint that reaches a customer by user ID.
+    :param phone_endpoint: the endpoint that reaches a customer by phone, where AhaChat has one;
+        without it, a customer given by phone is looked up first.
+    :param arguments: the arguments shared by every recipient.
+    :param build: the query and body for one recipient, from the validated shared arguments, the
+        recipient's own attributes and the recipient; by default, a ``phone`` query parameter for
+        a customer given by phone.
+    :param takes_attributes: whether a recipient's own columns (beyond ``user_id`` and ``phone``)
+        are attributes for this action.
+    """
+
+    name: str
+    endpoint: str
+    phone_endpoint: str | None = None
+    arguments: tuple[Argument, ...] = ()
+    build: Builder = lambda shared, own, who: (_phone_query(who), None)
+    takes_attributes: bool = False
+
+    @property
+    def sends_message(self) -> bool:
+        """Whether the action makes the bot message the customer."""
+        return ENDPOINTS[self.endpoint].sends_message
+
+    @property
+    def addresses_customer(self) -> bool:
+        """Whether a request of this action is about one customer (all but the connection check)."""
+        return self.phone_endpoint is not None or "{user_id}" in ENDPOINTS[self.endpoint].path
+
+    @property
+    def by_phone(self) -> bool:
+        """Whether AhaChat can reach a customer by phone for this action, without a lookup."""
+        return self.phone_endpoint is not None
+
+    @property
+    def argument_names(self) -> tuple[str, ...]:
+        """Every name an argument is accepted under, aliases included."""
+        return tuple(name for argument in self.arguments for name in (argument.name, *argument.aliases))
+
+    def bind(self, arguments: Mapping[str, Any] | None = None, /, **more: Any) -> BoundAction:
+        """
+        Validate the shared arguments once; return the action ready to build requests.
+
+        :raises AhaChatValidationError: naming every bad or unknown argument and its rule.
+        """
+        given = {**(arguments or {}), **more}
+        unknown = sorted(set(given) - set(self.argument_names))
+        problems = [
+            f"{name}: not an argument of the action {self.name!r}"
+            + (f" (it takes {', '.join(self.argument_names)})" if self.arguments else " (it takes none)")
+            for name in unknown
+        ]
+        validated: dict[str, Any] = {}
+        for argument in self.arguments:
+            names = [name for name in (argument.name, *argument.aliases) if given.get(name) is not None]
+            if len(names) > 1:
+                problems.append(f"{', '.join(names)}: give one of them, they are the same argument")
+                continue
+            if not names and argument.required:
+                problems.append(f"{argument.name}: required by the action {self.name!r}")
+                continue
+            name = names[0] if names else argument.name
+            try:
+                validated[argument.name] = argument.check(given.get(name), name)
+            except AhaChatValidationError as err:
+                problems.extend(err.problems)
+        if problems:
+            raise AhaChatValidationError(problems)
+        return BoundAction(self, MappingProxyType(validated))
+
+
+@dataclass(frozen=True)
+class BoundAction:
+    """
+    An action with its shared arguments validated: builds the request for each recipient.
+
+    :param action: the action.
+    :param arguments: its validated shared arguments.
+    """
+
+    action: Action
+    arguments: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The action's name."""
+        return self.action.name
+
+    def request(
+        self, bot_id: str, recipient: Recipient | None = None, attributes: Mapping[str, Any] | None = None
+    ) -> ApiRequest:
+        """
+        The request for ``recipient`` (already validated) and their own validated ``attributes``.
+
+        :raises AhaChatValidationError: when the action cannot reach this recipient (a phone for an
+            action that needs a user ID) or the recipient's attributes do not fit the action.
+        """
+        action = self.action
+        params, body = action.build(self.arguments, attributes or {}, recipient)
+        if recipient is not None and recipient.phone is not None:
+            if action.phone_endpoint is None:
+                raise AhaChatValidationError(
+                    f"phone: the action {action.name!r} needs a user_id; look the phone up first"
+                )
+            return build_request(
+                action.phone_endpoint, bot_id, params=params, json_body=body, recipient=recipient
+            )
+        user_id = recipient.user_id if recipient is not None else None
+        if user_id is None and "{user_id}" in ENDPOINTS[action.endpoint].path:
+            raise AhaChatValidationError(f"user_id: the action {action.name!r} needs a user_id")
+        return build_request(
+            action.endpoint, bot_id, user_id=user_id, params=params, json_body=body, recipient=recipient
+        )
+
+
+# --------------------------------------------------------------------------- the actions' arguments
+
+
+def _tag_argument(value: Any, field: str) -> list[str]:
+    return validate_tags(value, field)
+
+
+def _names_argument(value: Any, field: str) -> list[str]:
+    return validate_attribute_names(value, field)
+
+
+def _optional_attributes(value: Any, field: str) -> dict[str, Any]:
+    return validate_attributes(value, field, allow_empty=True)
+
+
+def _text_argument(value: Any, field: str) -> dict[str, Any]:
+    return DynamicMessage.text(value, field).to_payload()
+
+
+def _message_argument(value: Any, field: str) -> dict[str, Any]:
+    return DynamicMessage.parse(value, field).to_payload()
+
+
+def _message_tag(value: Any, field: str) -> str:
+    return MessageTag.parse(value, field).value
+
+
+def _attributes_body(shared: Mapping[str, Any], own: Mapping[str, Any], who: Recipient | None) -> Parts:
+    merged = {**(shared.get("attributes") or {}), **own}
+    if not merged:
+        raise AhaChatValidationError("attributes: give at least one attribute")
+    return (), {"attributes": merged}
+
+
+def _broadcast_query(shared: Mapping[str, Any], own: Mapping[str, Any], who: Recipient | None) -> Parts:
+    params = [("ahachat_message_tag", shared["message_tag"]), ("ahachat_block_name", shared["block_name"])]
+    params += _phone_query(who)
+    merged = {**(shared.get("attributes") or {}), **own}
+    params += [(name, attribute_query_value(value)) for name, value in merged.items()]
+    return params, None
+
+
+def _json_of(key: str, argument: str) -> Builder:
+    """A builder whose body is ``{key: <the argument>}``."""
+    return lambda shared, own, who: ((), {key: shared[argument]})
+
+
+def _body_of(argument: str) -> Builder:
+    """A builder whose body is the argument itself."""
+    return lambda shared, own, who: ((), shared[argument])
+
+
+_TAGS = (Argument("tags", _tag_argument),)
+
+#: Every action, by the name operators, the bulk engine, the SQL transfer and the notifier use.
+ACTIONS: Mapping[str, Action] = MappingProxyType(
+    {
+        action.name: action
+        for action in (
+            Action("check_connection", "check_connection"),
+            Action("find_user", "find_user", phone_endpoint="find_user_by_phone"),
+            Action(
+                "broadcast_block",
+                "broadcast_by_user",
+                phone_endpoint="broadcast_by_phone",
+                arguments=(
+                    Argument("block_name", validate_block_name),
+                    Argument("message_tag", _message_tag, required=False),
+                    Argument("attributes", _optional_attributes, required=False),
+                ),
+                build=_broadcast_query,
+                takes_attributes=True,
+            ),
+            Action("add_tags", "add_tags", arguments=_TAGS, build=_json_of("tags", "tags")),
+            Action("remove_tags", "remove_tags", arguments=_TAGS, build=_json_of("tags", "tags")),
+            Action(
+                "add_attributes",
+                "add_attributes",
+                arguments=(Argument("attributes", _optional_attributes, required=False),),
+                build=_attributes_body,
+                takes_attributes=True,
+            ),
+            Action(
+                "reset_attributes",
+                "reset_attributes",
+                arguments=(Argument("names", _names_argument, aliases=("attributes",)),),
+                build=_json_of("attributes", "names"),
+            ),
+            Action(
+                "send_text",
+                "send_message",
+                arguments=(Argument("text", _text_argument),),
+                build=_body_of("text"),
+            ),
+            Action(
+                "send_message",
+                "send_message",
+                arguments=(Argument("message", _message_argument),),
+                build=_body_of("message"),
+            ),
+        )
+    }
+)
+
+#: The actions that act on customers one at a time, as ``recipients=`` and the SQL transfer run them.
+RECIPIENT_ACTIONS: tuple[str, ...] = tuple(
+    name for name in ACTIONS if name not in ("check_connection", "find_user")
+)
+
+
+def action(name: str) -> Action:
+    """
+    The action called ``name``.
+
+    :raises AhaChatValidationError: listing the actions there are.
+    """
+    try:
+        return ACTIONS[name]
+    except (KeyError, TypeError):
+        raise AhaChatValidationError(
+            f"action: {name!r} is not an AhaChat action; use one of {', '.join(ACTIONS)}"
+        ) from None

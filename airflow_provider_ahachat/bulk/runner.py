@@ -1,0 +1,379 @@
+"""
+The bulk run: one action for many recipients, from ``concurrency`` worker threads.
+
+The calling thread reads the input, admits each row (validated, deduplicated, checked against the
+ledger's earlier tries) and queues it; workers send through the client's retry loop under the run's
+shared pace, and hand back outcomes, which the calling thread records. Where each concern lives:
+recipients and files in ``recipients.py``, the journal and the claim protocol in ``ledger.py``, the
+rate limit and the 429 pause in ``pacing.py``, counts, progress lines and the summary in
+``report.py``, the per-recipient state in ``index.py``. No Airflow import here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_ahachat.actions import ApiRequest, BoundAction
+from airflow_provider_ahachat.client import AhaChatClient, user_from_data
+from airflow_provider_ahachat.exceptions import AhaChatAuthError, AhaChatError, AhaChatValidationError
+from airflow_provider_ahachat.models import Recipient
+
+from .index import RunIndex
+from .ledger import Claims, Ledger
+from .pacing import RateLimiter, RetryCounter, Stopped, WorkerPace
+from .recipients import Row, describe_raw, parse_row
+from .report import DELIVERED, DUPLICATE, FAILED, INVALID, NOT_SENT, UNKNOWN, WOULD_SEND, Tally
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_STOPPED_REASON = "the run stopped before this row"
+
+
+@dataclass
+class _Job:
+    row: Row
+    request: ApiRequest | None  # None: look the phone up first
+
+
+@dataclass
+class _Outcome:
+    row: Row
+    outcome: str
+    reason: str | None = None
+    fatal: AhaChatError | None = None
+
+
+class BulkRunner:
+    """
+    Run one action for many recipients.
+
+    :param client: the API client (its pooled connections are shared by the workers).
+    :param action: what to do for each recipient: an action of the table with its shared arguments
+        validated (``client.bind("add_tags", tags=[...])``).
+    :param ledger: the journal for exactly-once across tries; None to keep none (each try then
+        starts from scratch).
+    :param concurrency: requests in flight at once.
+    :param rate_limit: requests per second for the whole run; None or 0 for no limit.
+    :param max_failures: the most failed, invalid, unknown or unsent rows allowed; more fail the
+        run once every row has had its turn.
+    :param max_failure_ratio: the largest share of such rows allowed. Either limit applies only
+        when given; with neither, any such row fails the run (``max_failure_ratio=1`` never does).
+    :param resend_unknown: send again to recipients whose earlier outcome is unknown, at the risk of
+        a duplicate. Actions that message nobody (tags, attributes) are always safe to resend.
+    :param dry_run: validate and render every request, send nothing, write nothing to the journal.
+    :param progress_interval: seconds between progress lines in the log.
+    :param logger: where progress goes.
+    :param sample_size: how many requests a dry run shows in its summary.
+    """
+
+    def __init__(
+        self,
+        client: AhaChatClient,
+        action: BoundAction,
+        *,
+        ledger: Ledger | None = None,
+        concurrency: int = 8,
+        rate_limit: float | None = None,
+        max_failures: int | None = None,
+        max_failure_ratio: float | None = None,
+        resend_unknown: bool = False,
+        dry_run: bool = False,
+        progress_interval: float = 5.0,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        sample_size: int = 10,
+    ) -> None:
+        problems = []
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 256:
+            problems.append(f"concurrency: must be a whole number from 1 to 256, got {concurrency!r}")
+        if rate_limit is not None and (not isinstance(rate_limit, int | float) or rate_limit < 0):
+            problems.append(f"rate_limit: must be requests per second, 0 or more, got {rate_limit!r}")
+        if max_failures is not None and (not isinstance(max_failures, int) or max_failures < 0):
+            problems.append(f"max_failures: must be a whole number, 0 or more, got {max_failures!r}")
+        if max_failure_ratio is not None and (
+            not isinstance(max_failure_ratio, int | float) or not 0 <= max_failure_ratio <= 1
+        ):
+            problems.append(f"max_failure_ratio: must be from 0 to 1, got {max_failure_ratio!r}")
+        if progress_interval <= 0:
+            problems.append(f"progress_interval: must be above 0 seconds, got {progress_interval!r}")
+        if problems:
+            raise AhaChatValidationError(problems)
+        self.client = client
+        self.action = action
+        self.ledger = ledger
+        self.concurrency = concurrency
+        self.limiter = RateLimiter(rate_limit)
+        self.max_failures = 0 if max_failures is None and max_failure_ratio is None else max_failures
+        self.max_failure_ratio = max_failure_ratio
+        self.resend_unknown = resend_unknown or not action.action.sends_message
+        self.dry_run = dry_run
+        self.progress_interval = progress_interval
+        self.log = logger or log
+        self.sample_size = sample_size
+        self.claims = Claims(ledger, dry_run=dry_run)
+        self.retries = RetryCounter()
+        self.stop_event = threading.Event()
+        self._stop_requested = False
+        self._closing = threading.Event()
+        self._results: queue.Queue[_Outcome] = queue.Queue()
+        self._jobs: queue.Queue[Any] = queue.Queue(maxsize=concurrency * 2)
+        self._fatal: AhaChatError | None = None
+
+    def stop(self) -> None:
+        """Stop dispatching: requests in flight finish and are recorded, the rest are ``not_sent``."""
+        self._stop_requested = True
+        self.stop_event.set()
+
+    # -- the producer: the calling thread
+
+    def run(self, recipients: Iterable[Any], total: int | None = None) -> dict[str, Any]:
+        """
+        Act for every recipient; return the summary.
+
+        :param recipients: the input items; see :func:`~airflow_provider_ahachat.bulk.recipients.parse_row`.
+        :param total: how many there are, when known, for progress and the ETA.
+        :raises AhaChatBulkError: when the failures exceed what is allowed, or on a fatal error
+            (the token was refused); the summary is on the error.
+        """
+        tally = Tally(
+            self.action.name,
+            dry_run=self.dry_run,
+            total=total,
+            logger=self.log,
+            progress_interval=self.progress_interval,
+            sample_size=self.sample_size,
+        )
+        index = RunIndex()
+        workers = [
+            threading.Thread(target=self._work, name=f"ahachat-bulk-{i}", daemon=True)
+            for i in range(0 if self.dry_run else self.concurrency)
+        ]
+        try:
+            if self.ledger is not None:
+                index.load(self.ledger.replay())
+            for worker in workers:
+                worker.start()
+            batch: list[_Job] = []
+            for number, raw in enumerate(recipients, start=1):
+                tally.rows = number
+                self._drain(index, tally)
+                if self._should_stop():
+                    index.add(number, None, describe_raw(raw), NOT_SENT, _STOPPED_REASON)
+                    tally.add(number, describe_raw(raw), NOT_SENT, _STOPPED_REASON)
+                    continue
+                job = self._admit(index, tally, number, raw)
+                if job is not None:
+                    batch.append(job)
+                    if len(batch) >= self.concurrency:
+                        self._queue(index, tally, batch)
+                        batch = []
+            if batch:
+                if self._should_stop():
+                    for job in batch:
+                        self._settle(index, tally, _Outcome(job.row, NOT_SENT, _STOPPED_REASON))
+                else:
+                    self._queue(index, tally, batch)
+            for _ in workers:
+                self._put(index, tally, _STOP)
+            while any(worker.is_alive() for worker in workers):
+                self._drain(index, tally, wait=0.1)
+            self._drain(index, tally)
+            for number in index.unsettled():  # cannot happen unless a worker died
+                index.settle(number, UNKNOWN, "no outcome was recorded")
+                tally.add(number, "?", UNKNOWN, "no outcome was recorded")
+            self.claims.flush()
+            tally.progress(final=True)
+            report = None
+            if self.ledger is not None:
+                name = "dry-run.jsonl" if self.dry_run else "report.jsonl"
+                report = self.ledger.write(name, index.report_lines())
+            summary = tally.summary(
+                report=report,
+                ledger=self.ledger.location() if self.ledger is not None else None,
+                pauses=self.limiter.pauses,
+                retries=self.retries.counts,
+            )
+        finally:
+            # On an error (a file that cannot be read, a database cursor that broke), the rows
+            # still queued are not sent, and the requests in flight are waited for so that their
+            # outcomes reach the journal before it is closed.
+            self.stop_event.set()
+            self._closing.set()
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join(timeout=sum(self.client.timeout) + 1)
+            if self.ledger is not None:
+                self.claims.flush()
+                self.ledger.close()
+            index.close()
+        tally.judge(
+            summary,
+            fatal=self._fatal,
+            stopped=self._stop_requested,
+            max_failures=self.max_failures,
+            max_failure_ratio=self.max_failure_ratio,
+        )
+        return summary
+
+    def _should_stop(self) -> bool:
+        return self.stop_event.is_set() or self._fatal is not None
+
+    def _admit(self, index: RunIndex, tally: Tally, number: int, raw: Any) -> _Job | None:
+        """Validate, deduplicate and check the ledger for one row; the job to send, if any."""
+
+        def final(key: str | None, who: str, outcome: str, reason: str | None, earlier: bool = False) -> None:
+            index.add(number, key, who, outcome, reason, earlier=earlier)
+            tally.add(number, who, outcome, reason, earlier=earlier)
+
+        try:
+            row = parse_row(number, raw, takes_attributes=self.action.action.takes_attributes)
+            needs_lookup = row.recipient.user_id is None and not self.action.action.by_phone
+            request = None if needs_lookup else self._request(row.recipient, row)
+        except AhaChatValidationError as err:
+            final(None, describe_raw(raw), INVALID, "; ".join(err.problems))
+            return None
+        who = row.recipient.describe()
+        if index.seen(row.key):
+            final(row.key, who, DUPLICATE, "the same recipient came earlier")
+            return None
+        earlier = index.earlier(row.key)
+        if earlier is not None:
+            before, before_reason = earlier
+            if before == DELIVERED:
+                final(row.key, who, DELIVERED, before_reason, earlier=True)
+                return None
+            if before == UNKNOWN and not self.resend_unknown:
+                why = "an earlier try's outcome is unknown; not resent (resend_unknown=True resends)"
+                final(row.key, who, UNKNOWN, why, earlier=True)
+                return None
+        if self.dry_run:
+            if request is not None:
+                tally.sample(row.number, request.preview())
+            final(row.key, who, WOULD_SEND, None)
+            return None
+        index.add(number, row.key, who, None)
+        return _Job(row, request)
+
+    def _request(self, recipient: Recipient, row: Row) -> ApiRequest:
+        try:
+            return self.action.request(self.client.bot_id, recipient, row.attributes)
+        except AhaChatValidationError as err:
+            problems = [f"row {row.number}: {problem}" for problem in err.problems]
+            raise AhaChatValidationError(problems) from None
+
+    def _queue(self, index: RunIndex, tally: Tally, jobs: list[_Job]) -> None:
+        """Hand ``jobs`` to the workers (claimed first, where the ledger claims a batch at a time)."""
+        self.claims.queued([job.row.key for job in jobs])
+        for job in jobs:
+            self._put(index, tally, job)
+
+    def _put(self, index: RunIndex, tally: Tally, item: Any) -> None:
+        while True:
+            try:
+                self._jobs.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                self._drain(index, tally)
+
+    def _drain(self, index: RunIndex, tally: Tally, wait: float = 0.0) -> None:
+        """Record the workers' outcomes; log progress when it is time."""
+        try:
+            first = self._results.get(timeout=wait) if wait else self._results.get_nowait()
+        except queue.Empty:
+            first = None
+        while first is not None:
+            self._settle(index, tally, first)
+            try:
+                first = self._results.get_nowait()
+            except queue.Empty:
+                first = None
+        if tally.progress_due():
+            self.claims.flush()
+            tally.progress()
+
+    def _settle(self, index: RunIndex, tally: Tally, result: _Outcome) -> None:
+        row = result.row
+        index.settle(row.number, result.outcome, result.reason)
+        tally.add(row.number, row.recipient.describe(), result.outcome, result.reason)
+        if result.fatal is not None and self._fatal is None:
+            self._fatal = result.fatal
+            self.log.error("AhaChat %s: stopping: %s", self.action.name, result.fatal)
+
+    # -- the workers
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            if job is _STOP:
+                return
+            if self.stop_event.is_set() or self._fatal is not None:
+                self._results.put(_Outcome(job.row, NOT_SENT, _STOPPED_REASON))
+                continue  # never claimed by this worker: nothing to write
+            try:
+                result = self._deliver(job)
+            except Stopped:
+                result = _Outcome(job.row, NOT_SENT, _STOPPED_REASON)
+            except Exception as exc:  # pragma: no cover - a bug; record rather than lose the row
+                result = _Outcome(job.row, UNKNOWN, f"internal error: {type(exc).__name__}")
+            self.claims.settled(job.row.key, result.outcome, result.reason)  # at once: a kill loses nothing
+            self._results.put(result)
+
+    def _deliver(self, job: _Job) -> _Outcome:
+        request = job.request
+        if request is None:  # a phone, for an action that needs the user ID: look it up first
+            lookup = self.client.prepare_find_user(phone=job.row.recipient.phone)
+            data, error = self._send(lookup)
+            if error is not None:
+                return self._failure(job.row, error, sent=False)
+            try:
+                user = user_from_data(lookup, data)
+                request = self._request(Recipient(user_id=user.messenger_user_id), job.row)
+            except AhaChatError as err:
+                return self._failure(job.row, err, sent=False)
+        _, error = self._send(request, claim=job.row.key)
+        if error is None:
+            return _Outcome(job.row, DELIVERED)
+        return self._failure(job.row, error, sent=True)
+
+    def _send(self, request: ApiRequest, claim: str | None = None) -> tuple[Any, AhaChatError | None]:
+        """
+        One request through the client's retry loop, at the run's shared pace.
+
+        ``claim`` is the recipient's key, claimed (where the ledger claims each) right before the
+        first attempt leaves.
+        """
+        pace = WorkerPace(
+            self.limiter,
+            self.stop_event,
+            self.retries,
+            before_first=(lambda: self.claims.sending(claim)) if claim is not None else None,
+        )
+        try:
+            return self.client.send(request, pacer=pace), None
+        except Stopped:
+            if pace.last_error is None:
+                raise
+            return None, pace.last_error
+        except AhaChatError as err:
+            return None, err
+
+    def _failure(self, row: Row, error: AhaChatError, *, sent: bool) -> _Outcome:
+        reason = str(error)
+        if isinstance(error, AhaChatAuthError):  # refused before processing: nothing was sent
+            self.stop_event.set()  # no other worker sends another request with this token
+            return _Outcome(row, NOT_SENT, reason, fatal=error)
+        if sent and error.outcome_unknown:
+            return _Outcome(row, UNKNOWN, reason)
+        if self.stop_event.is_set() and not sent:
+            return _Outcome(row, NOT_SENT, reason)
+        return _Outcome(row, FAILED, reason)
