@@ -84,7 +84,7 @@ with DAG(
     )
 
     @task
-    def refund(request: dict[str, Any]) -> None:
+    def refund(request: Any) -> None:
         """Mark the refund done (a real shop would call its payment provider here)."""
         from airflow.sdk import BaseHook
 

@@ -48,7 +48,8 @@ def test_a_token_verifies_with_its_secret_until_it_expires() -> None:
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(AnswerToken)])
 def test_changing_any_field_breaks_the_signature(field: str) -> None:
     value = getattr(TOKEN, field)
-    changed = dataclasses.replace(TOKEN, **{field: value + 1 if isinstance(value, int) else value + "x"})
+    change: dict[str, Any] = {field: value + 1 if isinstance(value, int) else value + "x"}
+    changed = dataclasses.replace(TOKEN, **change)
     payload = sign(changed, "attacker").split(".")[0]
     signature = sign(TOKEN, SECRET).split(".")[1]
     with pytest.raises(TokenError, match="forged"):

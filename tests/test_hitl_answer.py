@@ -72,7 +72,7 @@ def waiting(serialized_dag: Any) -> Answer:
                 defaults=None,
                 multiple=False,
                 params={},
-                assigned_users=[{"id": APPROVER, "name": APPROVER}],
+                assignees=[{"id": APPROVER, "name": APPROVER}],
             )
         )
     return Answer(DAG_ID, run_id, "ask", -1, 1, "Approve", APPROVER, APPROVER)
@@ -82,9 +82,14 @@ def state_of(answer: Answer) -> tuple[Any, Any, Any]:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
 
     with create_session() as session:
-        ti = session.scalar(select(TaskInstance).where(TaskInstance.run_id == answer.run_id))
+        ti = session.scalar(
+            select(TaskInstance)
+            .where(TaskInstance.run_id == answer.run_id)
+            .options(joinedload(TaskInstance.hitl_detail))
+        )
         assert ti is not None
         detail = ti.hitl_detail
         return str(ti.state), detail.chosen_options, detail.responded_by

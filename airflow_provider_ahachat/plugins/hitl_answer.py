@@ -87,6 +87,7 @@ def _record(answer: Answer) -> AnswerOutcome:
     from airflow.utils.session import create_session
     from fastapi import HTTPException
     from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
 
     with create_session() as session:
         ti = session.scalar(
@@ -96,6 +97,7 @@ def _record(answer: Answer) -> AnswerOutcome:
                 TaskInstance.task_id == answer.task_id,
                 TaskInstance.map_index == answer.map_index,
             )
+            .options(joinedload(TaskInstance.hitl_detail))  # the relationship is lazy="raise"
         )
         if ti is None or ti.hitl_detail is None:
             return "no_question"
