@@ -91,7 +91,8 @@ def _record(answer: Answer) -> AnswerOutcome:
 
     with create_session() as session:
         ti = session.scalar(
-            select(TaskInstance).where(
+            select(TaskInstance)
+            .where(
                 TaskInstance.dag_id == answer.dag_id,
                 TaskInstance.run_id == answer.run_id,
                 TaskInstance.task_id == answer.task_id,
