@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, call in (("health", health), ("public route", public_route), ("receiver", receiver)):
                 print(f"  {name}: {args.clients} clients, {args.duration:.0f}s...", flush=True)
                 results.append(load(name, call, args.clients, args.warmup, args.duration))
+            server_log = processes.log_tail(10**9)
+            locked = server_log.count("database is locked")
+            errors = [line for line in server_log.splitlines() if "Error" in line or "error" in line]
 
     figures = [r.figures() for r in results]
     base = next(f for f in figures if f["scenario"] == "public route")
@@ -250,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
+    print(f"API server log: {locked} 'database is locked'; last error lines:")
+    for line in errors[-5:]:
+        print(f"  {line[:200]}")
     receiver_figures = figures[-1]
     return 0 if receiver_figures["accepted"] and not receiver_figures["failures"] else 1
 

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 #: Seconds allowed for Airflow to start, on a loaded 2-core machine.
-START_TIMEOUT = 600.0
+START_TIMEOUT = 900.0
 
 
 def free_port() -> int:
@@ -101,6 +101,10 @@ class AirflowProcesses:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.url,
+            # The scheduler and the triggerer serve task logs on fixed ports (8793, 8794) by default:
+            # free ones, so that several of these can run at once.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             # A few task processes, not one per core-and-more: the machine may be small and busy.
@@ -126,6 +130,9 @@ class AirflowProcesses:
             )
         try:
             wait_until(self._ready, self.start_timeout, f"airflow {self.command} on {self.url}", 0.5)
+        except TimeoutError as err:
+            self.stop()
+            raise TimeoutError(f"{err}; its output ends with:\n{self.log_tail()}") from None
         except BaseException:
             self.stop()
             raise

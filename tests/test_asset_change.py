@@ -80,6 +80,36 @@ def test_a_repeated_key_is_found_in_the_window_only(scheduled: str) -> None:
     assert keys.count("contract-k") == 2
 
 
+def test_the_queue_row_covers_every_event_recorded_so_far(scheduled: str) -> None:
+    """
+    The scheduler's next run takes the events up to the queue row's ``created_at``: it must not stay
+    at the first event's time while more customers write (apache/airflow#56050).
+    """
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, func, select
+
+    from airflow_provider_ahachat.plugins.asset_change import record_asset_event
+
+    with create_session() as session:
+        session.execute(delete(AssetDagRunQueue))
+    for n in range(3):
+        assert record_asset_event(URI, {"messenger_user_id": str(n)}, None) == "recorded"
+        with create_session() as session:
+            asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri == URI))
+            newest = session.scalar(
+                select(func.max(AssetEvent.timestamp)).where(AssetEvent.asset_id == asset_id)
+            )
+            queued = session.scalar(
+                select(AssetDagRunQueue.created_at).where(
+                    AssetDagRunQueue.asset_id == asset_id, AssetDagRunQueue.target_dag_id == scheduled
+                )
+            )
+        assert queued is not None
+        assert newest is not None
+        assert queued >= newest
+
+
 def test_an_asset_no_dag_declares_is_not_created(airflow_db: Any) -> None:
     from airflow_provider_ahachat.plugins.asset_change import record_asset_event
 

@@ -128,6 +128,7 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
         "max_retries",
         "rate_limit",
         "concurrency",
+        "rate_limit_redis_conn_id",
         *WEBHOOK_FIELDS,
     }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
@@ -165,6 +166,7 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
         "max_retries",
         "rate_limit",
         "concurrency",
+        "rate_limit_redis_conn_id",
         *WEBHOOK_FIELDS,
     }
 

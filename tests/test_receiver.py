@@ -370,6 +370,23 @@ def test_wrong_settings_are_told_only_to_a_caller_with_the_secret(
     assert recorded() == []
 
 
+def test_a_database_failure_answers_503_and_tells_nothing_of_it(caplog: pytest.LogCaptureFixture) -> None:
+    settings = WebhookSettings("c", "1", secret=SECRET)
+
+    def broken(uri: str, extra: dict[str, Any], key: str | None) -> Any:
+        raise RuntimeError(f"database is locked (while storing {extra} with {SECRET})")
+
+    app = create_receiver_app(load_settings=lambda conn_id: settings, record=broken, cache_seconds=0)
+    caplog.set_level(logging.INFO)
+    with AppServer(app) as server:
+        answer = post(server.url, "c/order_status", json=GOOD["json"])
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.json() == {"error": "could not record the event now; call again"}
+    assert "database is locked" in caplog.text
+    assert SECRET not in caplog.text
+
+
 def test_settings_from_the_connection_extra() -> None:
     settings = WebhookSettings.from_connection(
         "c",

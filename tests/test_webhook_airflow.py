@@ -21,7 +21,7 @@ from airflow_processes import AirflowProcesses, wait_until
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
-pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(2700)]
 
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "example_ahachat_order_status"

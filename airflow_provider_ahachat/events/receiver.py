@@ -19,6 +19,7 @@ The webhook receiver: AhaChat's JSON API block calls it, and it records an Airfl
   retries after a timeout) record nothing more within :data:`IDEMPOTENCY_WINDOW`.
 * At most ``webhook_events_per_minute`` events a minute per connection (default 600, 0 for no
   limit) per API server worker; over it, 429 with ``Retry-After``.
+* When the metadata database cannot record the event (busy, down), 503 with ``Retry-After``.
 
 The app knows nothing of Airflow's internals: it is given a function that reads a connection and
 one that records an event. Airflow's own are in :mod:`airflow_provider_ahachat.plugins`.
@@ -59,6 +60,8 @@ MAX_BODY_BYTES = 64 * 1024
 DEFAULT_USER_ID_FIELD = "messenger_user_id"
 #: Events a minute per connection unless its ``webhook_events_per_minute`` says otherwise.
 DEFAULT_EVENTS_PER_MINUTE = 600.0
+#: ``Retry-After`` when the metadata database could not record an event.
+RETRY_AFTER_SECONDS = 1
 #: The key of ``webhook_replies`` that applies to every event without its own text.
 ANY_EVENT = "*"
 
@@ -441,7 +444,19 @@ def create_receiver_app(
             uri = event_uri(event, conn_id)
         except ValueError as err:
             raise _Rejected(422, str(err)) from None
-        outcome = await run_in_threadpool(record, uri, extra, extra.get("idempotency_key"))
+        try:
+            outcome = await run_in_threadpool(record, uri, extra, extra.get("idempotency_key"))
+        except Exception as err:  # the metadata database is busy or down: the bot may call again
+            limits.give_back(conn_id)
+            log.error(
+                "AhaChat webhook %s/%s: could not record the event: %s",
+                conn_id,
+                event,
+                f"{type(err).__name__}: {err}".replace(settings.secret, "***")[:500],
+            )
+            raise _Rejected(
+                503, "could not record the event now; call again", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
         if outcome == "no_asset":
             limits.give_back(conn_id)
             raise _Rejected(

@@ -63,4 +63,54 @@ def _record(uri: str, extra: dict[str, Any], idempotency_key: str | None, window
         event = asset_manager.register_asset_change(
             asset=asset, extra=extra, session=session, source_is_api=True
         )
-        return "recorded" if event is not None else "no_asset"
+        if event is None:
+            return "no_asset"
+        keep_in_next_run(session, asset.id, event.timestamp)
+        return "recorded"
+
+
+def keep_in_next_run(session: Any, asset_id: int, timestamp: datetime) -> None:
+    """
+    Make sure the DAG run that the scheduler creates next consumes the event recorded at ``timestamp``.
+
+    Up to Airflow 3.3 the scheduler gives an asset-triggered run the events up to the
+    ``created_at`` of the DAG's queue row (``asset_dag_run_queue``), which the first event since the
+    last run sets and later events leave alone; then it deletes the row. A customer who writes
+    between the first event and the run's creation is left out of that run, and of every run until
+    someone else writes (apache/airflow#56050). So: move the row's time up to this event, and if
+    the scheduler just deleted a row without consuming this event, queue the DAG again. Airflow
+    versions whose queue rows name their events (apache/airflow#70972) need none of this.
+    """
+    from airflow.models.asset import AssetDagRunQueue, DagScheduleAssetReference
+    from airflow.models.dag import DagModel
+    from sqlalchemy import exc, select, update
+
+    if not hasattr(AssetDagRunQueue, "created_at") or hasattr(AssetDagRunQueue, "asset_event_id"):
+        return
+    session.execute(
+        update(AssetDagRunQueue)
+        .where(AssetDagRunQueue.asset_id == asset_id, AssetDagRunQueue.created_at < timestamp)
+        .values(created_at=timestamp)
+        .execution_options(synchronize_session=False)
+    )
+    queued = set(
+        session.scalars(select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == asset_id))
+    )
+    consumers = session.scalars(
+        select(DagModel.dag_id)
+        .join(DagScheduleAssetReference, DagScheduleAssetReference.dag_id == DagModel.dag_id)
+        .where(DagScheduleAssetReference.asset_id == asset_id, DagModel.is_paused.is_(False))
+        .where(
+            *(
+                [DagModel.timetable_partitioned.is_not(True)]
+                if hasattr(DagModel, "timetable_partitioned")
+                else []
+            )
+        )
+    )
+    for dag_id in set(consumers) - queued:
+        try:
+            with session.begin_nested():
+                session.add(AssetDagRunQueue(asset_id=asset_id, target_dag_id=dag_id, created_at=timestamp))
+        except exc.IntegrityError:  # queued meanwhile by another event: that row covers this one too
+            pass
