@@ -17,8 +17,10 @@ recipient's own attributes. The token is added only when a request is sent.
 
 from __future__ import annotations
 
+import json
+import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,7 +30,10 @@ from airflow_provider_ahachat.models import (
     DynamicMessage,
     MessageTag,
     Recipient,
+    attribute_name_problem,
     attribute_query_value,
+    load_json,
+    php_query_key,
     validate_attribute_names,
     validate_attributes,
     validate_block_name,
@@ -83,6 +88,94 @@ ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
 )
 
 
+#: The placeholders a path may hold.
+PLACEHOLDERS = ("bot_id", "user_id")
+#: The methods a corrected path may use.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _override(name: str, value: Any, field: str) -> Endpoint:
+    """``ENDPOINTS[name]`` with the method and path of ``value``, ``"METHOD /path"``."""
+    where = f"{field}.{name}"
+    default = ENDPOINTS[name]
+    if isinstance(value, Endpoint):
+        return value
+    example = f"e.g. {default.method} {default.path}"
+    if not isinstance(value, str) or len(value.split()) != 2:
+        raise AhaChatValidationError(f"{where}: must be a method and a path, {example}; got {value!r}")
+    method, path = value.split()
+    if method.upper() not in METHODS:
+        raise AhaChatValidationError(
+            f"{where}: the method must be one of {', '.join(METHODS)}, got {method!r}"
+        )
+    if not path.startswith("/") or path.startswith("//") or any(char in path for char in "?#"):
+        raise AhaChatValidationError(
+            f"{where}: the path must start with / and hold no query or fragment ({example}), got {path!r}"
+        )
+    valid = ", ".join(f"{{{placeholder}}}" for placeholder in PLACEHOLDERS)
+    try:
+        fields = [
+            (field_name, spec, conversion)
+            for _, field_name, spec, conversion in string.Formatter().parse(path)
+        ]
+    except ValueError as err:
+        raise AhaChatValidationError(f"{where}: {err} in {path!r}; placeholders are {valid}") from None
+    used = set()
+    for field_name, spec, conversion in fields:
+        if field_name is None:
+            continue
+        if field_name not in PLACEHOLDERS or spec or conversion:
+            shown = (
+                "{"
+                + field_name
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+            raise AhaChatValidationError(f"{where}: unknown placeholder {shown}; a path may hold {valid}")
+        used.add(field_name)
+    if ("{user_id}" in default.path) != ("user_id" in used):
+        rule = (
+            "must hold {user_id}, the customer's"
+            if "{user_id}" in default.path
+            else "has no user to put in {user_id}"
+        )
+        raise AhaChatValidationError(f"{where}: {rule} ({example}), got {path!r}")
+    return replace(default, method=method.upper(), path=path, documented=False)
+
+
+def endpoint_table(overrides: Any = None, field: str = "endpoints") -> Mapping[str, Endpoint]:
+    """
+    :data:`ENDPOINTS` with some endpoints' method and path corrected, as a connection's extra
+    ``endpoints`` says: a mapping (or a JSON object string) of endpoint name to ``"METHOD /path"``,
+    e.g. ``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``. Whether an endpoint
+    messages a customer stays as the table says.
+
+    :raises AhaChatValidationError: for an unknown endpoint name (listing the valid ones), method or
+        placeholder, each naming its field.
+    """
+    overrides = load_json(overrides, field) if overrides != "" else None
+    if not overrides:
+        return ENDPOINTS
+    if not isinstance(overrides, Mapping):
+        raise AhaChatValidationError(
+            f'{field}: must be an object of endpoint name to "METHOD /path", got {type(overrides).__name__}'
+        )
+    table = dict(ENDPOINTS)
+    problems: list[str] = []
+    for name, value in overrides.items():
+        if name not in ENDPOINTS:
+            problems.append(f"{field}.{name}: not an endpoint; use one of {', '.join(ENDPOINTS)}")
+            continue
+        try:
+            table[name] = _override(name, value, field)
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise AhaChatValidationError(problems)
+    return MappingProxyType(table)
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -98,6 +191,8 @@ class ApiRequest:
     :param json: the JSON body, if any.
     :param sends_message: whether the request makes the bot message a customer.
     :param recipient: who the request is about, if anyone.
+    :param whole_answer: answer with the whole JSON AhaChat sent back, not only its ``data``
+        (a generic call, which knows no answer shape).
     """
 
     action: str
@@ -107,6 +202,7 @@ class ApiRequest:
     json: Any = None
     sends_message: bool = False
     recipient: Recipient | None = None
+    whole_answer: bool = False
 
     def url(self, base_url: str, token: str) -> str:
         """The full URL, token first as AhaChat documents it. Never log what this returns."""
@@ -135,9 +231,10 @@ def build_request(
     params: Sequence[tuple[str, str]] = (),
     json_body: Any = None,
     recipient: Recipient | None = None,
+    endpoints: Mapping[str, Endpoint] = ENDPOINTS,
 ) -> ApiRequest:
-    """Build the request to ``endpoint`` (a name in :data:`ENDPOINTS`)."""
-    spec = ENDPOINTS[endpoint]
+    """Build the request to ``endpoint`` (a name in ``endpoints``, by default :data:`ENDPOINTS`)."""
+    spec = endpoints[endpoint]
     path = spec.path.format(bot_id=quote(bot_id, safe=""), user_id=quote(user_id or "", safe=""))
     return ApiRequest(
         action=endpoint,
@@ -147,6 +244,94 @@ def build_request(
         json=json_body,
         sends_message=spec.sends_message,
         recipient=recipient,
+    )
+
+
+#: The action name of a generic call (:func:`build_call`).
+CALL = "call"
+#: Characters kept as they are in a generic call's path; the rest is percent-encoded.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _query_value(value: Any, field: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise AhaChatValidationError(
+        f"{field}: a query value must be text, a number or a boolean, got {type(value).__name__}"
+    )
+
+
+def build_call(
+    method: Any,
+    path: Any,
+    bot_id: str,
+    *,
+    params: Any = None,
+    json_body: Any = None,
+    sends_message: bool | None = None,
+) -> ApiRequest:
+    """
+    A request to any AhaChat path, for what the action table does not wrap; the token is added at
+    send time, as for every request.
+
+    :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``, any case.
+    :param path: the path from the root, e.g. ``/api/bots/{bot_id}/users``; ``{bot_id}`` is filled
+        with the connection's Bot ID, and characters outside a URL (spaces, Vietnamese letters) are
+        percent-encoded.
+    :param bot_id: the Bot ID.
+    :param params: the query: a mapping (a list value repeats its name, None leaves it out) or
+        name/value pairs. ``ahachat_token`` is refused: the connection adds it.
+    :param json_body: the JSON body, if any.
+    :param sends_message: whether the request may message a customer, so that a request whose
+        outcome is unknown is not resent; by default, any method but ``GET``.
+    :raises AhaChatValidationError: naming the field and the rule.
+    """
+    problems: list[str] = []
+    verb = method.strip().upper() if isinstance(method, str) else method
+    if verb not in METHODS:
+        problems.append(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        problems.append(
+            f"path: must be a path from the root, such as /api/bots/{{bot_id}}/users, got {path!r}"
+        )
+    elif any(char in path for char in "?#"):
+        problems.append(f"path: must hold no query or fragment (give the query as params), got {path!r}")
+    pairs: list[tuple[str, str]] = []
+    items = params.items() if isinstance(params, Mapping) else params or ()
+    try:
+        for name, value in items:
+            values = value if isinstance(value, list | tuple) else [value]
+            for item in values:
+                if item is None:
+                    continue
+                if not isinstance(name, str) or not name:
+                    problems.append(f"params: names must be non-empty strings, got {name!r}")
+                elif php_query_key(name).lower() == TOKEN_PARAM:
+                    problems.append(f"params.{name}: the connection adds the token; do not give it")
+                else:
+                    pairs.append((name, _query_value(item, f"params.{name}")))
+    except AhaChatValidationError as err:
+        problems.extend(err.problems)
+    except (TypeError, ValueError):
+        problems.append(f"params: must be a mapping or name/value pairs, got {type(params).__name__}")
+    if json_body is not None:
+        try:
+            json.dumps(json_body, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            problems.append(f"json: cannot be sent as JSON ({err})")
+    if problems:
+        raise AhaChatValidationError(problems)
+    encoded = quote(bot_id, safe="").join(quote(part, safe=_PATH_SAFE) for part in path.split("{bot_id}"))
+    return ApiRequest(
+        action=CALL,
+        method=verb,
+        path=encoded,
+        params=tuple(pairs),
+        json=json_body,
+        sends_message=verb != "GET" if sends_message is None else bool(sends_message),
+        whole_answer=True,
     )
 
 
@@ -276,10 +461,16 @@ class BoundAction:
         return self.action.name
 
     def request(
-        self, bot_id: str, recipient: Recipient | None = None, attributes: Mapping[str, Any] | None = None
+        self,
+        bot_id: str,
+        recipient: Recipient | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        endpoints: Mapping[str, Endpoint] = ENDPOINTS,
     ) -> ApiRequest:
         """
-        The request for ``recipient`` (already validated) and their own validated ``attributes``.
+        The request for ``recipient`` (already validated) and their own validated ``attributes``,
+        to the endpoint that ``endpoints`` (a connection's :func:`endpoint_table`) names.
 
         :raises AhaChatValidationError: when the action cannot reach this recipient (a phone for an
             action that needs a user ID) or the recipient's attributes do not fit the action.
@@ -292,13 +483,24 @@ class BoundAction:
                     f"phone: the action {action.name!r} needs a user_id; look the phone up first"
                 )
             return build_request(
-                action.phone_endpoint, bot_id, params=params, json_body=body, recipient=recipient
+                action.phone_endpoint,
+                bot_id,
+                params=params,
+                json_body=body,
+                recipient=recipient,
+                endpoints=endpoints,
             )
         user_id = recipient.user_id if recipient is not None else None
         if user_id is None and "{user_id}" in ENDPOINTS[action.endpoint].path:
             raise AhaChatValidationError(f"user_id: the action {action.name!r} needs a user_id")
         return build_request(
-            action.endpoint, bot_id, user_id=user_id, params=params, json_body=body, recipient=recipient
+            action.endpoint,
+            bot_id,
+            user_id=user_id,
+            params=params,
+            json_body=body,
+            recipient=recipient,
+            endpoints=endpoints,
         )
 
 
@@ -340,6 +542,11 @@ def _broadcast_query(shared: Mapping[str, Any], own: Mapping[str, Any], who: Rec
     params = [("ahachat_message_tag", shared["message_tag"]), ("ahachat_block_name", shared["block_name"])]
     params += _phone_query(who)
     merged = {**(shared.get("attributes") or {}), **own}
+    if who is not None and who.phone is not None:  # in the by-phone form, phone is the recipient's
+        reasons = {name: attribute_name_problem(name, by_phone=True) for name in merged}
+        problems = [f"attributes.{name}: {reason}" for name, reason in reasons.items() if reason]
+        if problems:
+            raise AhaChatValidationError(problems)
     params += [(name, attribute_query_value(value)) for name, value in merged.items()]
     return params, None
 

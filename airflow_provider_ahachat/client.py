@@ -30,7 +30,9 @@ from airflow_provider_ahachat.actions import (
     ApiRequest,
     BoundAction,
     Endpoint,
+    build_call,
     build_request,
+    endpoint_table,
 )
 from airflow_provider_ahachat.exceptions import (
     AhaChatAPIError,
@@ -116,6 +118,23 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def _answer_reason(payload: Any, token: str | None) -> str | None:
+    """
+    The reason an answer gives, redacted: AhaChat's ``message``, or ``result`` as Chatfuel's
+    Broadcasting API (which AhaChat's copies) answers ``{"success": false, "result": "..."}``, or
+    ``error`` (a text, or an object with its own ``message``).
+    """
+    if not isinstance(payload, Mapping):
+        return None
+    for key in ("message", "result", "error"):
+        value = payload.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("message") or json.dumps(value, ensure_ascii=False)
+        if value is not None and not isinstance(value, bool) and str(value).strip():
+            return redact(str(value).strip(), token)
+    return None
+
+
 def interpret_response(
     request: ApiRequest,
     status: int,
@@ -127,8 +146,12 @@ def interpret_response(
     """
     Turn an answer into its ``data``, or raise the error that fits its status.
 
-    Any 2xx is accepted unless its JSON says ``"success": false``; the Broadcast API's answer is
-    not documented, so a 2xx without JSON is accepted too and gives ``None``.
+    Any 2xx is accepted unless its JSON says ``"success": false``, which is a failure with the
+    answer's reason; the Broadcast API's answer is not documented, so a 2xx without JSON is
+    accepted too and gives ``None``. A generic call (``request.whole_answer``) gives the whole
+    answer, its JSON or else its text, the token removed. An answer in Chatfuel's shape,
+    ``{"success": true, "result": "..."}``, gives its ``result``. The reason of a failure is read
+    from ``message``, ``result`` or ``error``.
     """
     payload: Any = None
     if body.strip():
@@ -136,9 +159,7 @@ def interpret_response(
             payload = json.loads(body)
         except ValueError:
             payload = None
-    api_message = None
-    if isinstance(payload, Mapping) and payload.get("message") is not None:
-        api_message = redact(str(payload["message"]), token)
+    api_message = _answer_reason(payload, token)
     if 200 <= status < 300:
         if isinstance(payload, Mapping) and payload.get("success") is False:
             raise AhaChatAPIError(
@@ -146,7 +167,16 @@ def interpret_response(
                 status=status,
                 api_message=api_message,
             )
-        return payload.get("data") if isinstance(payload, Mapping) else None
+        if request.whole_answer:  # a generic call: the whole answer, without the token
+            if payload is None:
+                return redact(body, token) if body.strip() else None
+            return json.loads(redact(json.dumps(payload, ensure_ascii=False), token))
+        if not isinstance(payload, Mapping):
+            return None
+        if "data" in payload:
+            return payload["data"]
+        result = payload.get("result")
+        return redact(result, token) if isinstance(result, str) else result
     reason = api_message or (redact(body.strip()[:200], token) if payload is None else "") or "no message"
     text = f"AhaChat answered {status} to {request.describe()}: {reason}"
     if status == 429:
@@ -262,9 +292,16 @@ class Retrying:
 def user_from_data(request: ApiRequest, data: Any) -> User:
     """The user in the ``data`` of an answer to a find-user request."""
     if isinstance(data, list):  # a phone lookup may answer with a list of users
+        who = request.recipient.describe() if request.recipient else "this lookup"
         if not data:
-            who = request.recipient.describe() if request.recipient else "this lookup"
             raise AhaChatNotFoundError(f"AhaChat knows no user with {who}", status=200)
+        if len(data) > 1:
+            ids = [str(user.get("messenger_user_id")) for user in data if isinstance(user, Mapping)]
+            shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+            raise AhaChatAPIError(
+                f"AhaChat has {len(data)} users with {who} ({shown}); find the customer by user_id instead",
+                status=200,
+            )
         data = data[0]
     if not isinstance(data, Mapping):
         raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
@@ -316,6 +353,8 @@ class BaseAhaChatClient:
     :param connect_timeout: seconds to wait while opening a connection.
     :param read_timeout: seconds to wait for an answer.
     :param retry: when to retry; see :class:`RetryPolicy`.
+    :param endpoints: corrections of the provisional paths, endpoint name to ``"METHOD /path"``
+        (a mapping or a JSON object string); see :func:`~airflow_provider_ahachat.actions.endpoint_table`.
     """
 
     def __init__(
@@ -327,6 +366,7 @@ class BaseAhaChatClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         retry: RetryPolicy | None = None,
+        endpoints: Any = None,
     ) -> None:
         if isinstance(bot_id, int):
             bot_id = str(bot_id)
@@ -345,6 +385,8 @@ class BaseAhaChatClient:
         self.base_url = base
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.retry = retry or RetryPolicy()
+        #: Every endpoint's method and path, the connection's corrections applied.
+        self.endpoints: Mapping[str, Endpoint] = endpoint_table(endpoints)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -390,8 +432,10 @@ class BaseAhaChatClient:
         """
         bound = self.bind(action, arguments)
         if not bound.action.addresses_customer:
-            return bound.request(self.bot_id)
-        return bound.request(self.bot_id, Recipient.of(user_id=user_id, phone=phone))
+            return bound.request(self.bot_id, endpoints=self.endpoints)
+        return bound.request(
+            self.bot_id, Recipient.of(user_id=user_id, phone=phone), endpoints=self.endpoints
+        )
 
     def prepare_check_connection(self) -> ApiRequest:
         """The request that checks the Bot ID and token."""
@@ -439,6 +483,23 @@ class BaseAhaChatClient:
         """The Broadcast API request, exactly as AhaChat documents it."""
         arguments = {"block_name": block_name, "message_tag": message_tag, "attributes": attributes}
         return self.prepare("broadcast_block", arguments, user_id=user_id, phone=phone)
+
+    def prepare_call(
+        self,
+        method: str,
+        path: str,
+        params: Any = None,
+        json: Any = None,
+        *,
+        sends_message: bool | None = None,
+    ) -> ApiRequest:
+        """
+        A request to any AhaChat path (``{bot_id}`` filled in), validated; nothing sent. See
+        :func:`~airflow_provider_ahachat.actions.build_call`.
+        """
+        return build_call(
+            method, path, self.bot_id, params=params, json_body=json, sends_message=sends_message
+        )
 
     @property
     def token(self) -> str:
@@ -528,6 +589,30 @@ class AhaChatClient(BaseAhaChatClient):
         """Validate, send and describe ``action`` for one customer."""
         return self.perform(self.prepare(action, arguments, user_id=user_id, phone=phone))
 
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: Any = None,
+        json: Any = None,
+        *,
+        sends_message: bool | None = None,
+    ) -> Any:
+        """
+        Call any AhaChat path, for what the provider does not wrap: the token is added, and the
+        errors, retries and redaction are those of every action. Returns AhaChat's whole answer
+        (its JSON, or its text), the token removed.
+
+        :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``.
+        :param path: the path from the root; ``{bot_id}`` is filled with the Bot ID.
+        :param params: the query, a mapping or name/value pairs (not the token).
+        :param json: the JSON body, if any.
+        :param sends_message: whether the request may message a customer, so that it is not resent
+            when its outcome is unknown; by default, any method but ``GET``.
+        :raises AhaChatValidationError: for a bad method, path, query or body, before sending.
+        """
+        return self.send(self.prepare_call(method, path, params, json, sends_message=sends_message))
+
     # -- the actions
 
     def check_connection(self) -> dict[str, Any]:
@@ -613,6 +698,7 @@ class AsyncAhaChatClient(BaseAhaChatClient):
             connect_timeout=connect,
             read_timeout=read,
             retry=client.retry,
+            endpoints=client.endpoints,
             **kwargs,
         )
 

@@ -62,9 +62,20 @@ def _optional_tags(value: Any, field_name: str) -> list[str]:
 
 def _as_text(value: Any) -> str:
     """An attribute value as AhaChat stores it: the Broadcast API saves every attribute as text."""
-    if isinstance(value, bool | str | int | float):
+    try:
         return attribute_query_value(value)
-    return str(value)
+    except AhaChatValidationError:
+        return str(value)
+
+
+#: How a yes/no attribute may read, whoever wrote it: AhaChat's yes/no, or JSON's true/false.
+_BOOLEAN_TEXTS = {True: frozenset({"yes", "true"}), False: frozenset({"no", "false"})}
+
+
+def _matches(actual: Any, wanted: AttributeCondition) -> bool:
+    if isinstance(wanted, bool):
+        return _as_text(actual).strip().lower() in _BOOLEAN_TEXTS[wanted]
+    return _as_text(actual) == _as_text(wanted)
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class UserConditions:
     Conditions on one customer, all of which must hold. With none, the customer only has to exist.
 
     Attribute values are compared as text, the way the Broadcast API stores them: ``3`` matches
-    ``"3"`` and ``True`` matches ``"true"``.
+    ``"3"``; ``True`` matches AhaChat's ``"yes"`` (and ``"true"``), ``False`` ``"no"`` (and ``"false"``).
 
     :param attributes: attribute name to wanted value; ``None`` means "set, to anything".
     :param tags: tags the customer must all have.
@@ -118,7 +129,7 @@ class UserConditions:
                     f"attribute {name!r} is not set"
                     + ("" if wanted is None else f" (waiting for {wanted!r})")
                 )
-            elif wanted is not None and _as_text(user.attributes[name]) != _as_text(wanted):
+            elif wanted is not None and not _matches(user.attributes[name], wanted):
                 actual = _as_text(user.attributes[name])
                 shown = actual if len(actual) <= 40 else actual[:37] + "..."
                 problems.append(f"attribute {name!r} is {shown!r}, waiting for {wanted!r}")

@@ -13,7 +13,7 @@ class AhaChatError(Exception):
 
     :param message: what went wrong, for a person.
     :param status: the HTTP status AhaChat answered with, if it answered.
-    :param api_message: AhaChat's own ``message`` field, if it sent one.
+    :param api_message: the reason AhaChat gave, from its ``message``, ``result`` or ``error`` field.
     :param outcome_unknown: True when the request may or may not have been processed (a read
         timeout or a 500 after a message was sent). Such a request is not retried unless asked.
     """

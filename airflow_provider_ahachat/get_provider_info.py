@@ -28,6 +28,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "max_retries": "5",
         "rate_limit": "20",
         "concurrency": "16",
+        "endpoints": '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}',
     },
 }
 
@@ -97,6 +98,22 @@ CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["number", "null"], "minimum": 0},
         "description": "Optional. The most events a minute one connection records (per API server "
         "worker); more are refused with 429. 0 for no limit. Default 600.",
+    },
+    "approval_secret": {
+        "label": "Approval secret",
+        "schema": {"type": ["string", "null"], "format": "password"},
+        "description": "Optional. Signs the buttons of Human-in-the-loop questions asked in Messenger "
+        "(AhaChatApprovalOperator...); the webhook secret is used when this is empty. Use a long random "
+        "value; changing it voids every button already sent.",
+    },
+    "endpoints": {
+        "label": "Endpoint overrides (JSON)",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. Corrects the paths AhaChat does not publish (all but the Broadcast "
+        'API\'s): a JSON object of endpoint name to "METHOD /path" with {bot_id} and {user_id}, e.g. '
+        '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}. Endpoints: broadcast_by_user, '
+        "broadcast_by_phone, check_connection, find_user, find_user_by_phone, add_tags, remove_tags, "
+        "add_attributes, reset_attributes, send_message.",
     },
 }
 

@@ -12,7 +12,8 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,10 +22,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 
-#: Query names of the Broadcast API; an attribute may not take one of them.
+#: Query names of the Broadcast API. Every ``ahachat_*`` name is AhaChat's own (any case, and any
+#: name a PHP query parser reads as one); ``phone`` is the Broadcast API's own only in the by-phone form.
 RESERVED_ATTRIBUTE_NAMES = frozenset({"ahachat_token", "ahachat_message_tag", "ahachat_block_name", "phone"})
+#: The prefix AhaChat keeps for its own query names, as Chatfuel keeps ``chatfuel_``.
+RESERVED_PREFIX = "ahachat_"
 
-AttributeValue = str | int | float | bool
+#: What an attribute value may be given as; see :func:`attribute_value` for how each is sent.
+AttributeValue = str | int | float | bool | Decimal | date | datetime | list[Any] | dict[str, Any]
+#: What an attribute value is sent as, once converted to AhaChat's types.
+WireValue = str | int | float
+
+#: AhaChat's formats of its date and datetime attribute types.
+DATE_FORMAT = "%d/%m/%Y"
+DATETIME_FORMAT = "%d/%m/%Y %H:%M:%S"
+#: How a boolean is written: AhaChat's yes/no attribute type.
+YES, NO = "yes", "no"
 
 # Messenger's limits, as AhaChat passes them on.
 MAX_TEXT = 2000
@@ -69,7 +82,12 @@ def load_json(value: Any, field: str) -> Any:
 
 
 class MessageTag(str, Enum):
-    """The Messenger message tags the Broadcast API accepts. Each allows sending outside 24 hours."""
+    """
+    The Messenger message tags the Broadcast API accepts. Each allows sending outside 24 hours.
+
+    Meta's policy: a tagged message may never be promotional, and since 4 March 2020
+    ``NON_PROMOTIONAL_SUBSCRIPTION`` is only for pages in Meta's News Page Index.
+    """
 
     #: Reminders of an event or appointment the user registered for, bookings, itinerary changes.
     CONFIRMED_EVENT_UPDATE = "CONFIRMED_EVENT_UPDATE"
@@ -77,7 +95,10 @@ class MessageTag(str, Enum):
     POST_PURCHASE_UPDATE = "POST_PURCHASE_UPDATE"
     #: Changes to the user's account or application status, payment details, fraud alerts.
     ACCOUNT_UPDATE = "ACCOUNT_UPDATE"
-    #: Non-promotional news the user subscribed to. AhaChat's recommended default.
+    #: A person's answer to the user's question, within 7 days of the user's last message.
+    HUMAN_AGENT = "HUMAN_AGENT"
+    #: Non-promotional news the user subscribed to. AhaChat's recommended default, but Meta allows
+    #: it only for pages in its News Page Index.
     NON_PROMOTIONAL_SUBSCRIPTION = "NON_PROMOTIONAL_SUBSCRIPTION"
 
     @classmethod
@@ -187,31 +208,89 @@ def validate_tags(value: Any, field: str = "tags") -> list[str]:
 
 
 def validate_attribute_names(value: Any, field: str = "attributes") -> list[str]:
-    """Return one or more attribute names to reset."""
-    names = _string_list(value, field, "attribute name")
-    for index, name in enumerate(names):
-        _check_attribute_name(name, f"{field}[{index}]")
+    """
+    Return one or more attribute names to reset.
+
+    The names go in a JSON body, so ``phone`` is an ordinary name here; ``ahachat_*`` names are not.
+    """
+    value = load_json(value, field) if isinstance(value, str) and value.lstrip().startswith("[") else value
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable) or isinstance(value, Mapping | bytes):
+        raise AhaChatValidationError(f"{field}: must be a list of attribute names, got {_kind(value)}")
+    names: list[str] = []
+    problems: list[str] = []
+    for index, name in enumerate(value):
+        problem = attribute_name_problem(name)
+        if problem:
+            problems.append(f"{field}[{index}]: {problem}")
+        elif name not in names:
+            names.append(name)
+    if problems:
+        raise AhaChatValidationError(problems)
+    if not names:
+        raise AhaChatValidationError(f"{field}: must name at least one attribute name")
     return names
 
 
-def _check_attribute_name(name: Any, field: str) -> None:
+def php_query_key(name: str) -> str:
+    """
+    The key under which PHP's query parser (``$_GET``, ``parse_str``) files the parameter ``name``.
+
+    PHP cuts a name at a NUL byte, drops its leading spaces, turns spaces and dots into ``_``, and
+    reads ``name[...]`` as the array ``name``; a ``[`` never closed becomes ``_`` and the rest of
+    the name is kept as it is. So ``ahachat_token[]``, ``ahachat.token`` and ``ahachat token`` all
+    reach AhaChat as ``ahachat_token``.
+    """
+    name = name.split("\0", 1)[0].lstrip(" ")
+    key: list[str] = []
+    for index, char in enumerate(name):
+        if char == "[":
+            if "]" in name[index + 1 :]:
+                break
+            key.append("_" + name[index + 1 :])
+            break
+        key.append("_" if char in " ." else char)
+    return "".join(key)
+
+
+def attribute_name_problem(name: Any, *, by_phone: bool = False) -> str | None:
+    """
+    Why ``name`` cannot be an attribute's name, or None if it can.
+
+    Refused: names that are not strings, empty or with leading or trailing spaces, every name
+    AhaChat reads as one of its own ``ahachat_*`` parameters (in any case, and as PHP parses a
+    query: ``ahachat_token[]``, ``ahachat.token``), and, when ``by_phone`` (the Broadcast API's
+    by-phone form), every name read as ``phone``. Elsewhere ``phone`` is an ordinary attribute.
+    """
     if not isinstance(name, str) or not name.strip():
-        raise AhaChatValidationError(f"{field}: attribute names must be non-empty strings, got {name!r}")
-    if name in RESERVED_ATTRIBUTE_NAMES:
-        raise AhaChatValidationError(
-            f"{field}: attribute name {name!r} is reserved by the Broadcast API "
-            f"(reserved: {', '.join(sorted(RESERVED_ATTRIBUTE_NAMES))})"
+        return f"attribute names must be non-empty strings, got {name!r}"
+    if name != name.strip():
+        return f"attribute name {name!r} has leading or trailing spaces"
+    key = php_query_key(name)
+    read_as = f" (a PHP query parser reads {name!r} as {key!r})" if key != name else ""
+    if key.lower().startswith(RESERVED_PREFIX):
+        return (
+            f"attribute name {name!r} is reserved by the Broadcast API: every name starting with "
+            f"{RESERVED_PREFIX!r}, in any case, is AhaChat's own{read_as}"
         )
+    if by_phone and key.lower() == "phone":
+        return (
+            f"attribute name {name!r} is reserved by the Broadcast API: in the by-phone form, phone "
+            f"(in any case) is the customer's phone number{read_as}"
+        )
+    return None
 
 
 def validate_attributes(
-    value: Any, field: str = "attributes", *, allow_empty: bool = False
-) -> dict[str, Any]:
+    value: Any, field: str = "attributes", *, allow_empty: bool = False, by_phone: bool = False
+) -> dict[str, WireValue]:
     """
-    Return attributes as a dict of name to string, number or boolean.
+    Return attributes as a dict of name to the value AhaChat is sent (see :func:`attribute_value`).
 
-    Accepts a mapping or a JSON object string. Names must be non-empty and not reserved by the
-    Broadcast API; nested objects, lists, ``null`` and non-finite numbers are refused.
+    Accepts a mapping or a JSON object string. Names must pass :func:`attribute_name_problem`
+    (``phone`` is refused only when ``by_phone``); ``null`` and non-finite numbers are refused.
+    Every problem is reported, each naming its attribute.
     """
     value = load_json(value, field)
     if value is None and allow_empty:
@@ -220,25 +299,91 @@ def validate_attributes(
         raise AhaChatValidationError(f"{field}: must be an object of name to value, got {_kind(value)}")
     if not value and not allow_empty:
         raise AhaChatValidationError(f"{field}: must set at least one attribute")
-    result: dict[str, Any] = {}
+    result: dict[str, WireValue] = {}
+    problems: list[str] = []
     for name, item in value.items():
-        _check_attribute_name(name, f"{field}.{name}" if isinstance(name, str) and name else field)
-        where = f"{field}.{name}"
-        if isinstance(item, float) and not math.isfinite(item):
-            raise AhaChatValidationError(f"{where}: must be a finite number, got {item!r}")
-        if not isinstance(item, str | int | float | bool):
-            raise AhaChatValidationError(
-                f"{where}: values must be strings, numbers or booleans, got {_kind(item)}"
-            )
-        result[name] = item
+        where = f"{field}.{name}" if isinstance(name, str) and name.strip() else field
+        problem = attribute_name_problem(name, by_phone=by_phone)
+        if problem is None:
+            try:
+                result[name] = attribute_value(item, where)
+            except AhaChatValidationError as err:
+                problems.extend(err.problems)
+        else:
+            problems.append(f"{where}: {problem}")
+    if problems:
+        raise AhaChatValidationError(problems)
     return result
 
 
-def attribute_query_value(value: AttributeValue) -> str:
-    """Write an attribute value as the Broadcast API's query string carries it."""
+def _plain_number(number: Decimal) -> str:
+    """``number`` in plain notation, as it reads: no exponent, no trailing zeros after the point."""
+    return "0" if number == 0 else format(number.normalize(), "f")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime(DATETIME_FORMAT)
+    if isinstance(value, date):
+        return value.strftime(DATE_FORMAT)
+    if isinstance(value, Decimal):
+        return attribute_value(value)
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
+
+
+def attribute_value(value: Any, field: str = "attribute") -> WireValue:
+    """
+    Convert an attribute value to AhaChat's attribute types; the same on every path.
+
+    - ``str``: as it is (text).
+    - ``bool``: ``"yes"`` or ``"no"`` (AhaChat's yes/no type).
+    - ``int``: as it is; a ``float`` or ``Decimal`` as it reads: ``1.0`` is ``1``, ``0.1`` is ``0.1``,
+      a ``Decimal`` exactly (``Decimal("19.90")`` is ``19.9``; one a float cannot hold exactly
+      is sent as its text). NaN and infinities are refused.
+    - ``datetime.datetime`` (and pendulum's): ``"dd/mm/yyyy HH:MM:SS"``, the wall-clock time it
+      holds, without converting its time zone; ``datetime.date``: ``"dd/mm/yyyy"``.
+    - ``list`` and ``dict``: their JSON text (dates and decimals inside written as above).
+
+    :raises AhaChatValidationError: for ``None`` and any other type, naming ``field``.
+    """
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        return YES if value else NO
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float | Decimal):
+        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+            raise AhaChatValidationError(f"{field}: must be a finite number, got {value!r}")
+        exact = Decimal(repr(value)) if isinstance(value, float) else value
+        if exact == exact.to_integral_value():
+            return int(exact)
+        text = _plain_number(exact)
+        as_float = float(text)
+        return as_float if Decimal(repr(as_float)) == Decimal(text) else text
+    if isinstance(value, datetime):
+        return value.strftime(DATETIME_FORMAT)
+    if isinstance(value, date):
+        return value.strftime(DATE_FORMAT)
+    if isinstance(value, list | tuple | Mapping):
+        try:
+            return json.dumps(
+                value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+            )
+        except (TypeError, ValueError) as err:
+            raise AhaChatValidationError(f"{field}: cannot be written as JSON ({err})") from None
+    raise AhaChatValidationError(
+        f"{field}: values must be text, numbers, booleans, dates, datetimes, lists or objects, "
+        f"got {_kind(value)}"
+    )
+
+
+def attribute_query_value(value: Any) -> str:
+    """Write an attribute value as text, as the Broadcast API's query string carries it."""
+    wire = attribute_value(value)
+    if isinstance(wire, float):
+        return _plain_number(Decimal(repr(wire)))
+    return str(wire)
 
 
 # --------------------------------------------------------------------------- recipients and users

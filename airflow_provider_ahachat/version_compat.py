@@ -38,6 +38,15 @@ def sensor_timeout(message: str) -> Exception:
     return AirflowSensorTimeout(message)
 
 
+def skip(message: str) -> Exception:
+    """The exception that skips a task."""
+    try:
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
+    return AirflowSkipException(message)
+
+
 def object_storage_path(url: str) -> Any:
     """An ``ObjectStoragePath`` for ``url`` (``s3://conn_id@bucket/key``)."""
     from airflow.sdk import ObjectStoragePath

@@ -176,7 +176,7 @@ def test_shared_arguments_are_checked_before_any_row(client: AhaChatClient, sand
     cases: list[tuple[str, dict[str, Any], str]] = [
         ("add_tags", {"tags": []}, "tags"),
         ("broadcast_block", {"block_name": " "}, "block_name"),
-        ("broadcast_block", {"block_name": "b", "attributes": {"phone": "1"}}, "reserved"),
+        ("broadcast_block", {"block_name": "b", "attributes": {"AhaChat_Note": "1"}}, "reserved"),
         ("broadcast_block", {"block_name": "b", "message_tag": "PROMO"}, "message_tag"),
         ("send_text", {"text": "x" * 2001}, "text"),
         ("send_message", {"message": {"messages": []}}, "messages"),

@@ -551,8 +551,8 @@ BAD_SHARED: list[tuple[str, str, dict[str, Any], str]] = [
     (
         "AddAttributesOperator",
         "reserved",
-        {"attributes": {"phone": "0908"}},
-        "attribute name 'phone' is reserved by the Broadcast API",
+        {"attributes": {"Ahachat_Block_Name": "0908"}},
+        "attribute name 'Ahachat_Block_Name' is reserved by the Broadcast API",
     ),
     ("AddTagsOperator", "no_tags", {"tags": []}, "tags: must name at least one tag"),
     (
@@ -640,7 +640,7 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
         {"phone": "090-ABC"},
         {"user_id": ids[1], "phone": "+84901234567"},  # both: the user ID wins
         {"user_id": ids[2], "attributes": {"ahachat_block_name": "other"}},
-        {"user_id": ids[3], "order_id": {"nested": 1}},
+        {"user_id": ids[3], "attributes": {"ngày giao ": "30/11/2026"}},
         {"order_id": "no one"},
         3.5,
         ids[4],
@@ -670,7 +670,7 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
     assert reasons[2].startswith("row 2: phone: '090-ABC' is not a phone number"), reasons[2]
     assert lines[2]["recipient"] == f"user {ids[1]}"
     assert reasons[4].startswith("row 4: ") and "'ahachat_block_name' is reserved" in reasons[4], reasons[4]
-    assert reasons[5].startswith("row 5: attributes.order_id: values must be strings"), reasons[5]
+    assert reasons[5].startswith("row 5: attributes.ngày giao : attribute name 'ngày giao ' has"), reasons[5]
     assert reasons[6].startswith("row 6: "), reasons[6]
     assert reasons[7].startswith("row 7: a recipient is a user ID or a mapping"), reasons[7]
     assert summary["first_failures"][0] == {

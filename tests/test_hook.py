@@ -130,8 +130,11 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
         "concurrency",
         "rate_limit_redis_conn_id",
         *WEBHOOK_FIELDS,
+        "approval_secret",
+        "endpoints",
     }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
+    assert extra["endpoints"]["schema"]["title"] == "Endpoint overrides (JSON)"
     assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
 
 
@@ -168,6 +171,8 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
         "concurrency",
         "rate_limit_redis_conn_id",
         *WEBHOOK_FIELDS,
+        "approval_secret",
+        "endpoints",
     }
 
 

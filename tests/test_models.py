@@ -165,11 +165,15 @@ GALLERY = ["messages", 3, "attachment", "payload"]
         (["messages", 0, "attachment"], RECEIPT["attachment"], "messages[0]: must have exactly one of text"),
         (["messages", 0], "hello", "messages[0]: must be an object, got str"),
         (["messages"], [], "messages: at least 1"),
-        (["set_attributes"], {"phone": "1"}, "set_attributes.phone: attribute name 'phone' is reserved"),
         (
             ["set_attributes"],
-            {"a": {"b": 1}},
-            "set_attributes.a: values must be strings, numbers or booleans",
+            {"ahachat_token[]": "1"},
+            "set_attributes.ahachat_token[]: attribute name 'ahachat_token[]' is reserved",
+        ),
+        (
+            ["set_attributes"],
+            {"a": None},
+            "set_attributes.a: values must be text, numbers, booleans, dates, datetimes, lists or objects",
         ),
         (["redirect_to_blocks"], [""], "redirect_to_blocks[0]: a block name must be a non-empty string"),
         (["extra"], 1, "message.extra: unknown field"),
@@ -253,11 +257,11 @@ def test_tags_and_attributes() -> None:
     assert validate_attributes({"codeso": 99999, "s_d_t": "0908071111", "ok": False, "x": 1.5}) == {
         "codeso": 99999,
         "s_d_t": "0908071111",
-        "ok": False,
+        "ok": "no",
         "x": 1.5,
     }
     for bad, rule in [
-        ({"a": None}, "attributes.a: values must be strings, numbers or booleans, got null"),
+        ({"a": None}, "attributes.a: values must be text, numbers, booleans, dates, datetimes, lists or"),
         ({"a": float("nan")}, "attributes.a: must be a finite number"),
         ({}, "attributes: must set at least one attribute"),
         ("[1, 2]", "attributes: must be an object of name to value, got list"),
@@ -284,10 +288,12 @@ def test_recipient_needs_exactly_one() -> None:
         Recipient.of(user_id="1", phone="+84908071111")
 
 
-@pytest.mark.parametrize("name", ["ahachat_token", "ahachat_message_tag", "ahachat_block_name", "phone"])
+@pytest.mark.parametrize("name", ["ahachat_token", "ahachat_message_tag", "ahachat_block_name"])
 def test_every_name_of_the_broadcast_query_is_reserved(name: str) -> None:
     with pytest.raises(AhaChatValidationError, match=f"attribute name '{name}' is reserved"):
         validate_attributes({name: "x"})
+    with pytest.raises(AhaChatValidationError, match=f"attribute name '{name}' is reserved"):
+        validate_attributes({name: "x"}, by_phone=True)
 
 
 def test_messenger_limits_hold_exactly_at_the_limit() -> None:

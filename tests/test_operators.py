@@ -200,14 +200,14 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], str]] = [
     (
         "AddAttributesOperator",
         "attrs_reserved",
-        {"user_id": LAN, "attributes": {"phone": "1"}},
-        "attribute name 'phone' is reserved by the Broadcast API",
+        {"user_id": LAN, "attributes": {"ahachat_token[]": "1"}},
+        "attribute name 'ahachat_token[]' is reserved by the Broadcast API",
     ),
     (
         "AddAttributesOperator",
         "attrs_nested",
-        {"user_id": LAN, "attributes": {"cart": {"items": 2}}},
-        "attributes.cart: values must be strings, numbers or booleans",
+        {"user_id": LAN, "attributes": {"cart": None}},
+        "attributes.cart: values must be text, numbers, booleans, dates, datetimes, lists or objects",
     ),
     ("AddAttributesOperator", "attrs_json", {"user_id": LAN, "attributes": "{oops"}, "not valid JSON"),
     ("ResetAttributesOperator", "reset_none", {"user_id": LAN, "attributes": []}, "must name at least one"),

@@ -66,10 +66,26 @@ def ok_data(response: requests.Response) -> Any:
     return body["data"]
 
 
+def is_broadcast(response: requests.Response) -> bool:
+    return (response.request.path_url or "").split("?")[0].endswith("/send")
+
+
+def sent(response: requests.Response) -> str:
+    """A Broadcast API success, in Chatfuel's shape ``{"success": true, "result": "..."}``."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"success", "result"} and body["success"] is True, body
+    return str(body["result"])
+
+
 def error(response: requests.Response, status: int) -> str:
+    """The reason of a refusal: ``result`` for the Broadcast API (Chatfuel's shape), else ``message``."""
     assert response.status_code == status, response.text
     body = response.json()
     assert body["success"] is False
+    if is_broadcast(response):
+        assert "message" not in body and "data" not in body, body
+        return str(body["result"])
     return str(body["message"])
 
 
@@ -196,7 +212,8 @@ def test_tag_errors(sandbox: SandboxServer) -> None:
 def test_add_and_reset_attributes(sandbox: SandboxServer) -> None:
     attributes = {"codeso": 99999, "s_d_t": "0908071111", "ghi_chu": "Giao giờ hành chính", "vip": True}
     data = ok_data(call(sandbox, "POST", f"/users/{MINH}/attributes", json={"attributes": attributes}))
-    assert data["attributes"] == {"city": "Hà Nội", "customer_code": "KH0002", **attributes}
+    # Stored as AhaChat types them: a boolean is yes/no.
+    assert data["attributes"] == {"city": "Hà Nội", "customer_code": "KH0002", **attributes, "vip": "yes"}
     data = ok_data(
         call(sandbox, "POST", f"/users/{MINH}/attributes/reset", json={"attributes": ["codeso", "never_set"]})
     )
@@ -206,12 +223,12 @@ def test_add_and_reset_attributes(sandbox: SandboxServer) -> None:
 
 def test_attribute_errors(sandbox: SandboxServer) -> None:
     message = error(
-        call(sandbox, "POST", f"/users/{MINH}/attributes", json={"attributes": {"phone": "1"}}), 400
+        call(sandbox, "POST", f"/users/{MINH}/attributes", json={"attributes": {"AhaChat_Token": "1"}}), 400
     )
     assert "reserved" in message
-    assert "phone" in message
-    nested = {"attributes": {"order": {"id": 1}}}
-    assert "attributes.order" in error(call(sandbox, "POST", f"/users/{MINH}/attributes", json=nested), 400)
+    assert "AhaChat_Token" in message
+    null = {"attributes": {"order": None}}
+    assert "attributes.order" in error(call(sandbox, "POST", f"/users/{MINH}/attributes", json=null), 400)
     assert "attributes" in error(call(sandbox, "POST", f"/users/{MINH}/attributes", json={}), 400)
     reset = {"attributes": ["ahachat_token"]}
     assert "reserved" in error(call(sandbox, "POST", f"/users/{MINH}/attributes/reset", json=reset), 400)
@@ -311,16 +328,13 @@ def test_customer_reply_reopens_the_window(sandbox: SandboxServer) -> None:
 
 def test_broadcast_saves_query_attributes_before_the_block_runs(sandbox: SandboxServer) -> None:
     # Lan already has order_id DH10231: the query's value must win, and reach the rendered block.
-    data = ok_data(
+    result = sent(
         broadcast(sandbox, LAN, "shipping_update", order_id="DH-2024-0815", tracking_number="GHN12345")
     )
-    assert data == {
-        "messenger_user_id": LAN,
-        "block_name": "shipping_update",
-        "message_tag": "POST_PURCHASE_UPDATE",
-        "messages_sent": 1,
-        "outbox_seq": 1,
-    }
+    assert result == (
+        f"Block 'shipping_update' sent to user {LAN} with the tag POST_PURCHASE_UPDATE: "
+        "1 message(s), outbox #1"
+    )
     [entry] = sandbox.outbox(LAN)
     assert entry["kind"] == "broadcast"
     assert entry["block_name"] == "shipping_update"
@@ -334,14 +348,14 @@ def test_broadcast_saves_query_attributes_before_the_block_runs(sandbox: Sandbox
 
 
 def test_broadcast_reaches_users_outside_the_window(sandbox: SandboxServer) -> None:
-    ok_data(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH777"))
+    sent(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH777"))
     [entry] = sandbox.outbox(BAO)
     assert entry["text"] == "Chào Bảo, bạn đã nhận được đơn hàng DH777 chưa? [Đã nhận | Chưa nhận]"
 
 
 def test_broadcast_vietnamese_query_values_round_trip(sandbox: SandboxServer) -> None:
     note = "Giao trước 17h – Đường Nguyễn Huệ, Quận 1 & tầng 3"
-    ok_data(
+    sent(
         broadcast(sandbox, LAN, "shipping_update", order_id="Đơn #123", tracking_number="Mã 9", ghi_chu=note)
     )
     user = sandbox.user(LAN)
@@ -353,14 +367,14 @@ def test_broadcast_vietnamese_query_values_round_trip(sandbox: SandboxServer) ->
 
 
 def test_broadcast_leaves_unknown_placeholders_visible(sandbox: SandboxServer) -> None:
-    ok_data(broadcast(sandbox, MINH, "shipping_update", order_id="DH1"))
+    sent(broadcast(sandbox, MINH, "shipping_update", order_id="DH1"))
     [entry] = sandbox.outbox(MINH)
     assert "{{tracking_number}}" in entry["text"]
     assert entry["unresolved"] == ["tracking_number"]
 
 
 def test_broadcast_runs_redirect_blocks(sandbox: SandboxServer) -> None:
-    ok_data(broadcast(sandbox, MINH, "welcome", tag="NON_PROMOTIONAL_SUBSCRIPTION"))
+    sent(broadcast(sandbox, MINH, "welcome", tag="NON_PROMOTIONAL_SUBSCRIPTION"))
     [entry] = sandbox.outbox(MINH)
     assert entry["blocks"] == ["welcome", "menu"]
     assert entry["text"].splitlines() == [
@@ -377,8 +391,7 @@ def test_broadcast_by_phone(sandbox: SandboxServer) -> None:
         "order_id": "DH55",
         "tracking_number": "VN01",
     }
-    data = ok_data(call(sandbox, "POST", "/phones/send", params=params))
-    assert data["messenger_user_id"] == TRANG
+    assert f"sent to user {TRANG} " in sent(call(sandbox, "POST", "/phones/send", params=params))
     [entry] = sandbox.outbox(TRANG)
     assert entry["text"] == "Đơn hàng DH55 đã được giao cho đơn vị vận chuyển, mã vận đơn VN01."
     # The phone is the lookup, not an attribute.
@@ -414,8 +427,8 @@ def test_broadcast_errors_change_nothing(sandbox: SandboxServer) -> None:
 
 
 def test_broadcast_rejects_reserved_attribute_names(sandbox: SandboxServer) -> None:
-    # In the by-user form, phone can only be an attribute, and it is reserved.
-    message = error(broadcast(sandbox, LAN, "welcome", phone="0908071111"), 400)
+    # Every ahachat_* name is AhaChat's own, in any case.
+    message = error(broadcast(sandbox, LAN, "welcome", AHACHAT_NOTE="x"), 400)
     assert "reserved" in message
     # A reserved name given twice means an attribute took that name.
     url = (
@@ -435,9 +448,8 @@ def test_broadcast_rejects_reserved_attribute_names(sandbox: SandboxServer) -> N
 
 
 def test_broadcast_tag_is_case_insensitive_like_the_provider(sandbox: SandboxServer) -> None:
-    assert (
-        ok_data(broadcast(sandbox, LAN, "welcome", tag="account_update"))["message_tag"] == "ACCOUNT_UPDATE"
-    )
+    assert "with the tag ACCOUNT_UPDATE" in sent(broadcast(sandbox, LAN, "welcome", tag="account_update"))
+    assert sandbox.outbox(LAN)[-1]["message_tag"] == "ACCOUNT_UPDATE"
 
 
 # --------------------------------------------------------------------------- knobs
@@ -552,7 +564,7 @@ def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
 
 def test_reset_restores_the_seed(sandbox: SandboxServer) -> None:
     ok_data(call(sandbox, "POST", f"/users/{LAN}/tags", json={"tags": ["moi"]}))
-    ok_data(broadcast(sandbox, LAN, "welcome"))
+    sent(broadcast(sandbox, LAN, "welcome"))
     sandbox.update_user(BAO, touch=True, subscribed=False)
     sandbox.configure(latency_ms=5, fail_next=[503])
     sandbox.reset()
@@ -563,14 +575,14 @@ def test_reset_restores_the_seed(sandbox: SandboxServer) -> None:
     assert sandbox.stats()["total"] == 0
     assert sandbox.config()["fail_next"] == []
     assert sandbox.config()["latency_ms"] == 0
-    ok_data(broadcast(sandbox, LAN, "welcome"))
+    sent(broadcast(sandbox, LAN, "welcome"))
     assert sandbox.outbox()[0]["seq"] == 1
 
 
 def test_outbox_filters(sandbox: SandboxServer) -> None:
-    ok_data(broadcast(sandbox, LAN, "welcome"))
-    ok_data(broadcast(sandbox, MINH, "welcome"))
-    ok_data(broadcast(sandbox, LAN, "menu"))
+    sent(broadcast(sandbox, LAN, "welcome"))
+    sent(broadcast(sandbox, MINH, "welcome"))
+    sent(broadcast(sandbox, LAN, "menu"))
     assert [e["seq"] for e in sandbox.outbox()] == [1, 2, 3]
     assert [e["seq"] for e in sandbox.outbox(LAN)] == [1, 3]
     assert [e["seq"] for e in sandbox.outbox(since=1)] == [2, 3]
@@ -583,7 +595,7 @@ def test_outbox_filters(sandbox: SandboxServer) -> None:
 
 
 def test_customer_taps_a_quick_reply(sandbox: SandboxServer) -> None:
-    ok_data(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH9"))
+    sent(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH9"))
     user = sandbox.update_user(BAO, run_block="delivery_received")
     assert user["attributes"]["delivery_confirmed"] == "yes"
     last = sandbox.outbox(BAO)[-1]
@@ -612,7 +624,7 @@ def test_patch_user(sandbox: SandboxServer) -> None:
     )
     error(call(sandbox, "GET", "/users", params={"phone": "+84912345678"}), 404)
     error(call(sandbox, "POST", f"/users/{MINH}/messages", json={"messages": [{"text": "x"}]}), 422)
-    for changes in ({"nope": 1}, {"attributes": {"phone": "1"}}, {"run_block": "nope"}, {"touch": "yes"}):
+    for changes in ({"nope": 1}, {"attributes": {"ahachat_x": "1"}}, {"run_block": "nope"}, {"touch": "yes"}):
         with pytest.raises(SandboxControlError) as caught:
             sandbox.update_user(MINH, **changes)
         assert caught.value.status in (400, 404)
@@ -740,7 +752,7 @@ def test_custom_seed_in_process() -> None:
             },
             timeout=10,
         )
-        ok_data(response)
+        sent(response)
         assert server.outbox()[0]["text"] == "Chào Bình"
     with pytest.raises(RuntimeError, match="not running"):
         server.reset()

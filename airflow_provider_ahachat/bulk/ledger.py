@@ -92,6 +92,11 @@ class Ledger:
                 return
             entries: list[Any] = sorted(self._local.glob("journal-*.jsonl"))
         else:
+            # Another process (an earlier try, on another worker) wrote these objects: list them
+            # afresh, not from a listing the filesystem cached in this process.
+            invalidate = getattr(getattr(self.folder, "fs", None), "invalidate_cache", None)
+            if invalidate is not None:
+                invalidate()
             try:
                 entries = sorted(
                     (p for p in self.folder.iterdir() if p.name.startswith("journal-")), key=lambda p: p.name

@@ -268,7 +268,9 @@ class BulkRunner:
 
     def _request(self, recipient: Recipient, row: Row) -> ApiRequest:
         try:
-            return self.action.request(self.client.bot_id, recipient, row.attributes)
+            return self.action.request(
+                self.client.bot_id, recipient, row.attributes, endpoints=self.client.endpoints
+            )
         except AhaChatValidationError as err:
             problems = [f"row {row.number}: {problem}" for problem in err.problems]
             raise AhaChatValidationError(problems) from None

@@ -107,7 +107,10 @@ class AhaChatHook(BaseHook):
     The connection holds the Bot ID in ``login`` and the Bot Token in ``password``, both from the
     bot's settings in AhaChat. ``host`` (with ``port`` and ``schema``) points elsewhere than
     ``https://ahachat.com``, for example at the local sandbox. Extra fields: ``timeout`` (read
-    timeout, seconds), ``connect_timeout`` and ``max_retries``.
+    timeout, seconds), ``connect_timeout``, ``max_retries``, ``rate_limit``, ``concurrency``, and
+    ``endpoints``, a JSON object that corrects any endpoint's method and path
+    (``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``); an unknown endpoint, method
+    or placeholder is an error when the hook builds its client, before any request.
 
     .. code-block:: python
 
@@ -160,6 +163,7 @@ class AhaChatHook(BaseHook):
         """Build a client from ``conn``, after registering its token with the secret masker."""
         # Imported here, not at the top: DAG files import the operators, and so this module, at
         # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
+        from airflow_provider_ahachat.actions import endpoint_table
         from airflow_provider_ahachat.client import (
             DEFAULT_CONNECT_TIMEOUT,
             DEFAULT_READ_TIMEOUT,
@@ -180,19 +184,26 @@ class AhaChatHook(BaseHook):
         if problems:
             raise AhaChatValidationError(problems)
         extra = conn.extra_dejson
-        return AhaChatClient(
-            bot_id=bot_id,
-            token=token,
-            base_url=base_url_from_connection(conn.host, conn.port, conn.schema),
-            connect_timeout=self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-            read_timeout=self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
-            retry=RetryPolicy(
+        settings: dict[str, Any] = {
+            "base_url": base_url_from_connection(conn.host, conn.port, conn.schema),
+            "connect_timeout": self._extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            "read_timeout": self._extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT),
+            "retry": RetryPolicy(
                 max_retries=self.max_retries
                 if self.max_retries is not None
                 else int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)),
                 retry_unknown_outcome=self.retry_unknown_outcome,
             ),
-        )
+        }
+        try:
+            endpoints = endpoint_table(
+                extra.get("endpoints", extra.get(f"extra__{self.conn_type}__endpoints"))
+            )
+        except AhaChatValidationError as err:
+            raise AhaChatValidationError(
+                [f"connection {self.ahachat_conn_id!r}: extra field {problem}" for problem in err.problems]
+            ) from None
+        return AhaChatClient(bot_id, token, endpoints=endpoints, **settings)
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
         """
@@ -243,6 +254,23 @@ class AhaChatHook(BaseHook):
                 f"connection {self.ahachat_conn_id!r}: extra field {name!r} must be {rule}, got {value!r}"
             )
         return number
+
+    def call(self, method: str, path: str, params: Any = None, json: Any = None, **kwargs: Any) -> Any:
+        """
+        Call any AhaChat path with this connection, like ``SlackHook.call``: the token is added, and
+        the errors, retries and redaction are those of every action. Returns AhaChat's whole answer.
+
+        .. code-block:: python
+
+            AhaChatHook().call("GET", "/api/bots/{bot_id}/users", params={"phone": "+84908071111"})
+
+        :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``.
+        :param path: the path from the root; ``{bot_id}`` is filled with the connection's Bot ID.
+        :param params: the query, a mapping or name/value pairs (not the token).
+        :param json: the JSON body, if any.
+        :param kwargs: ``sends_message``; see :meth:`AhaChatClient.call`.
+        """
+        return self.client.call(method, path, params, json, **kwargs)
 
     # -- many recipients
 

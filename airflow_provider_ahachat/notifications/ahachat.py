@@ -72,7 +72,8 @@ class AhaChatNotifier(BaseNotifier):
     :param text: the text to send (templated). Give this or ``block_name``.
     :param block_name: the block to start for each person (templated). Give this or ``text``.
     :param message_tag: the message tag of the broadcast, ``NON_PROMOTIONAL_SUBSCRIPTION`` by
-        default; ``ACCOUNT_UPDATE`` or ``CONFIRMED_EVENT_UPDATE`` may suit your alerts (templated).
+        default, which Meta allows only for pages in its News Page Index; ``ACCOUNT_UPDATE`` or
+        ``CONFIRMED_EVENT_UPDATE`` may suit your alerts (templated).
     :param attributes: attributes saved on each person before the block runs, for the block to show
         (templated, values too).
     :param ahachat_conn_id: the ``ahachat`` connection to use (templated).

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AddAttributesOperator",
     "AddTagsOperator",
+    "AhaChatApiOperator",
     "AhaChatAudienceOperator",
     "AhaChatBaseOperator",
     "BroadcastBlockOperator",
@@ -311,29 +312,65 @@ class FindUserOperator(AhaChatBaseOperator):
     The XCom value is the user: ``messenger_user_id``, names, ``phone``, ``tags``, ``attributes``,
     ``last_interaction_at`` and ``subscribed``. The ID is also pushed under the XCom key
     ``messenger_user_id``, so ``find.output["messenger_user_id"]`` feeds it to the next operator.
-    A user that does not exist fails the task (``AhaChatNotFoundError``).
+    A phone that several users share fails the task, saying how many: find them by ``user_id``.
 
     :param user_id: the messenger_user_id, as a string (templated).
     :param phone: the phone number; spaces, dots and dashes are ignored (templated).
+    :param not_found: what a customer AhaChat does not know does: ``"fail"`` the task
+        (``AhaChatNotFoundError``, the default) or ``"skip"`` it, so that a DAG can branch on "not a
+        customer yet". A Bot ID AhaChat does not know fails either way.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
     template_fields: Sequence[str] = ("user_id", "phone")
 
-    def __init__(self, *, user_id: str | None = None, phone: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        user_id: str | None = None,
+        phone: str | None = None,
+        not_found: Literal["fail", "skip"] = "fail",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        if not_found not in ("fail", "skip"):
+            raise AhaChatValidationError(f'not_found: must be "fail" or "skip", got {not_found!r}')
         self.user_id = user_id
         self.phone = phone
+        self.not_found = not_found
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
         return client.prepare_find_user(user_id=self.user_id, phone=self.phone)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_ahachat.exceptions import AhaChatNotFoundError
+
         client = self.hook.client
-        user = client.fetch_user(self.prepare(client))
+        request = self.prepare(client)
+        try:
+            user = client.fetch_user(request)
+        except AhaChatNotFoundError as err:
+            if self.not_found != "skip":
+                raise
+            self.skip_unknown_customer(client, request, err)
         context["ti"].xcom_push(key="messenger_user_id", value=user.messenger_user_id)
         self.log.info("AhaChat: found user %s (%s)", user.messenger_user_id, user.first_name or "no name")
         return user.model_dump(mode="json")
+
+    def skip_unknown_customer(self, client: AhaChatClient, request: ApiRequest, err: Exception) -> NoReturn:
+        """Skip the task for a customer AhaChat does not know; fail it for a bot it does not know."""
+        from airflow_provider_ahachat.conditions import UNKNOWN_BOT
+        from airflow_provider_ahachat.exceptions import AhaChatNotFoundError
+        from airflow_provider_ahachat.version_compat import skip
+
+        try:  # a 404 may mean the bot, not the customer: ask about the bot
+            client.check_connection()
+        except AhaChatNotFoundError:
+            raise AhaChatNotFoundError(
+                f"connection {self.ahachat_conn_id!r}: {UNKNOWN_BOT}", status=404
+            ) from None
+        who = request.recipient.describe() if request.recipient else "this customer"
+        raise skip(f"AhaChat knows no customer with {who} (not_found='skip'): {err}")
 
 
 class AddTagsOperator(AhaChatAudienceOperator):
@@ -396,17 +433,27 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
     Clear one or more attributes from a user.
 
     :param user_id: the messenger_user_id, as a string (templated).
-    :param attributes: an attribute name or a list of them (templated).
+    :param names: the names of the attributes to clear: a name or a list of names (templated).
+    :param attributes: the same names, under the name AhaMake gives this field; give ``names`` or
+        ``attributes``, not both (templated).
     :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
-    template_fields: Sequence[str] = ("user_id", "attributes", "recipients", "ledger_path")
+    template_fields: Sequence[str] = ("user_id", "names", "attributes", "recipients", "ledger_path")
     bulk_action: ClassVar[str] = "reset_attributes"
 
-    def __init__(self, *, user_id: str | None = None, attributes: str | list[str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        user_id: str | None = None,
+        names: str | list[str] | None = None,
+        attributes: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
+        self.names = names
         self.attributes = attributes
 
 
@@ -471,7 +518,10 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     :param user_id: the messenger_user_id, as a string; give this or ``phone`` (templated).
     :param phone: the phone number; give this or ``user_id`` (templated).
     :param message_tag: one of ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``,
-        ``ACCOUNT_UPDATE``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default) (templated).
+        ``ACCOUNT_UPDATE``, ``HUMAN_AGENT``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default), any case
+        (templated). Meta allows the default only for pages in its News Page Index and no tag for
+        promotion: a shop picks ``POST_PURCHASE_UPDATE``, ``ACCOUNT_UPDATE`` or
+        ``CONFIRMED_EVENT_UPDATE`` by purpose.
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
     :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
@@ -506,3 +556,69 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
         self.phone = phone
         self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
         self.attributes = attributes
+
+
+class AhaChatApiOperator(AhaChatBaseOperator):
+    """
+    Call any AhaChat path, for what the other operators do not wrap (like ``SlackAPIOperator``).
+
+    The token is added from the connection, and the errors, retries and redaction are those of
+    every operator; the XCom value is AhaChat's whole answer, the token removed.
+
+    .. code-block:: python
+
+        AhaChatApiOperator(
+            task_id="sequences",
+            method="POST",
+            path="/api/bots/{bot_id}/users/{{ params.user_id }}/sequences",
+            json={"sequence": "Chăm sóc sau mua hàng"},
+        )
+
+    :param method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (templated).
+    :param path: the path from the root; ``{bot_id}`` is filled with the connection's Bot ID
+        (templated).
+    :param query: the query string, a dict (templated); not the token. Named ``query`` because
+        ``params`` is Airflow's own argument of every operator.
+    :param json: the JSON body, if any (templated).
+    :param sends_message: whether the request may message a customer, so that it is not resent
+        when its outcome is unknown; by default, any method but ``GET``.
+    :param ahachat_conn_id: the ``ahachat`` connection to use.
+    :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
+    """
+
+    template_fields: Sequence[str] = ("method", "path", "query", "json")
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        json: Any = None,
+        sends_message: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.method = method
+        self.path = path
+        self.query = query
+        self.json = json
+        self.sends_message = sends_message
+
+    def prepare(self, client: AhaChatClient) -> ApiRequest:
+        return client.prepare_call(
+            self.method, self.path, self.query, self.json, sends_message=self.sends_message
+        )
+
+    def execute(self, context: Context) -> Any:
+        client = self.hook.client
+        request = self.prepare(client)  # bad input fails here, before anything is sent
+        started = time.monotonic()
+        answer = client.send(request)
+        self.log.info(
+            "AhaChat: %s accepted in %.0f ms; AhaChat answered %s",
+            request.describe(),
+            1000 * (time.monotonic() - started),
+            _shorten(json.dumps(answer, ensure_ascii=False, default=str)),
+        )
+        return answer

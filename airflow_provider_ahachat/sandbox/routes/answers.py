@@ -2,7 +2,9 @@
 How the sandbox answers: the success envelope, the JSON body readers, and every error handler.
 
 Every answer is ``{"success": true, "data": ...}`` or ``{"success": false, "message": "..."}``;
-answers to invalid input also carry ``problems``, one line per problem, each naming its field.
+answers to invalid input also carry ``problems``, one line per problem, each naming its field. The
+Broadcast API, a copy of Chatfuel's Broadcasting API, answers in Chatfuel's shape instead:
+``{"success": true|false, "result": "..."}``, the reason of a refusal in ``result``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ from airflow_provider_ahachat.sandbox.state import ApiError
 def ok(data: Any, status: int = 200) -> JSONResponse:
     """A success answer."""
     return JSONResponse({"success": True, "data": data}, status_code=status)
+
+
+def broadcast_ok(result: str) -> JSONResponse:
+    """A Broadcast API success, in Chatfuel's shape."""
+    return JSONResponse({"success": True, "result": result})
+
+
+def broadcast_refused(err: ApiError) -> JSONResponse:
+    """A Broadcast API refusal, in Chatfuel's shape: the reason in ``result``."""
+    body: dict[str, Any] = {"success": False, "result": err.message}
+    if err.problems:
+        body["problems"] = err.problems
+    return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
 async def json_body(request: Request) -> Any:

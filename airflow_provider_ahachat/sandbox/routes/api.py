@@ -3,7 +3,8 @@ AhaChat's contract under ``/api``: what the provider's client talks to.
 
 The endpoints follow ``ahachat-api.md``: the two Broadcast API forms, the connection check, find
 user by ID or phone, add and remove tags, add and reset attributes, and text or dynamic messages.
-Answers are shaped by :mod:`.answers`. Authentication: ``ahachat_token`` missing or no bot's token
+Answers are shaped by :mod:`.answers`; the Broadcast API's in Chatfuel's shape, as AhaChat's
+copies Chatfuel's. Authentication: ``ahachat_token`` missing or no bot's token
 is 401, a bot that does not exist is 404, another bot's token is 403.
 
 Every request to these endpoints goes through the knobs first (:mod:`..middleware`).
@@ -25,7 +26,14 @@ from airflow_provider_ahachat.models import (
     validate_attributes,
     validate_tags,
 )
-from airflow_provider_ahachat.sandbox.routes.answers import checked, json_body, json_object, ok
+from airflow_provider_ahachat.sandbox.routes.answers import (
+    broadcast_ok,
+    broadcast_refused,
+    checked,
+    json_body,
+    json_object,
+    ok,
+)
 from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState
 
 #: Broadcast query names that are parameters, not attributes (``phone`` only in the phone form).
@@ -60,7 +68,9 @@ def broadcast_parameters(
         for name, value in items
         if name not in _BROADCAST_PARAMETERS and not (by_phone and name == "phone")
     }
-    attributes = checked(lambda: validate_attributes(given, "attributes", allow_empty=True))
+    attributes = checked(
+        lambda: validate_attributes(given, "attributes", allow_empty=True, by_phone=by_phone)
+    )
     block_name = state.block(bot, request.query_params.get("ahachat_block_name"))
     return tag, block_name, attributes
 
@@ -90,21 +100,30 @@ def api_router(sandbox: SandboxState) -> APIRouter:
         bot = bot_of(bot_id, request)
         return ok(sandbox.user(bot, user_id).to_json())
 
+    def broadcast(bot_id: str, request: Request, user_id: str | None) -> JSONResponse:
+        try:
+            bot = bot_of(bot_id, request)
+            by_phone = user_id is None
+            tag, block_name, attributes = broadcast_parameters(sandbox, bot, request, by_phone=by_phone)
+            if user_id is None:
+                user = sandbox.user_by_phone(bot, request.query_params.get("phone"))
+            else:
+                user = sandbox.user(bot, user_id)
+            entry = sandbox.broadcast(bot, user, tag=tag, block_name=block_name, attributes=attributes)
+        except ApiError as err:
+            return broadcast_refused(err)
+        return broadcast_ok(
+            f"Block {block_name!r} sent to user {entry.messenger_user_id} with the tag {tag.value}: "
+            f"{len(entry.messages)} message(s), outbox #{entry.seq}"
+        )
+
     @router.post("/api/bots/{bot_id}/users/{user_id}/send")
     async def broadcast_to_user(bot_id: str, user_id: str, request: Request) -> JSONResponse:
-        bot = bot_of(bot_id, request)
-        tag, block_name, attributes = broadcast_parameters(sandbox, bot, request, by_phone=False)
-        user = sandbox.user(bot, user_id)
-        entry = sandbox.broadcast(bot, user, tag=tag, block_name=block_name, attributes=attributes)
-        return ok(_sent(entry.messenger_user_id, entry.seq, len(entry.messages), block_name, tag))
+        return broadcast(bot_id, request, user_id)
 
     @router.post("/api/bots/{bot_id}/phones/send")
     async def broadcast_to_phone(bot_id: str, request: Request) -> JSONResponse:
-        bot = bot_of(bot_id, request)
-        tag, block_name, attributes = broadcast_parameters(sandbox, bot, request, by_phone=True)
-        user = sandbox.user_by_phone(bot, request.query_params.get("phone"))
-        entry = sandbox.broadcast(bot, user, tag=tag, block_name=block_name, attributes=attributes)
-        return ok(_sent(entry.messenger_user_id, entry.seq, len(entry.messages), block_name, tag))
+        return broadcast(bot_id, request, None)
 
     @router.post("/api/bots/{bot_id}/users/{user_id}/tags")
     async def add_tags(bot_id: str, user_id: str, request: Request) -> JSONResponse:
@@ -157,13 +176,3 @@ def api_router(sandbox: SandboxState) -> APIRouter:
         )
 
     return router
-
-
-def _sent(user_id: str, seq: int, messages: int, block_name: str, tag: MessageTag) -> dict[str, Any]:
-    return {
-        "messenger_user_id": user_id,
-        "block_name": block_name,
-        "message_tag": tag.value,
-        "messages_sent": messages,
-        "outbox_seq": seq,
-    }
