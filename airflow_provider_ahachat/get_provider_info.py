@@ -116,6 +116,13 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Optional. The most events a minute one connection records (per API server "
         "worker); more are refused with 429. 0 for no limit. Default 600.",
     },
+    "approval_secret": {
+        "label": "Approval secret",
+        "schema": {"type": ["string", "null"], "format": "password"},
+        "description": "Optional. Signs the buttons of Human-in-the-loop questions asked in Messenger "
+        "(AhaChatApprovalOperator...); the webhook secret is used when this is empty. Use a long random "
+        "value; changing it voids every button already sent.",
+    },
 }
 
 #: Defaults of the bulk settings when neither the operator nor the connection gives them.

@@ -533,7 +533,10 @@ class _Checker:
                 where = f"{path}.quick_replies[{i}]"
                 if self.obj(reply, where) is not None:
                     self.text(reply.get("title"), f"{where}.title", MAX_BUTTON_TITLE)
-                    self.text(reply.get("block_name"), f"{where}.block_name", 10_000)
+                    if reply.get("type") == "json_plugin_url":  # a reply that calls a URL, as a button can
+                        self.url(reply.get("url"), f"{where}.url", https_only=False)
+                    else:
+                        self.text(reply.get("block_name"), f"{where}.block_name", 10_000)
 
     def attachment(self, value: Any, path: str) -> None:
         att = self.obj(value, path, ("type", "payload"))

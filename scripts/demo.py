@@ -16,6 +16,9 @@ and runs the examples with ``airflow dags test`` exactly as a user would, with t
   bot's JSON API step calls Airflow's webhook, and the asset-triggered DAG answers her. This one needs
   Airflow's scheduler (``airflow dags test`` cannot start a run from an event), so the demo starts
   ``airflow standalone`` on a free port in its own home for it, and stops it afterwards.
+- ``example_ahachat_refund_approval``: the shop owner is asked in Messenger to approve a refund,
+  taps "Đồng ý" (through the sandbox, as AhaChat would call the button), and the DAG goes on: the
+  refund runs and the customer is told. It too runs on ``airflow standalone``.
 
 Nobody real is messaged.
 """
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +118,7 @@ def main() -> None:
         confirm = confirm_delivery_demo(env, log, sandbox)
         bulk = bulk_demo(env, log, home, sandbox)
         order = order_status_demo(home, sandbox)
+        refund = refund_approval_demo(home, sandbox)
         print("\nIn short:")
         print(f"  shipping update: {len(outbox)} deliveries to {customers} customers")
         deferred = "waiting deferred" if confirm["deferred"] else "waiting on a worker"
@@ -125,6 +130,10 @@ def main() -> None:
         print(
             f"  order status: the bot's call answered {order['answered']}, the reply reached Lan "
             f"{order['reply_seconds']} s later: {order['reply']!r}"
+        )
+        print(
+            f"  refund approval: the owner tapped in Messenger, the run ended {refund['run']}, "
+            f"the owner saw {refund['confirmation']!r}, the customer was told ({refund['customer_told']})"
         )
         print("\nNext: ./scripts/ui.sh shows the same DAGs, the sandbox and its connection in Airflow's UI.")
 
@@ -279,6 +288,70 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
     tags = sandbox.user(LAN)["tags"]
     print(f"  tags now: {', '.join(tags)}")
     return {"answered": call["status"], "reply_seconds": round(took, 1), "reply": replies[0]["text"]}
+
+
+REFUND_DAG_ID = "example_ahachat_refund_approval"
+SHOP_OWNER = "6620193847561029"
+APPROVAL_SECRET = "demo-approval-secret-9d41"
+
+
+def refund_approval_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
+    """The owner approves a refund with one tap in Messenger; the DAG refunds and tells Lan."""
+    print("\nThe refund-approval example: the owner is asked in Messenger, taps Đồng ý, the DAG goes on")
+    dags = home / "refund_dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "example_dags" / f"{REFUND_DAG_ID}.py", dags)
+    shop = home / "refund_shop.db"
+    with sqlite3.connect(shop) as db:
+        db.execute(
+            "CREATE TABLE refund_requests (order_id TEXT PRIMARY KEY, messenger_user_id TEXT,"
+            " amount INTEGER, status TEXT)"
+        )
+        db.execute("INSERT INTO refund_requests VALUES ('DH10231', ?, 450000, 'requested')", (LAN,))
+    env = {
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": f"{sandbox.connection_uri}?approval_secret={APPROVAL_SECRET}",
+        "AIRFLOW_CONN_SHOP_DB": json.dumps({"conn_type": "sqlite", "host": str(shop)}),
+        "AHACHAT_CONN_ID": CONN_ID,
+        "SHOP_OWNER_ID": SHOP_OWNER,
+    }
+    since = max((e["seq"] for e in sandbox.outbox()), default=0)
+    with AirflowProcesses(home / "refund_standalone", dags_folder=dags, env=env) as standalone:
+        standalone.wait_for_dag(REFUND_DAG_ID)
+        request = urllib.request.Request(
+            f"{standalone.url}/api/v2/dags/{REFUND_DAG_ID}/dagRuns",
+            data=json.dumps({"logical_date": None, "conf": {"order_id": "DH10231"}}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            run_id = json.loads(answer.read())["dag_run_id"]
+        try:
+            (question,) = wait_until(
+                lambda: [e for e in sandbox.outbox(SHOP_OWNER, since=since) if e["kind"] == "dynamic"],
+                600,
+                "the question to the owner",
+                0.5,
+            )
+        except TimeoutError:
+            print(standalone.log_tail(6000))
+            raise
+        print("  the owner's Messenger shows:")
+        for line in delivered_text(question):
+            print(f"      {line}")
+        tapped = sandbox.tap(SHOP_OWNER, "Đồng ý", seq=question["seq"])
+        print(f"  the owner taps Đồng ý; the bot shows: {tapped['reply']['text']}")
+
+        def finished() -> str | None:
+            run = standalone.get_json(f"/api/v2/dags/{REFUND_DAG_ID}/dagRuns/{run_id}")
+            return run["state"] if run and run["state"] in ("success", "failed") else None
+
+        state = wait_until(finished, 600, "the refund run to finish", 1.0)
+    told = [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"]
+    print(f"  the run: {state}; Lan received:")
+    for entry in told:
+        for line in delivered_text(entry):
+            print(f"      {line}")
+    return {"run": state, "confirmation": tapped["reply"]["text"], "customer_told": len(told)}
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
         "rate_limit_redis_conn_id",
         "endpoints",
         *WEBHOOK_FIELDS,
+        "approval_secret",
     }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
     assert extra["endpoints"]["schema"]["title"] == "Endpoint overrides (JSON)"
@@ -190,7 +191,7 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
         "rate_limit",
         "concurrency",
     ]
-    assert {"rate_limit_redis_conn_id", "endpoints", *WEBHOOK_FIELDS} <= set(CONN_FIELDS)
+    assert {"rate_limit_redis_conn_id", "endpoints", *WEBHOOK_FIELDS, "approval_secret"} <= set(CONN_FIELDS)
 
 
 #: Runs Airflow's command line (``airflow.__main__.main``, what ``python -m airflow`` runs) once per

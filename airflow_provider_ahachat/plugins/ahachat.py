@@ -13,6 +13,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 from airflow_provider_ahachat.events.receiver import WebhookSettings, create_receiver_app
+from airflow_provider_ahachat.plugins.approvals import approvals_router
 from airflow_provider_ahachat.plugins.asset_change import record_asset_event
 
 #: Where Airflow mounts the receiver: ``/ahachat/webhooks/{conn_id}/{event}``.
@@ -35,7 +36,9 @@ def load_webhook_settings(conn_id: str) -> WebhookSettings | None:
 
 def create_app() -> Any:
     """The receiver with Airflow's connections and asset events behind it."""
-    return create_receiver_app(load_settings=load_webhook_settings, record=record_asset_event)
+    app = create_receiver_app(load_settings=load_webhook_settings, record=record_asset_event)
+    app.include_router(approvals_router())  # /ahachat/approvals/answer: Messenger taps answer HITL tasks
+    return app
 
 
 class AhaChatPlugin(AirflowPlugin):

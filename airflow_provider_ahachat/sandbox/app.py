@@ -8,6 +8,7 @@ The sandbox's HTTP app: AhaChat's contract under ``/api``, and a control API und
   the list of its endpoints;
 - :mod:`.routes.json_api`: the blocks' JSON API steps (:mod:`.json_api`), which call a URL when a
   customer reaches the block;
+- :mod:`.routes.taps`: a customer taps a delivered button (``POST /_sandbox/users/<id>/tap``);
 - :mod:`.routes.answers`: the shape of every answer and the error handlers;
 - :mod:`.middleware`: the knobs (rate limit, latency, injected errors), the request log and the
   stats, applied to every API request;
@@ -23,6 +24,7 @@ from airflow_provider_ahachat.sandbox.routes.answers import add_error_handlers
 from airflow_provider_ahachat.sandbox.routes.api import api_router
 from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, control_router
 from airflow_provider_ahachat.sandbox.routes.json_api import json_api_router
+from airflow_provider_ahachat.sandbox.routes.taps import taps_router
 from airflow_provider_ahachat.sandbox.state import SandboxState
 
 __all__ = ["CONTROL_PREFIX", "ApiKnobs", "create_app"]
@@ -50,4 +52,5 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     app.include_router(api_router(sandbox))
     app.include_router(control_router(sandbox))
     app.include_router(json_api_router(sandbox))
+    app.include_router(taps_router(sandbox))
     return app

@@ -202,7 +202,8 @@ class JsonApiSteps:
         self.calls.append(call)
         request: dict[str, Any] = {"headers": headers}
         if step.method == "GET":
-            request["params"] = {k: _text(v) for k, v in body.items()}
+            # Added to the URL's own query: httpx's ``params=`` would replace it.
+            url = str(httpx.URL(url).copy_merge_params({k: _text(v) for k, v in body.items()}))
         elif step.format == "form":
             request["data"] = {k: _text(v) for k, v in body.items()}
         else:

@@ -210,7 +210,12 @@ class SandboxControl:
     # -- the control API
 
     def control(
-        self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float = 30,
     ) -> Any:
         """
         Call the control API and return the answer's ``data``.
@@ -219,6 +224,7 @@ class SandboxControl:
         :param path: the path under ``/_sandbox``, such as ``/outbox``.
         :param body: a JSON body, if any.
         :param params: query parameters; ``None`` values are left out.
+        :param timeout: seconds to wait for the answer.
         """
         query = {name: value for name, value in (params or {}).items() if value is not None}
         url = f"{self.url}/_sandbox{path}" + (f"?{urlencode(query)}" if query else "")
@@ -227,7 +233,7 @@ class SandboxControl:
             url, data=data, method=method, headers={"Content-Type": "application/json"}
         )
         try:
-            with self._opener.open(request, timeout=30) as response:
+            with self._opener.open(request, timeout=timeout) as response:
                 answer = json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
             try:
@@ -311,6 +317,17 @@ class SandboxControl:
     def json_api_calls(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last calls of JSON API steps, oldest first; see ``GET /_sandbox/json_api/calls``."""
         return list(self.control("GET", "/json_api/calls", params={"limit": limit}))
+
+    def tap(
+        self, user_id: str, title: str, seq: int | None = None, bot_id: str | None = None
+    ) -> dict[str, Any]:
+        """
+        Tap, as the customer, the button titled ``title`` in their outbox entry ``seq`` (their
+        latest by default); see ``POST /_sandbox/users/<id>/tap``.
+        """
+        body: dict[str, Any] = {"title": title} if seq is None else {"title": title, "seq": seq}
+        path = f"/users/{quote(user_id, safe='')}/tap"
+        return dict(self.control("POST", path, body, params={"bot_id": bot_id}, timeout=120))
 
     def add_user(self, user: Mapping[str, Any], bot_id: str | None = None) -> dict[str, Any]:
         """Add a user given in the seed's form."""

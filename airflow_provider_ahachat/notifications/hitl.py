@@ -1,0 +1,239 @@
+"""
+Ask a Human-in-the-loop task's question in Messenger: ``AhaChatHITLNotifier``.
+
+Importing this module is light (no ``requests``, no client): DAG files import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseNotifier
+
+from airflow_provider_ahachat.exceptions import (
+    AhaChatError,
+    AhaChatOutsideWindowError,
+    AhaChatValidationError,
+)
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
+from airflow_provider_ahachat.models import MessageTag
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["APPROVER_PREFIX", "DEFAULT_QUESTION_TAG", "MAX_TOKEN_LIFETIME", "AhaChatHITLNotifier"]
+
+#: An approver's Airflow user ID is this and their ``messenger_user_id``.
+APPROVER_PREFIX = "ahachat:"
+#: How long a button works when the task has no ``response_timeout``.
+MAX_TOKEN_LIFETIME = timedelta(days=7)
+#: The tag of the broadcast that asks an approver outside the 24-hour window: a question about the
+#: shop's own orders and account is an account update, never promotion.
+DEFAULT_QUESTION_TAG = MessageTag.ACCOUNT_UPDATE
+#: Where the buttons point, under ``[api] base_url``.
+ANSWER_PATH = "/ahachat/approvals/answer"
+#: The attributes a question block (``question_block``) reads: the question, then per option its
+#: title and URL (1 to 3), and the link to Airflow's "Required actions" page.
+QUESTION_ATTRIBUTES = (
+    "airflow_hitl_text",
+    "airflow_hitl_title_N",
+    "airflow_hitl_url_N",
+    "airflow_hitl_ui_url",
+)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str | int):
+        return [str(value)]
+    return [str(item) for item in value]
+
+
+def approvers_of(assigned_users: Any) -> list[str]:
+    """The ``messenger_user_id`` of each assigned user whose ID is ``ahachat:<id>``."""
+    ids = [str(user.get("id", "")) for user in assigned_users or [] if isinstance(user, dict)]
+    return [i[len(APPROVER_PREFIX) :] for i in ids if i.startswith(APPROVER_PREFIX)]
+
+
+class AhaChatHITLNotifier(BaseNotifier):
+    """
+    Send a Human-in-the-loop task's question to its approvers in Messenger, with one button per
+    option; a tap answers the task as the Airflow user ``ahachat:<messenger_user_id>``.
+
+    Use it on Airflow's own ``HITLOperator``, ``ApprovalOperator`` or ``HITLBranchOperator``
+    through ``notifiers=[...]``; :class:`~airflow_provider_ahachat.operators.hitl.AhaChatApprovalOperator`
+    and its siblings add it for you. Each approver must be among the task's ``assigned_users`` as
+    ``{"id": "ahachat:<messenger_user_id>", "name": ...}``.
+
+    Each button carries a token signed with the connection's ``approval_secret`` (or its
+    ``webhook_secret``), bound to the task instance, its try, the option and the approver, which
+    stops working at the task's response deadline. Within the 24-hour window the question goes as
+    a message; outside it, if ``question_block`` is given, that block is broadcast with
+    ``message_tag`` and the attributes ``airflow_hitl_text``, ``airflow_hitl_title_1..3``,
+    ``airflow_hitl_url_1..3`` and ``airflow_hitl_ui_url``. If no approver can be asked, the
+    notifier raises, so the task fails (and retries) rather than wait for an answer nobody was
+    asked for.
+
+    :param approvers: ``messenger_user_id`` of each person to ask, a string or a list (templated);
+        by default, every assigned user whose ID starts with ``ahachat:``.
+    :param ahachat_conn_id: the ``ahachat`` connection (templated).
+    :param option_labels: option to button title (20 characters at most); ``Approve`` and
+        ``Reject`` read "Đồng ý" and "Từ chối" unless given.
+    :param question_block: the block to broadcast to an approver outside the 24-hour window; None
+        (the default) skips such approvers.
+    :param message_tag: the tag of that broadcast, ``ACCOUNT_UPDATE`` by default.
+    """
+
+    template_fields: Sequence[str] = ("approvers", "ahachat_conn_id", "question_block")
+
+    def __init__(
+        self,
+        *,
+        approvers: str | Sequence[str] | None = None,
+        ahachat_conn_id: str = AhaChatHook.default_conn_name,
+        option_labels: dict[str, str] | None = None,
+        question_block: str | None = None,
+        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.approvers = approvers
+        self.ahachat_conn_id = ahachat_conn_id
+        self.option_labels = dict(option_labels or {})
+        self.question_block = question_block
+        self.message_tag = MessageTag.parse(message_tag).value
+
+    @cached_property
+    def hook(self) -> AhaChatHook:
+        """The hook for ``ahachat_conn_id``."""
+        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id)
+
+    def notify(self, context: Context) -> None:
+        """Ask every approver; raise if none could be asked."""
+        from airflow_provider_ahachat.approvals.question import labels_for, question_message
+        from airflow_provider_ahachat.approvals.tokens import AnswerToken, secret_from_extra, sign
+        from airflow_provider_ahachat.version_compat import conf
+
+        task: Any = context["task"]
+        ti: Any = context["ti"]
+        assigned = approvers_of(getattr(task, "assigned_users", None))
+        approvers = _as_list(self.approvers) or assigned
+        problems = []
+        if not approvers:
+            problems.append("approvers: give at least one messenger_user_id")
+        for approver in approvers:
+            if approver not in assigned:
+                problems.append(
+                    f"approvers: {approver} is not among the task's assigned_users; add"
+                    f" {{'id': '{APPROVER_PREFIX}{approver}', 'name': ...}} to them"
+                )
+        base_url = str(conf().get("api", "base_url", fallback="") or "").rstrip("/")
+        if not base_url.startswith(("http://", "https://")):
+            problems.append("[api] base_url: must be the API server's http(s) URL, reachable by AhaChat")
+        secret = secret_from_extra(self.hook.connection.extra_dejson)
+        if secret is None:
+            problems.append(
+                f"connection {self.ahachat_conn_id!r}: set the extra field approval_secret (or"
+                " webhook_secret) to sign the buttons"
+            )
+        options = labels_for(list(task.options), self.option_labels)
+        if problems:
+            raise AhaChatValidationError(problems)
+        assert secret is not None
+
+        expires = _deadline(task)
+        ui_url = _ui_url(context, base_url)
+        client = self.hook.client
+        asked: list[str] = []
+        for approver in approvers:
+
+            def answer_url(option: str, label: str, approver: str = approver) -> str:
+                token = AnswerToken(
+                    conn_id=self.ahachat_conn_id,
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    task_id=ti.task_id,
+                    map_index=ti.map_index if ti.map_index is not None else -1,
+                    try_number=ti.try_number,
+                    approver=approver,
+                    option=option,
+                    label=label,
+                    expires=int(expires.timestamp()),
+                )
+                return (
+                    f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret), safe='.')}"
+                    "&messenger_user_id={{messenger_user_id}}"
+                )
+
+            message = question_message(
+                str(task.subject),
+                None if task.body is None else str(task.body),
+                options,
+                answer_url=answer_url,
+                ui_url=ui_url,
+                multiple=bool(task.multiple),
+            )
+            try:
+                try:
+                    client.send_message(approver, message)
+                except AhaChatOutsideWindowError:
+                    if not self.question_block:
+                        raise
+                    client.broadcast_block(
+                        self.question_block,
+                        user_id=approver,
+                        message_tag=self.message_tag,
+                        attributes=_block_attributes(message, ui_url),
+                    )
+            except AhaChatError as err:
+                self.log.error("AhaChat: could not ask approver %s: %s", approver, err)
+                continue
+            asked.append(approver)
+        if not asked:
+            raise AhaChatError(
+                f"AhaChat: the question reached none of the approvers ({', '.join(approvers)});"
+                " see the errors above"
+            )
+        self.log.info("AhaChat: asked %d of %d approvers: %s", len(asked), len(approvers), ", ".join(asked))
+
+
+def _deadline(task: Any) -> datetime:
+    """When the buttons stop working: the response deadline, or :data:`MAX_TOKEN_LIFETIME` from now."""
+    now = datetime.now(timezone.utc)
+    extra = getattr(task, "hitl_summary_extra", None) or {}
+    text = extra.get("timeout_datetime")
+    if text:
+        return datetime.fromisoformat(str(text))
+    if getattr(task, "response_timeout", None):
+        return now + task.response_timeout
+    return now + MAX_TOKEN_LIFETIME
+
+
+def _ui_url(context: Any, base_url: str) -> str | None:
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    try:
+        return HITLOperator.generate_link_to_ui_from_context(context=context, base_url=base_url)
+    except Exception:  # not an HITLOperator, or an Airflow without the helper
+        return None
+
+
+def _block_attributes(message: dict[str, Any], ui_url: str | None) -> dict[str, str]:
+    """The question as attributes, for a block that shows it outside the 24-hour window."""
+    first = message["messages"][0]
+    payload = first.get("attachment", {}).get("payload", {})
+    buttons = payload.get("buttons") or first.get("quick_replies") or []
+    attributes = {"airflow_hitl_text": str(payload.get("text") or first.get("text") or "")}
+    for i, button in enumerate(b for b in buttons if b.get("type") == "json_plugin_url"):
+        if i >= 3:
+            break
+        attributes[f"airflow_hitl_title_{i + 1}"] = str(button["title"])
+        attributes[f"airflow_hitl_url_{i + 1}"] = str(button["url"])
+    if ui_url:
+        attributes["airflow_hitl_ui_url"] = ui_url
+    return attributes

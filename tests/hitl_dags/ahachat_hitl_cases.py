@@ -1,0 +1,53 @@
+"""
+DAGs for the approvals end-to-end test (tests/test_approvals_airflow.py): timeouts, a retry, and a
+question nobody can be asked. ``SHOP_OWNER_ID`` and ``AHACHAT_CONN_ID`` come from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator, AhaChatHITLOperator
+
+OWNER = os.environ.get("SHOP_OWNER_ID", "6620193847561029")
+SHORT = timedelta(seconds=int(os.environ.get("HITL_SHORT_TIMEOUT", "8")))
+ARGS: dict[str, Any] = {"ahachat_conn_id": os.environ.get("AHACHAT_CONN_ID", "ahachat_sandbox"), "retries": 0}
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+class ShortFirstTry(AhaChatApprovalOperator):
+    """Its first try times out quickly (and fails: no defaults); the retry waits ten minutes."""
+
+    def execute(self, context: Any) -> Any:
+        self.response_timeout = SHORT if context["ti"].try_number == 1 else timedelta(minutes=10)
+        return super().execute(context)
+
+
+with DAG("ahachat_hitl_timeout_default", schedule=None, start_date=START, default_args=ARGS):
+    AhaChatHITLOperator(
+        task_id="ask",
+        subject="Giao hàng buổi nào?",
+        options=["Sáng", "Chiều", "Tối"],
+        defaults="Chiều",
+        response_timeout=SHORT,
+        approvers=OWNER,
+    )
+
+with DAG("ahachat_hitl_timeout_fail", schedule=None, start_date=START, default_args=ARGS):
+    AhaChatApprovalOperator(task_id="ask", subject="Nhập thêm hàng?", response_timeout=SHORT, approvers=OWNER)
+
+with DAG(
+    "ahachat_hitl_retry",
+    schedule=None,
+    start_date=START,
+    default_args={**ARGS, "retries": 1, "retry_delay": timedelta(seconds=1)},
+):
+    ShortFirstTry(task_id="ask", subject="Chấp nhận chênh lệch 12 sản phẩm?", approvers=OWNER)
+
+with DAG("ahachat_hitl_nobody", schedule=None, start_date=START, default_args=ARGS):
+    AhaChatApprovalOperator(task_id="ask", subject="Ai đó?", approvers=["1111111111111111"])

@@ -1,0 +1,229 @@
+"""
+Approvals from Messenger without Airflow processes: the signed tokens, the question within
+Messenger's limits, and the answer endpoint over real HTTP (the sandbox's tap calling it), with a
+recording function in place of Airflow's HITL answer path (tests/test_hitl_answer.py checks that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import uvicorn
+from fastapi import FastAPI
+
+from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER, approvals_router
+from airflow_provider_ahachat.approvals.question import labels_for, question_message
+from airflow_provider_ahachat.approvals.tokens import AnswerToken, TokenError, sign, verify
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.models import DynamicMessage
+from airflow_provider_ahachat.sandbox import SandboxServer
+
+SECRET = "unit-secret-0f3b-never-logged"
+OWNER = "6620193847561029"
+NOW = 1_800_000_000.0
+TOKEN = AnswerToken(
+    "shop", "refunds", "manual__1", "approve", -1, 1, OWNER, "Approve", "Đồng ý", int(NOW) + 60
+)
+
+
+# -- tokens
+
+
+def test_a_token_verifies_with_its_secret_until_it_expires() -> None:
+    signed = sign(TOKEN, SECRET)
+    assert verify(signed, SECRET, now=NOW) == TOKEN
+    assert SECRET not in signed
+    with pytest.raises(TokenError, match="expired"):
+        verify(signed, SECRET, now=NOW + 60)
+    with pytest.raises(TokenError, match="forged"):
+        verify(signed, "another secret", now=NOW)
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(AnswerToken)])
+def test_changing_any_field_breaks_the_signature(field: str) -> None:
+    value = getattr(TOKEN, field)
+    change: dict[str, Any] = {field: value + 1 if isinstance(value, int) else value + "x"}
+    changed = dataclasses.replace(TOKEN, **change)
+    payload = sign(changed, "attacker").split(".")[0]
+    signature = sign(TOKEN, SECRET).split(".")[1]
+    with pytest.raises(TokenError, match="forged"):
+        verify(f"{payload}.{signature}", SECRET, now=NOW)
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "!!!.???", "e30.", "x" * 5000])
+def test_garbage_is_malformed_or_forged(garbage: str) -> None:
+    with pytest.raises(TokenError) as caught:
+        verify(garbage, SECRET, now=NOW)
+    assert caught.value.reason in ("malformed", "forged")
+
+
+# -- the question
+
+
+def url(option: str, title: str) -> str:
+    return f"https://airflow.example.com/ahachat/approvals/answer?t={option}&messenger_user_id={{{{messenger_user_id}}}}"
+
+
+@pytest.mark.parametrize(
+    ("count", "shape"),
+    [(1, "buttons"), (3, "buttons"), (4, "quick_replies"), (13, "quick_replies"), (14, "ui")],
+)
+def test_the_question_fits_messengers_limits(count: int, shape: str) -> None:
+    options = labels_for([f"Option {i}" for i in range(count)], None)
+    message = question_message("Chọn?", "Chi tiết", options, answer_url=url, ui_url="https://a.example/ui")
+    DynamicMessage.parse(message)  # valid as AhaChat's format, with Messenger's limits
+    first = message["messages"][0]
+    if shape == "buttons":
+        assert [b["title"] for b in first["attachment"]["payload"]["buttons"]] == [t for _, t in options]
+    elif shape == "quick_replies":
+        assert [r["type"] for r in first["quick_replies"]] == ["json_plugin_url"] * count
+    else:
+        assert first["attachment"]["payload"]["buttons"] == [
+            {"type": "web_url", "url": "https://a.example/ui", "title": "Trả lời ở Airflow"}
+        ]
+
+
+def test_labels_are_vietnamese_by_default_and_checked() -> None:
+    assert labels_for(["Approve", "Reject"], None) == [("Approve", "Đồng ý"), ("Reject", "Từ chối")]
+    assert labels_for(["Approve", "Reject"], {"Approve": "Duyệt"})[0] == ("Approve", "Duyệt")
+    with pytest.raises(
+        AhaChatValidationError, match=r"option_labels\['Approve'\]: a button title must be 1 to 20"
+    ):
+        labels_for(["Approve"], {"Approve": "Đồng ý hoàn tiền cho khách"})
+    with pytest.raises(AhaChatValidationError, match=r"option_labels\['Maybe'\]: no such option"):
+        labels_for(["Approve"], {"Maybe": "Có lẽ"})
+
+
+def test_a_long_question_is_cut_to_the_button_template_limit() -> None:
+    message = question_message("S" * 700, None, [("A", "A")], answer_url=url, ui_url=None)
+    text = message["messages"][0]["attachment"]["payload"]["text"]
+    assert len(text) == 640 and text.endswith("…")
+
+
+# -- the endpoint, tapped through the sandbox
+
+
+@dataclasses.dataclass
+class Endpoint:
+    url: str
+    recorded: list[AnswerToken]
+    outcome: list[str]
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    recorded: list[AnswerToken] = []
+    outcome = ["recorded"]
+
+    def record(token: AnswerToken) -> str:
+        if outcome[0] == "recorded":
+            recorded.append(token)
+        return outcome[0]
+
+    app = FastAPI()
+    app.include_router(
+        approvals_router(load_secret={"shop": SECRET}.get, record=record, clock=lambda: NOW),
+        prefix="/ahachat",
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            thread.join(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Endpoint(f"http://127.0.0.1:{port}/ahachat/approvals/answer", recorded, outcome)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def button_url(endpoint: Endpoint, token: AnswerToken = TOKEN, secret: str = SECRET) -> str:
+    return f"{endpoint.url}?t={sign(token, secret)}&messenger_user_id={{{{messenger_user_id}}}}"
+
+
+def test_a_sandbox_tap_calls_the_button_and_shows_the_confirmation(
+    endpoint: Endpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "airflow_provider_ahachat.approvals.audit")
+    with SandboxServer() as sandbox:
+        message = question_message(
+            "Duyệt?", None, [("Approve", "Đồng ý")], answer_url=lambda o, t: button_url(endpoint), ui_url=None
+        )
+        requests.post(
+            f"{sandbox.url}/api/bots/{sandbox.bot_id}/users/{OWNER}/messages",
+            params={"ahachat_token": sandbox.token},
+            json=message,
+            timeout=30,
+        ).raise_for_status()
+        tap = sandbox.tap(OWNER, "Đồng ý")
+        assert tap["call"]["method"] == "GET" and tap["call"]["status"] == 200
+        assert f"messenger_user_id={OWNER}" in tap["call"]["url"]
+        assert tap["reply"]["text"] == "Đã ghi nhận: Đồng ý"
+        assert sandbox.outbox(user_id=OWNER)[-1]["text"] == "Đã ghi nhận: Đồng ý"
+        with pytest.raises(Exception, match="no button or quick reply 'Từ chối'"):
+            sandbox.tap(OWNER, "Từ chối")
+    assert endpoint.recorded == [TOKEN]
+    assert f"recorded: ahachat:{OWNER} chose 'Approve' for dag_id=refunds run_id=manual__1" in caplog.text
+    assert SECRET not in caplog.text and sign(TOKEN, SECRET) not in caplog.text
+
+
+def answer(url: str, tapper: str = OWNER, method: str = "GET") -> tuple[str, str]:
+    filled = url.replace("{{messenger_user_id}}", tapper)
+    got = requests.request(method, filled, timeout=30)
+    assert got.status_code == 200
+    return got.headers[OUTCOME_HEADER], got.json()["messages"][0]["text"]
+
+
+def test_refusals_record_nothing_and_say_why(endpoint: Endpoint, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "airflow_provider_ahachat.approvals.audit")
+    cases: dict[str, tuple[str, str, str]] = {
+        "someone else": (button_url(endpoint), "4102938475610293", "not_approver"),
+        "nobody said who": (button_url(endpoint), "", "not_approver"),
+        "another secret": (button_url(endpoint, secret="guess"), OWNER, "forged"),
+        "unknown connection": (
+            button_url(endpoint, dataclasses.replace(TOKEN, conn_id="x")),
+            OWNER,
+            "forged",
+        ),
+        "expired": (
+            button_url(endpoint, dataclasses.replace(TOKEN, expires=int(NOW))),
+            OWNER,
+            "expired",
+        ),
+        "no token": (f"{endpoint.url}?messenger_user_id={{{{messenger_user_id}}}}", OWNER, "malformed"),
+    }
+    for case, (url_, tapper, expected) in cases.items():
+        assert answer(url_, tapper)[0] == expected, case
+    assert endpoint.recorded == []
+    # What Airflow refuses is passed on as it says.
+    for refusal in ("answered", "earlier_try", "not_assigned", "bad_option", "no_question"):
+        endpoint.outcome[0] = refusal
+        outcome, text = answer(button_url(endpoint), method="POST")
+        assert outcome == refusal and text.startswith("Không ghi nhận: ")
+    assert endpoint.recorded == []
+    assert SECRET not in caplog.text and sign(TOKEN, SECRET) not in caplog.text
+    assert "refused (not_approver): ahachat:4102938475610293 tapped 'Approve' meant for ahachat:" + OWNER in (
+        caplog.text
+    )
+
+
+def test_a_failure_in_airflow_is_answered_plainly() -> None:
+    from fastapi.testclient import TestClient
+
+    def broken(_: Any) -> str:
+        raise RuntimeError("database is locked")
+
+    app = FastAPI()
+    app.include_router(approvals_router(load_secret={"shop": SECRET}.get, record=broken, clock=lambda: NOW))
+    with TestClient(app) as client:
+        got = client.get(f"/approvals/answer?t={sign(TOKEN, SECRET)}&messenger_user_id={OWNER}")
+    assert got.status_code == 200
+    assert got.headers[OUTCOME_HEADER] == "unavailable"
+    assert got.json()["messages"][0]["text"].startswith("Chưa ghi nhận")

@@ -1,0 +1,371 @@
+"""
+Approvals from Messenger, end to end with real Airflow processes: ``airflow standalone`` on a free
+port with its own home, the provider's plugin on its API server, the example DAG
+``example_ahachat_refund_approval`` and the DAGs of ``tests/hitl_dags`` in its DAGs folder, and the
+sandbox as AhaChat. The question arrives in the owner's Messenger (the sandbox's outbox), the
+sandbox taps a button as the owner, and the task resumes with the option and the owner as
+``responded_by``. Every refused tap records nothing; timeouts and a retry behave as Airflow's.
+
+Every run is started at once by the fixture, so the scenarios wait in parallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from airflow_processes import AirflowProcesses, wait_until
+
+from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
+from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign, verify
+from airflow_provider_ahachat.sandbox import SandboxServer
+
+pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]
+
+ROOT = Path(__file__).resolve().parent.parent
+REFUND = "example_ahachat_refund_approval"
+CASES = (
+    "ahachat_hitl_timeout_default",
+    "ahachat_hitl_timeout_fail",
+    "ahachat_hitl_retry",
+    "ahachat_hitl_nobody",
+)
+CONN_ID = "ahachat_sandbox"
+SECRET = "approval-secret-7c2e91d4-keep-out-of-logs"
+OWNER, LAN, MINH = "6620193847561029", "3824547807572463", "4102938475610293"
+WAIT = 900.0
+
+
+@dataclass
+class Setup:
+    airflow: AirflowProcesses
+    sandbox: SandboxServer
+    db: Path
+    runs: dict[str, tuple[str, str]]  # scenario -> (dag_id, run_id)
+
+
+def shop_database(path: Path) -> Path:
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE refund_requests (order_id TEXT PRIMARY KEY, messenger_user_id TEXT,"
+            " amount INTEGER, status TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO refund_requests VALUES (?, ?, ?, 'requested')",
+            [("DH10231", LAN, 450000), ("DH10232", MINH, 1250000)],
+        )
+    return path
+
+
+def trigger(airflow: AirflowProcesses, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    answer = requests.post(
+        f"{airflow.url}/api/v2/dags/{dag_id}/dagRuns",
+        json={"logical_date": None, "conf": conf or {}},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["dag_run_id"])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    tmp = tmp_path_factory.mktemp("approvals")
+    dags = tmp / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "example_dags" / f"{REFUND}.py", dags)
+    shutil.copy(ROOT / "tests" / "hitl_dags" / "ahachat_hitl_cases.py", dags)
+    db = shop_database(tmp / "shop.db")
+    with SandboxServer() as sandbox:
+        uri = sandbox.connection_uri
+        env = {
+            f"AIRFLOW_CONN_{CONN_ID.upper()}": f"{uri}{'&' if '?' in uri else '?'}approval_secret={SECRET}",
+            "AIRFLOW_CONN_SHOP_DB": json.dumps({"conn_type": "sqlite", "host": str(db)}),
+            "AHACHAT_CONN_ID": CONN_ID,
+            "SHOP_OWNER_ID": OWNER,
+            # The scheduler looks for timed-out questions every 2 s rather than 15.
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
+        }
+        with AirflowProcesses(tmp / "home", dags_folder=dags, env=env, start_timeout=1500) as airflow:
+            for dag_id in (REFUND, *CASES):
+                airflow.wait_for_dag(dag_id)
+            runs = {
+                "approve": (REFUND, trigger(airflow, REFUND, {"order_id": "DH10231"})),
+                "reject": (REFUND, trigger(airflow, REFUND, {"order_id": "DH10232"})),
+                **{dag_id: (dag_id, trigger(airflow, dag_id)) for dag_id in CASES},
+            }
+            yield Setup(airflow, sandbox, db, runs)
+            logs = "".join(p.read_text(errors="replace") for p in (airflow.home / "logs").rglob("*.log"))
+            assert SECRET not in logs + airflow.log_tail(10**9)
+
+
+# -- reading what happened
+
+
+def questions(sandbox: SandboxServer, marker: str) -> list[dict[str, Any]]:
+    """The owner's outbox entries that ask a question whose text holds ``marker``, oldest first."""
+    return [
+        e
+        for e in sandbox.outbox(user_id=OWNER)
+        if e["kind"] == "dynamic" and marker in json.dumps(e["messages"], ensure_ascii=False)
+    ]
+
+
+def buttons(entry: dict[str, Any]) -> dict[str, str]:
+    """Title to URL of an entry's tap buttons (buttons or quick replies)."""
+    message = entry["messages"][0]
+    found = (message.get("attachment") or {}).get("payload", {}).get("buttons") or message.get(
+        "quick_replies"
+    )
+    return {b["title"]: b["url"] for b in found if b["type"] == "json_plugin_url"}
+
+
+def call(url: str, tapper: str = OWNER) -> tuple[str, str]:
+    """Call a button's URL as AhaChat does when ``tapper`` taps it: the outcome and the reply."""
+    answer = requests.get(url.replace("{{messenger_user_id}}", tapper), timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.headers[OUTCOME_HEADER], answer.json()["messages"][0]["text"]
+
+
+def with_token(url: str, token: str) -> str:
+    base, _, rest = url.partition("?t=")
+    return f"{base}?t={token}&{rest.split('&', 1)[1]}"
+
+
+def token_of(url: str) -> AnswerToken:
+    return verify(url.split("?t=", 1)[1].split("&", 1)[0], SECRET, now=0)
+
+
+def hitl(setup: Setup, scenario: str, task_id: str) -> dict[str, Any]:
+    dag_id, run_id = setup.runs[scenario]
+    detail = setup.airflow.get_json(
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+    )
+    assert detail is not None
+    return dict(detail)
+
+
+def task_states(setup: Setup, scenario: str) -> dict[str, tuple[str, int]]:
+    dag_id, run_id = setup.runs[scenario]
+    answer = setup.airflow.get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    return {t["task_id"]: (t["state"], t["try_number"]) for t in answer["task_instances"]}
+
+
+def finished(setup: Setup, scenario: str) -> str:
+    dag_id, run_id = setup.runs[scenario]
+
+    def state() -> str | None:
+        run = setup.airflow.get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return run["state"] if run and run["state"] in ("success", "failed") else None
+
+    try:
+        return str(wait_until(state, WAIT, f"the run of {scenario} to finish", 1.0))
+    except TimeoutError:
+        print(setup.airflow.log_tail(20000))
+        raise
+
+
+def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[str, Any]]:
+    try:
+        found: list[dict[str, Any]] = wait_until(
+            lambda: (q := questions(setup.sandbox, marker)) and len(q) >= count and q,
+            WAIT,
+            f"{count} question(s) about {marker!r} in the owner's outbox",
+            1.0,
+        )
+    except TimeoutError:
+        print(setup.airflow.log_tail(20000))
+        raise
+    return found
+
+
+def tapped(setup: Setup, title: str, seq: int) -> str:
+    """The owner taps ``title`` in outbox entry ``seq``: the reply they see (the server's log if none)."""
+    reply = setup.sandbox.tap(OWNER, title, seq=seq)["reply"]
+    log = setup.airflow.log_tail(10**9)
+    trouble = log[log.find("could not be recorded") - 200 :][:8000] if "could not be recorded" in log else ""
+    assert reply is not None, log[-8000:]
+    assert not reply["text"].startswith("Chưa ghi nhận"), trouble
+    return str(reply["text"])
+
+
+# -- the scenarios
+
+
+def test_the_owner_taps_approve_and_the_refund_runs(setup: Setup) -> None:
+    (question,) = wait_for_questions(setup, "DH10231")
+    message = question["messages"][0]
+    payload = message["attachment"]["payload"]
+    assert payload["template_type"] == "button"
+    assert (
+        payload["text"]
+        == "Duyệt hoàn tiền 450.000đ cho đơn DH10231?\n\nKhách hàng " + LAN + " yêu cầu hoàn tiền."
+    )
+    urls = buttons(question)
+    assert list(urls) == ["Đồng ý", "Từ chối"]
+    for url in urls.values():
+        assert url.startswith(f"{setup.airflow.url}/ahachat/approvals/answer?t=")
+        assert url.endswith("&messenger_user_id={{messenger_user_id}}")
+    token = token_of(urls["Đồng ý"])
+    _, run_id = setup.runs["approve"]
+    assert (token.dag_id, token.run_id, token.task_id, token.map_index, token.try_number) == (
+        REFUND,
+        run_id,
+        "approve_refund",
+        -1,
+        1,
+    )
+    assert (token.approver, token.option, token.label) == (OWNER, "Approve", "Đồng ý")
+    assert token.expires > time.time() + 23 * 3600  # the one-day response_timeout
+
+    assert tapped(setup, "Đồng ý", question["seq"]) == "Đã ghi nhận: Đồng ý"
+    assert setup.sandbox.outbox(user_id=OWNER)[-1]["kind"] == "json_api"
+
+    # The same button again, the other button, and any token for this try: nothing more is recorded.
+    assert tapped(setup, "Đồng ý", question["seq"]) == "Không ghi nhận: câu hỏi đã có câu trả lời."
+    assert call(urls["Từ chối"])[0] == "answered"
+    assert finished(setup, "approve") == "success"
+    detail = hitl(setup, "approve", "approve_refund")
+    assert detail["chosen_options"] == ["Approve"]
+    assert detail["responded_by_user"] == {"id": f"ahachat:{OWNER}", "name": f"ahachat:{OWNER}"}
+    assert {"id": f"ahachat:{OWNER}", "name": f"ahachat:{OWNER}"} in detail["assigned_users"]
+    states = task_states(setup, "approve")
+    assert states["refund"][0] == "success"
+    assert states["tell_refunded"][0] == "success"
+    assert states["tell_declined"][0] == "skipped"
+    told = [e["text"] for e in setup.sandbox.outbox(user_id=LAN) if e["kind"] == "text"]
+    assert told == ["Shop đã hoàn 450.000đ cho đơn DH10231. Tiền sẽ về tài khoản của bạn trong 1-3 ngày."]
+    with sqlite3.connect(setup.db) as db:
+        assert db.execute("SELECT status FROM refund_requests WHERE order_id = 'DH10231'").fetchone() == (
+            "refunded",
+        )
+    audit = setup.airflow.log_tail(10**9)
+    assert (
+        f"AhaChat HITL answer recorded: ahachat:{OWNER} chose 'Approve' for dag_id={REFUND} run_id={run_id}"
+        in (audit)
+    )
+
+
+def test_every_refused_tap_records_nothing(setup: Setup) -> None:
+    (question,) = wait_for_questions(setup, "DH10232")
+    urls = buttons(question)
+    reject = urls["Từ chối"]
+    token = token_of(reject)
+    signed = reject.split("?t=", 1)[1].split("&", 1)[0]
+    payload, signature = signed.split(".")
+    now = time.time()
+
+    def altered(**change: Any) -> str:
+        """The token with one field changed and the original signature."""
+        other = sign(dataclasses.replace(token, **change), "whatever").split(".")[0]
+        return with_token(reject, f"{other}.{signature}")
+
+    refused = {
+        "another person taps": (reject, MINH, "not_approver"),
+        "signed with another secret": (with_token(reject, sign(token, "not-the-secret")), OWNER, "forged"),
+        "no such connection": (
+            with_token(reject, sign(dataclasses.replace(token, conn_id="nope"), SECRET)),
+            OWNER,
+            "forged",
+        ),
+        "altered option": (altered(option="Approve", label="Đồng ý"), OWNER, "forged"),
+        "altered approver": (altered(approver=MINH), MINH, "forged"),
+        "altered try": (altered(try_number=2), OWNER, "forged"),
+        "altered run": (altered(run_id=setup.runs["approve"][1]), OWNER, "forged"),
+        "altered deadline": (altered(expires=int(now) + 10**6), OWNER, "forged"),
+        "truncated": (with_token(reject, f"{payload}.{signature[:-4]}"), OWNER, "forged"),
+        "garbage": (with_token(reject, "not-a-token"), OWNER, "malformed"),
+        "expired": (
+            with_token(reject, sign(dataclasses.replace(token, expires=int(now) - 1), SECRET)),
+            OWNER,
+            "expired",
+        ),
+        "an earlier try": (
+            with_token(reject, sign(dataclasses.replace(token, try_number=0), SECRET)),
+            OWNER,
+            "earlier_try",
+        ),
+        "not an assigned user": (
+            with_token(reject, sign(dataclasses.replace(token, approver=MINH), SECRET)),
+            MINH,
+            "not_assigned",
+        ),
+        "no such option": (
+            with_token(reject, sign(dataclasses.replace(token, option="Maybe"), SECRET)),
+            OWNER,
+            "bad_option",
+        ),
+    }
+    outcomes = {case: call(url, tapper) for case, (url, tapper, _) in refused.items()}
+    assert {case: outcome for case, (outcome, _) in outcomes.items()} == {
+        case: expected for case, (_, _, expected) in refused.items()
+    }
+    assert all(text.startswith("Không ghi nhận: ") for _, text in outcomes.values())
+    assert outcomes["another person taps"][1] == "Không ghi nhận: câu hỏi này dành cho người khác."
+    detail = hitl(setup, "reject", "approve_refund")
+    assert detail["response_received"] is False
+    assert task_states(setup, "reject")["approve_refund"] == ("awaiting_input", 1)
+
+    # Then the owner's own tap is the answer: Từ chối, and the customer is told.
+    assert tapped(setup, "Từ chối", question["seq"]) == "Đã ghi nhận: Từ chối"
+    assert finished(setup, "reject") == "success"
+    assert hitl(setup, "reject", "approve_refund")["chosen_options"] == ["Reject"]
+    states = task_states(setup, "reject")
+    assert (states["refund"][0], states["tell_refunded"][0], states["tell_declined"][0]) == (
+        "skipped",
+        "skipped",
+        "success",
+    )
+    told = [e["text"] for e in setup.sandbox.outbox(user_id=MINH) if e["kind"] == "text"]
+    assert told == ["Shop chưa thể hoàn tiền cho đơn DH10232. Nhân viên sẽ gọi cho bạn để hỗ trợ."]
+    log = setup.airflow.log_tail(10**9)
+    assert f"AhaChat HITL answer refused (not_approver): ahachat:{MINH} tapped 'Reject'" in log
+    assert signature not in log.split("AhaChat HITL answer", 1)[1]
+
+
+def test_a_timeout_with_defaults_answers_them(setup: Setup) -> None:
+    (question,) = wait_for_questions(setup, "Giao hàng buổi nào?")
+    assert list(buttons(question)) == ["Sáng", "Chiều", "Tối"]
+    assert finished(setup, "ahachat_hitl_timeout_default") == "success"
+    detail = hitl(setup, "ahachat_hitl_timeout_default", "ask")
+    assert (detail["chosen_options"], detail["responded_by_user"]) == (["Chiều"], None)
+    assert call(buttons(question)["Sáng"])[0] == "expired"
+
+
+def test_a_timeout_without_defaults_fails_the_task(setup: Setup) -> None:
+    (question,) = wait_for_questions(setup, "Nhập thêm hàng?")
+    assert finished(setup, "ahachat_hitl_timeout_fail") == "failed"
+    assert task_states(setup, "ahachat_hitl_timeout_fail")["ask"] == ("failed", 1)
+    assert hitl(setup, "ahachat_hitl_timeout_fail", "ask")["response_received"] is False
+    assert call(buttons(question)["Đồng ý"])[0] == "expired"
+
+
+def test_a_retry_invalidates_the_earlier_tries_buttons(setup: Setup) -> None:
+    first, second = wait_for_questions(setup, "Chấp nhận chênh lệch", count=2)
+    old, new = buttons(first)["Đồng ý"], buttons(second)["Đồng ý"]
+    assert (token_of(old).try_number, token_of(new).try_number) == (1, 2)
+    assert call(old)[0] == "expired"
+    # Even before its deadline, a button of the first try grants nothing once the second asks.
+    fresh_old = sign(dataclasses.replace(token_of(old), expires=int(time.time()) + 3600), SECRET)
+    assert call(with_token(old, fresh_old))[0] == "earlier_try"
+    assert hitl(setup, "ahachat_hitl_retry", "ask")["response_received"] is False
+    assert tapped(setup, "Đồng ý", second["seq"]) == "Đã ghi nhận: Đồng ý"
+    assert finished(setup, "ahachat_hitl_retry") == "success"
+    assert task_states(setup, "ahachat_hitl_retry")["ask"] == ("success", 2)
+    detail = hitl(setup, "ahachat_hitl_retry", "ask")
+    assert detail["chosen_options"] == ["Approve"]
+    assert detail["responded_by_user"]["id"] == f"ahachat:{OWNER}"
+
+
+def test_a_question_nobody_receives_fails_the_task(setup: Setup) -> None:
+    assert finished(setup, "ahachat_hitl_nobody") == "failed"
+    assert task_states(setup, "ahachat_hitl_nobody")["ask"] == ("failed", 1)
+    assert not [e for e in setup.sandbox.outbox() if e["messenger_user_id"] == "1111111111111111"]

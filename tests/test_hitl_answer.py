@@ -1,0 +1,141 @@
+"""
+The contract with Airflow's internal ``update_hitl_detail`` route function that the approvals
+plugin relies on (``airflow_provider_ahachat.plugins.hitl_answer``), checked against the installed
+Airflow: its parameters, that it records the answer as the user given and resumes a task waiting
+for input, and the refusals the adapter makes before calling it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from typing import Any
+
+import pytest
+
+from airflow_provider_ahachat.plugins.hitl_answer import Answer
+
+DAG_ID = "t_hitl_answer_contract"
+APPROVER = "ahachat:6620193847561029"
+
+
+@pytest.fixture(scope="module")
+def serialized_dag(airflow_db: Any) -> Any:
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk import DAG
+    from airflow_harness import sync_dag_to_db
+
+    with DAG(DAG_ID, schedule=None) as dag:
+        HITLOperator(
+            task_id="ask",
+            subject="Refund?",
+            options=["Approve", "Reject"],
+            assigned_users=[{"id": APPROVER, "name": APPROVER}],
+        )
+    sync_dag_to_db(dag)
+    return SerializedDagModel.get_dag(DAG_ID)
+
+
+@pytest.fixture
+def waiting(serialized_dag: Any) -> Answer:
+    """A run whose task waits for input, with its HITL request written as the operator writes it."""
+    from airflow._shared.timezones import timezone
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from sqlalchemy import select
+
+    run_id = f"contract_{uuid.uuid4().hex[:8]}"
+    with create_session() as session:
+        serialized_dag.create_dagrun(
+            run_id=run_id,
+            run_after=timezone.utcnow(),
+            run_type=DagRunType.MANUAL,
+            triggered_by=DagRunTriggeredByType.TEST,
+            state=DagRunState.RUNNING,
+            session=session,
+        )
+        session.flush()
+        ti = session.scalar(select(TaskInstance).where(TaskInstance.run_id == run_id))
+        assert ti is not None
+        ti.state = TaskInstanceState.AWAITING_INPUT
+        ti.try_number = 1
+        session.add(
+            HITLDetail(
+                ti_id=ti.id,
+                options=["Approve", "Reject"],
+                subject="Refund?",
+                body=None,
+                defaults=None,
+                multiple=False,
+                params={},
+                assignees=[{"id": APPROVER, "name": APPROVER}],
+            )
+        )
+    return Answer(DAG_ID, run_id, "ask", -1, 1, "Approve", APPROVER, APPROVER)
+
+
+def state_of(answer: Answer) -> tuple[Any, Any, Any]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance)
+            .where(TaskInstance.run_id == answer.run_id)
+            .options(joinedload(TaskInstance.hitl_detail))
+        )
+        assert ti is not None
+        detail = ti.hitl_detail
+        return str(ti.state), detail.chosen_options, detail.responded_by
+
+
+def test_update_hitl_detail_takes_what_the_adapter_passes(airflow_db: Any) -> None:
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+
+    parameters = inspect.signature(update_hitl_detail).parameters
+    for name in (
+        "dag_id",
+        "dag_run_id",
+        "task_id",
+        "update_hitl_detail_payload",
+        "user",
+        "session",
+        "map_index",
+    ):
+        assert name in parameters, f"update_hitl_detail no longer takes {name}"
+
+
+def test_an_answer_is_recorded_as_the_approver_and_resumes_the_task(waiting: Answer) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    assert record_hitl_answer(waiting) == "recorded"
+    state, chosen, by = state_of(waiting)
+    assert state == "scheduled"  # resumed: the scheduler queues execute_complete next
+    assert (chosen, by) == (["Approve"], {"id": APPROVER, "name": APPROVER})
+    assert record_hitl_answer(waiting) == "answered"
+    assert record_hitl_answer(Answer(**{**waiting.__dict__, "option": "Reject"})) == "answered"
+    assert state_of(waiting)[1] == ["Approve"]
+
+
+@pytest.mark.parametrize(
+    ("change", "outcome"),
+    [
+        ({"try_number": 2}, "earlier_try"),
+        ({"try_number": 0}, "earlier_try"),
+        ({"user_id": "ahachat:1", "user_name": "ahachat:1"}, "not_assigned"),
+        ({"option": "Maybe"}, "bad_option"),
+        ({"task_id": "nope"}, "no_question"),
+        ({"map_index": 3}, "no_question"),
+    ],
+)
+def test_a_refused_answer_records_nothing(waiting: Answer, change: dict[str, Any], outcome: str) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    assert record_hitl_answer(Answer(**{**waiting.__dict__, **change})) == outcome
+    assert state_of(waiting) == ("awaiting_input", None, None)
