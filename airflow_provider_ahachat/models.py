@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
@@ -224,6 +225,8 @@ def validate_attributes(
     for name, item in value.items():
         _check_attribute_name(name, f"{field}.{name}" if isinstance(name, str) and name else field)
         where = f"{field}.{name}"
+        if isinstance(item, Decimal):
+            item = exact_number(item, where)
         if isinstance(item, float) and not math.isfinite(item):
             raise AhaChatValidationError(f"{where}: must be a finite number, got {item!r}")
         if not isinstance(item, str | int | float | bool):
@@ -232,6 +235,19 @@ def validate_attributes(
             )
         result[name] = item
     return result
+
+
+def exact_number(value: Decimal, field: str = "attribute") -> int | float | str:
+    """
+    A ``Decimal`` as the number it is, never rounded: an integer as an ``int``, a fraction as the
+    ``float`` that reads back the same, else (beyond a float's precision) as its text.
+    """
+    if not value.is_finite():
+        raise AhaChatValidationError(f"{field}: must be a finite number, got {value!r}")
+    if value == value.to_integral_value():
+        return int(value)
+    text = format(value.normalize(), "f")
+    return float(text) if repr(float(text)) == text else text
 
 
 def attribute_query_value(value: AttributeValue) -> str:

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
+source scripts/_apt.sh
+# PostgreSQL for the SQL transfer's tests (each test run starts its own throw-away cluster).
+need_apt postgresql || echo "Without PostgreSQL, its tests are skipped." >&2
 
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
