@@ -168,7 +168,9 @@ def test_parse_row_rules() -> None:
     assert row.nulls == ("empty", "none")
     empty = parse_row(7, raw, takes_attributes=True, columns=Columns.of(null_attributes="empty"))
     assert dict(empty.attributes) == {"city": "Huế", "empty": "", "none": ""}
-    with pytest.raises(AhaChatValidationError, match=r"^empty is empty, none is NULL in row 7: nothing is sent"):
+    with pytest.raises(
+        AhaChatValidationError, match=r"^empty is empty, none is NULL in row 7: nothing is sent"
+    ):
         parse_row(7, raw, takes_attributes=True)
     # Without attributes, NULL columns do not matter; a NULL ID or phone always does.
     assert parse_row(7, raw, takes_attributes=False).attributes == {}

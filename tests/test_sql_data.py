@@ -393,10 +393,14 @@ def test_progress_has_a_total_and_the_log_ends_with_one_summary_line(
     assert any("the query returns 3 rows (counted in" in line for line in lines)
     assert any("3 / 3 (100.0%) done" in line for line in lines)
     summary = first.xcoms["send"]
-    assert lines[-1].endswith(
-        f"AhaChat add_tags summary: 3 delivered, 0 failed, 0 invalid, 0 repeats, 0 unknown of 3 rows; "
-        f"{summary['seconds']:.1f} s, {summary['requests_per_second']:.1f} requests/s; "
-        f"report: {summary['report']}"
+    assert (
+        lines[-1]
+        .split("] ", 1)[1]
+        .startswith(
+            f"AhaChat add_tags summary: 3 delivered, 0 failed, 0 invalid, 0 repeats, 0 unknown of 3 rows; "
+            f"{summary['seconds']:.1f} s, {summary['requests_per_second']:.1f} requests/s; "
+            f"report: {summary['report']}"
+        )
     )
 
     second = run(dag_runner, uncounted, sandbox, {SHOP: f"sqlite://{db}"}, tmp_path)
