@@ -26,7 +26,7 @@ from airflow_provider_ahachat.models import Recipient
 from .columns import Columns
 from .index import RunIndex
 from .ledger import Claims, Ledger
-from .pacing import RateLimiter, RetryCounter, Stopped, WorkerPace
+from .pacing import PaceUnavailable, RateLimiter, RetryCounter, Stopped, WorkerPace
 from .recipients import Row, describe_raw, parse_row
 from .report import DELIVERED, DUPLICATE, FAILED, INVALID, NOT_SENT, UNKNOWN, WOULD_SEND, Tally
 
@@ -71,6 +71,9 @@ class BulkRunner:
     :param progress_interval: seconds between progress lines in the log.
     :param logger: where progress goes.
     :param sample_size: how many requests a dry run shows in its summary.
+    :param limiter: the pace, when it is shared beyond this run (a
+        :class:`~airflow_provider_ahachat.bulk.pacing.RedisRateLimiter`); by default this run's own,
+        at ``rate_limit``.
     :param columns: which columns of each row name the recipient and are attributes, what makes
         a message distinct (``dedupe_on``) and what a NULL does; default: files' and lists' own.
     """
@@ -90,6 +93,7 @@ class BulkRunner:
         progress_interval: float = 5.0,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         sample_size: int = 10,
+        limiter: RateLimiter | None = None,
         columns: Columns | None = None,
     ) -> None:
         problems = []
@@ -111,7 +115,7 @@ class BulkRunner:
         self.action = action
         self.ledger = ledger
         self.concurrency = concurrency
-        self.limiter = RateLimiter(rate_limit)
+        self.limiter = limiter or RateLimiter(rate_limit)
         self.max_failures = 0 if max_failures is None and max_failure_ratio is None else max_failures
         self.max_failure_ratio = max_failure_ratio
         self.resend_unknown = resend_unknown or not action.action.sends_message
@@ -128,6 +132,7 @@ class BulkRunner:
         self._results: queue.Queue[_Outcome] = queue.Queue()
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=concurrency * 2)
         self._fatal: AhaChatError | None = None
+        self._pace_failure: PaceUnavailable | None = None
 
     def stop(self) -> None:
         """Stop dispatching: requests in flight finish and are recorded, the rest are ``not_sent``."""
@@ -193,6 +198,8 @@ class BulkRunner:
             for number in index.unsettled():  # cannot happen unless a worker died
                 index.settle(number, UNKNOWN, "no outcome was recorded")
                 tally.add(number, "?", UNKNOWN, "no outcome was recorded")
+            if self._pace_failure is not None and self._fatal is None:
+                self._fatal = self._pace_failure
             self.claims.flush()
             tally.progress(final=True)
             report = None
@@ -371,6 +378,14 @@ class BulkRunner:
         )
         try:
             return self.client.send(request, pacer=pace), None
+        except PaceUnavailable as err:
+            # No more requests may go without the shared limit: stop the run, and record this one as
+            # if stopped (unsent, or as its last attempt went).
+            self._pace_failure = self._pace_failure or err
+            self.stop_event.set()
+            if pace.last_error is None:
+                raise Stopped from None
+            return None, pace.last_error
         except Stopped:
             if pace.last_error is None:
                 raise
