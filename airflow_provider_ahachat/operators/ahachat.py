@@ -204,9 +204,11 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         null_attributes: str = "invalid",
         **kwargs: Any,
     ) -> None:
-        from airflow_provider_ahachat.bulk.columns import Columns
+        if recipients is not None or dedupe_on is not None or null_attributes != "invalid":
+            # Wrong values fail at parse time; a single send never imports the bulk engine.
+            from airflow_provider_ahachat.bulk.columns import Columns
 
-        Columns.of(dedupe_on=dedupe_on, null_attributes=null_attributes)  # wrong values fail at parse time
+            Columns.of(dedupe_on=dedupe_on, null_attributes=null_attributes)
         super().__init__(**kwargs)
         self.dedupe_on = dedupe_on
         self.null_attributes = null_attributes
