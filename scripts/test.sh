@@ -4,11 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
 source scripts/_apt.sh
-# Real servers the tests start on 127.0.0.1 (Debian's packages): Redis for the shared rate limit.
+# Real servers the tests start on 127.0.0.1 (Debian's packages): Redis for the shared rate limit,
+# PostgreSQL for the SQL transfer (each test run starts its own throw-away cluster).
 need_apt redis-server || echo "redis-server is missing: the shared rate limit tests will be skipped" >&2
 # The browser test drives Debian's chromium (never a downloaded browser); without it, it is skipped
 # (and fails under CI).
 need_apt chromium || echo "chromium is missing: the browser test will be skipped" >&2
+need_apt postgresql || echo "postgresql is missing: the PostgreSQL tests will be skipped" >&2
 
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .

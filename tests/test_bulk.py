@@ -16,6 +16,7 @@ from dag_helpers import report
 from airflow_provider_ahachat.bulk import (
     AhaChatBulkError,
     BulkRunner,
+    Columns,
     Ledger,
     RateLimiter,
     bulk_action,
@@ -151,16 +152,35 @@ def test_bad_rows_are_reported_by_row_and_field_and_the_rest_go_out(
     assert lines[1]["recipient"] == f"user {ids[1]}"
     assert reasons[3].startswith("row 3: phone")
     assert "row 4: " in reasons[4] and "ahachat_block_name" in reasons[4] and "reserved" in reasons[4]
-    assert reasons[5].startswith("row 5: user_id, phone")
+    assert reasons[5] == "no user_id, messenger_user_id or phone in row 5"
     assert reasons[6].startswith("row 6: a recipient is a user ID or a mapping")
     assert sandbox.outbox_counts() == {ids[0]: 1, ids[1]: 1, ids[2]: 1}
 
 
 def test_parse_row_rules() -> None:
-    row = parse_row(
-        7, {"messenger_user_id": 3824547807572463, "city": "Huế", "empty": ""}, takes_attributes=True
-    )
+    raw = {"messenger_user_id": 3824547807572463, "city": "Huế", "empty": "", "none": None}
+    omit = Columns.of(null_attributes="omit")
+    row = parse_row(7, raw, takes_attributes=True, columns=omit)
     assert (row.recipient.user_id, dict(row.attributes), row.key) == (LAN, {"city": "Huế"}, f"user:{LAN}")
+    assert row.nulls == ("empty", "none")
+    empty = parse_row(7, raw, takes_attributes=True, columns=Columns.of(null_attributes="empty"))
+    assert dict(empty.attributes) == {"city": "Huế", "empty": "", "none": ""}
+    with pytest.raises(
+        AhaChatValidationError, match=r"^empty is empty, none is NULL in row 7: nothing is sent"
+    ):
+        parse_row(7, raw, takes_attributes=True)
+    # Without attributes, NULL columns do not matter; a NULL ID or phone always does.
+    assert parse_row(7, raw, takes_attributes=False).attributes == {}
+    with pytest.raises(AhaChatValidationError, match=r"^phone is NULL in row 17$"):
+        parse_row(17, {"phone": None, "city": "Huế"}, takes_attributes=False)
+    with pytest.raises(AhaChatValidationError, match=r"^user_id is empty and phone is NULL in row 3$"):
+        parse_row(3, {"user_id": "", "phone": None}, takes_attributes=False)
+    # dedupe_on: the message's identity is the recipient and those columns, in the ledger key too.
+    per_order = Columns.of(dedupe_on=["order_id"])
+    keyed = parse_row(1, {"user_id": LAN, "order_id": 42}, takes_attributes=False, columns=per_order)
+    assert keyed.key == f'user:{LAN} ["42"]'
+    with pytest.raises(AhaChatValidationError, match=r"^order_id is NULL in row 5 \(a dedupe_on column\)$"):
+        parse_row(5, {"user_id": LAN, "order_id": None}, takes_attributes=False, columns=per_order)
     assert parse_row(1, {"user_id": LAN, "city": "Huế"}, takes_attributes=False).attributes == {}
     assert parse_row(1, {"phone": "0908 071 111"}, takes_attributes=False).key == "phone:0908071111"
     with pytest.raises(AhaChatValidationError, match=r"row 9: attributes: must be an object"):

@@ -651,7 +651,7 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
     assert lines[2]["recipient"] == f"user {ids[1]}"
     assert reasons[4].startswith("row 4: ") and "'ahachat_block_name' is reserved" in reasons[4], reasons[4]
     assert reasons[5].startswith("row 5: attributes.ngày giao : attribute name 'ngày giao ' has"), reasons[5]
-    assert reasons[6].startswith("row 6: "), reasons[6]
+    assert reasons[6] == "no user_id, messenger_user_id or phone in row 6", reasons[6]
     assert reasons[7].startswith("row 7: a recipient is a user ID or a mapping"), reasons[7]
     assert summary["first_failures"][0] == {
         "row": 2,

@@ -207,6 +207,7 @@ def test_decimal_date_and_null_values(
             sql_conn_id=SHOP,
             action="add_attributes",
             attributes={"nguon": "sql"},
+            null_attributes="omit",
             ledger_path=str(tmp_path / "ledger"),
         )
 
@@ -221,7 +222,7 @@ def test_decimal_date_and_null_values(
         "total": 199000,
     }
     assert sandbox.user(ids[1])["attributes"] == {"nguon": "sql", "shipped_on": "2026-11-12", "total": 12.5}
-    # NULL leaves an attribute as it was: it is not sent at all.
+    # With null_attributes="omit", NULL leaves an attribute as it was: it is not sent at all.
     assert sandbox.user(ids[2])["attributes"] == {"nguon": "sql", "total": "kept"}
 
 
@@ -289,11 +290,13 @@ def test_bad_queries_and_connections_fail_before_anything_is_sent(
     assert set(result.task_states.values()) == {"failed"}, result.summary()
     errors = {task_id: outcome.error_text or "" for task_id, outcome in result.tasks.items()}
     assert errors["no_id_column"] == (
-        "AhaChatValidationError: user_id_column, phone_column: the query returns neither 'user_id' nor "
-        "'phone' (its columns: ma_don, ten)"
+        "AhaChatValidationError: 2 problems:\n- user_id_column, phone_column: the query has no column "
+        "'user_id' or 'phone' to name the recipients by (the default names, as neither user_id_column "
+        "nor phone_column was given)\n- the query has the columns: ma_don, ten"
     )
     assert errors["no_attribute_column"] == (
-        "AhaChatValidationError: attribute_columns: the query returns no column 'ma_van_don'"
+        "AhaChatValidationError: 2 problems:\n- attribute_columns: the query has no column 'ma_van_don'\n"
+        "- the query has the columns: user_id, ma_don"
     )
     assert errors["not_sql"] == (
         f"AhaChatValidationError: sql_conn_id: connection {CONN!r} is not a SQL database "

@@ -3,6 +3,7 @@ The bulk engine: one AhaChat action for many recipients, fast, polite and exactl
 
 No Airflow import here (but to open an object storage URL). Each concern has its own module:
 
+- ``columns.py``: which columns a run uses, checked against the input's header;
 - ``recipients.py``: reading the input (lists, JSON, CSV and JSON Lines files) into validated rows;
 - ``ledger.py``: the delivery journal's format, where it lives, and the claim protocol;
 - ``pacing.py``: the shared rate limit and the 429 pause;
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_ahachat.actions import BoundAction
+from airflow_provider_ahachat.bulk.columns import NULL_POLICIES, Columns
 from airflow_provider_ahachat.bulk.ledger import Claims, Ledger, local_path, task_folder
 from airflow_provider_ahachat.bulk.pacing import RateLimiter
 from airflow_provider_ahachat.bulk.recipients import (
@@ -51,6 +53,7 @@ __all__ = [
     "FAILED",
     "INVALID",
     "NOT_SENT",
+    "NULL_POLICIES",
     "OUTCOMES",
     "RECIPIENT_FILE_SUFFIXES",
     "UNKNOWN",
@@ -58,6 +61,7 @@ __all__ = [
     "AhaChatBulkError",
     "BulkRunner",
     "Claims",
+    "Columns",
     "Ledger",
     "RateLimiter",
     "Row",

@@ -16,14 +16,22 @@ from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_ahachat.bulk.columns import (
+    ATTRIBUTES_KEY,
+    DEFAULT_ID_COLUMNS,
+    NULL_EMPTY,
+    NULL_INVALID,
+    Columns,
+    file_header,
+)
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import Recipient, load_json, validate_attributes
 
 #: File names that ``recipients`` reads as a file rather than as a user ID.
 RECIPIENT_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
 
-_ID_COLUMNS = ("user_id", "messenger_user_id")
-_ROW_KEYS = {*_ID_COLUMNS, "phone", "attributes"}
+_ID_COLUMNS = DEFAULT_ID_COLUMNS
+_DEFAULT_COLUMNS = Columns()
 
 
 @dataclass(frozen=True)
@@ -34,17 +42,26 @@ class Row:
     :param number: the row's number in the input, from 1 (a file's header is not counted).
     :param recipient: who.
     :param attributes: the row's own attributes, validated.
+    :param dedupe: what, with the recipient, makes the message distinct (``dedupe_on``'s values,
+        as JSON after a space), or empty: one message per recipient.
+    :param nulls: the attribute columns left out or sent empty because they were NULL or empty.
     """
 
     number: int
     recipient: Recipient
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    dedupe: str = ""
+    nulls: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        """The ledger's key for the recipient: ``user:<id>`` or ``phone:<number>``."""
+        """
+        The ledger's key for the message: ``user:<id>`` or ``phone:<number>``, followed by the
+        ``dedupe_on`` values when there are any.
+        """
         who = self.recipient
-        return f"user:{who.user_id}" if who.user_id else f"phone:{who.phone}"
+        key = f"user:{who.user_id}" if who.user_id else f"phone:{who.phone}"
+        return key + self.dedupe
 
 
 @dataclass(frozen=True)
@@ -57,50 +74,117 @@ class BadLine:
     line: int
 
 
-def parse_row(number: int, raw: Any, *, takes_attributes: bool) -> Row:
+def parse_row(number: int, raw: Any, *, takes_attributes: bool, columns: Columns | None = None) -> Row:
     """
-    Read one input item: a user ID, or a mapping with ``user_id`` or ``phone``, optional
-    ``attributes`` (a mapping or JSON object string), and, for actions that take attributes, any
-    other column as an attribute. Empty cells are ignored. A row with both a user ID and a phone
-    (an export often has both columns) is addressed by its user ID.
+    Read one input item: a user ID, or a mapping whose ``columns`` name the recipient (by default
+    ``user_id`` or ``messenger_user_id``, else ``phone``), with, for actions that take attributes,
+    its attributes (by default every other column, and ``attributes``, a mapping or JSON object
+    string). A row with both a user ID and a phone (an export often has both columns) is
+    addressed by its user ID. A NULL or empty ID and phone make the row invalid; a NULL or empty
+    attribute does what ``columns.null_attributes`` says.
 
     :raises AhaChatValidationError: naming the row and the field.
     """
+    columns = columns or _DEFAULT_COLUMNS
     try:
         if isinstance(raw, BadLine):
             raise AhaChatValidationError(f"line {raw.line} is not valid JSON")
         if isinstance(raw, Mapping):
-            values = {str(k).strip(): v for k, v in raw.items() if k is not None and v not in (None, "")}
-            user_id = next((values[c] for c in _ID_COLUMNS if c in values), None)
-            phone = values.get("phone") if user_id is None else None
-            recipient = Recipient.of(user_id=user_id, phone=phone)
+            values = {str(k).strip(): v for k, v in raw.items() if k is not None}
+            recipient = _recipient(number, values, columns)
             attributes: dict[str, Any] = {}
+            nulls: tuple[str, ...] = ()
             if takes_attributes:
-                own = values.get("attributes")
-                if own is not None:
-                    own = load_json(own, "attributes")
-                    if not isinstance(own, Mapping):
-                        raise AhaChatValidationError("attributes: must be an object of name to value")
-                    attributes.update(own)
-                attributes.update({k: v for k, v in values.items() if k not in _ROW_KEYS})
+                attributes, nulls = _attributes(number, values, columns)
                 attributes = validate_attributes(attributes, allow_empty=True)
-            return Row(number, recipient, attributes)
+            return Row(number, recipient, attributes, _dedupe(number, values, columns), nulls)
         if isinstance(raw, str | int) and not isinstance(raw, bool):
             return Row(number, Recipient.of(user_id=raw))
         raise AhaChatValidationError(
             f"a recipient is a user ID or a mapping with user_id or phone, got {type(raw).__name__}"
         )
     except AhaChatValidationError as err:
-        raise AhaChatValidationError([f"row {number}: {problem}" for problem in err.problems]) from None
+        where = f" in row {number}"
+        problems = [p if where in p else f"row {number}: {p}" for p in err.problems]
+        raise AhaChatValidationError(problems) from None
 
 
-def describe_raw(raw: Any) -> str:
+def _blank(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _nothing(column: str, value: Any) -> str:
+    return f"{column} is {'NULL' if value is None else 'empty'}"
+
+
+def _recipient(number: int, values: Mapping[str, Any], columns: Columns) -> Recipient:
+    """The row's recipient: its first user ID column with a value, else its phone."""
+    for column in columns.user_id:
+        if not _blank(values.get(column)):
+            return Recipient.of(user_id=values[column])
+    if columns.phone and not _blank(values.get(columns.phone)):
+        return Recipient.of(phone=values[columns.phone])
+    present = [c for c in columns.recipient_keys() if c in values]
+    if not present:
+        *first, last = columns.recipient_keys()
+        keys = f"{', '.join(first)} or {last}" if first else last
+        raise AhaChatValidationError(f"no {keys} in row {number}")
+    raise AhaChatValidationError(" and ".join(_nothing(c, values[c]) for c in present) + f" in row {number}")
+
+
+def _attributes(
+    number: int, values: Mapping[str, Any], columns: Columns
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The row's attributes, and the columns left out or sent empty because they were NULL."""
+    attributes: dict[str, Any] = {}
+    if columns.attributes is None:
+        own = values.get(ATTRIBUTES_KEY)
+        if not _blank(own):
+            own = load_json(own, ATTRIBUTES_KEY)
+            if not isinstance(own, Mapping):
+                raise AhaChatValidationError("attributes: must be an object of name to value")
+            attributes.update(own)
+        skip = {*columns.recipient_keys(), *_ID_COLUMNS, ATTRIBUTES_KEY}
+        chosen: Mapping[str, str] = {c: c for c in values if c not in skip}
+    else:
+        chosen = columns.attributes
+    nulls, wrong = [], []
+    for column, name in chosen.items():
+        value = values.get(column)
+        if not _blank(value):
+            attributes[name] = value
+        elif columns.null_attributes == NULL_INVALID:
+            wrong.append(_nothing(column, value))
+        else:
+            nulls.append(column)
+            if columns.null_attributes == NULL_EMPTY:
+                attributes[name] = ""
+    if wrong:
+        raise AhaChatValidationError(
+            f"{', '.join(wrong)} in row {number}: nothing is sent for this row "
+            "(null_attributes='omit' leaves such an attribute as it is, 'empty' sends it empty)"
+        )
+    return attributes, tuple(nulls)
+
+
+def _dedupe(number: int, values: Mapping[str, Any], columns: Columns) -> str:
+    """``dedupe_on``'s values, as the end of the row's key."""
+    if not columns.dedupe_on:
+        return ""
+    wrong = [_nothing(c, values.get(c)) for c in columns.dedupe_on if _blank(values.get(c))]
+    if wrong:
+        raise AhaChatValidationError(f"{', '.join(wrong)} in row {number} (a dedupe_on column)")
+    return " " + json.dumps([str(values[c]) for c in columns.dedupe_on], ensure_ascii=False)
+
+
+def describe_raw(raw: Any, columns: Columns | None = None) -> str:
     """Who an unparsed row names, as :meth:`Recipient.describe` words it."""
+    columns = columns or _DEFAULT_COLUMNS
     if isinstance(raw, Mapping):
-        for name in (*_ID_COLUMNS, "phone"):
+        for name in columns.recipient_keys():
             if raw.get(name) not in (None, ""):
-                return f"{'phone' if name == 'phone' else 'user'} {str(raw[name]).strip()[:40]}"
-        return "a row without user_id or phone"
+                return f"{'phone' if name == columns.phone else 'user'} {str(raw[name]).strip()[:40]}"
+        return f"a row without {' or '.join(columns.recipient_keys())}"
     if isinstance(raw, BadLine):
         return f"line {raw.line}"
     if isinstance(raw, str | int) and not isinstance(raw, bool):
@@ -153,14 +237,17 @@ def _file_kind(path: Any) -> str:
     )
 
 
-def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
+def open_recipients(
+    recipients: Any, *, columns: Columns | None = None, takes_attributes: bool = True
+) -> tuple[Iterable[Any], int | None]:
     """
     The rows of ``recipients`` as a stream, and how many there are when that is cheap to know.
 
     ``recipients`` is a list of user IDs or of mappings (a resolved XCom is one), a mapping (one
     recipient), a JSON list as a string, a :class:`pathlib.Path` or an ``ObjectStoragePath``, or a
     string naming a ``.csv`` or ``.jsonl`` file, locally or at an object storage URL such as
-    ``s3://aws_default@bucket/audience.csv``. Files are read row by row, never whole.
+    ``s3://aws_default@bucket/audience.csv``. Files are read row by row, never whole. With
+    ``columns``, a file's header (a JSON Lines file's first object) is checked against them first.
     """
     from airflow_provider_ahachat.bulk.ledger import local_path
 
@@ -191,6 +278,10 @@ def open_recipients(recipients: Any) -> tuple[Iterable[Any], int | None]:
             raise AhaChatValidationError(f"recipients: cannot reach {recipients}: {err}") from None
         if not exists:
             raise AhaChatValidationError(f"recipients: there is no file {recipients}")
+        _file_kind(recipients)
+        header = file_header(recipients) if columns is not None else None
+        if columns is not None and header is not None:
+            columns.check(header, f"the file {recipients.name}", takes_attributes=takes_attributes)
         total = count_recipients(recipients) if local_path(recipients) is not None else None
         return read_recipients(recipients), total
     if isinstance(recipients, Iterable) and not isinstance(recipients, bytes):

@@ -63,6 +63,7 @@ class Tally:
     :param logger: where progress goes.
     :param progress_interval: seconds between progress lines.
     :param sample_size: how many requests a dry run shows.
+    :param dedupe_on: the columns that, with the recipient, make a message distinct.
     """
 
     action: str
@@ -71,7 +72,9 @@ class Tally:
     logger: logging.Logger | logging.LoggerAdapter[Any]
     progress_interval: float
     sample_size: int
+    dedupe_on: tuple[str, ...] = ()
     counts: Counter[str] = field(default_factory=Counter)
+    nulls: Counter[str] = field(default_factory=Counter)  # attribute columns NULL, left out or sent empty
     failures: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     already: int = 0  # delivered in an earlier try of the task
@@ -102,6 +105,13 @@ class Tally:
         """Requests this try sent (with an outcome known or not)."""
         return self.counts[DELIVERED] + self.counts[FAILED] + self.counts[UNKNOWN] - self.already
 
+    @property
+    def repeat_reason(self) -> str:
+        """Why a repeat is not sent."""
+        if self.dedupe_on:
+            return f"the same recipient and {', '.join(self.dedupe_on)} came earlier"
+        return "the same recipient came earlier (one message per recipient; see dedupe_on)"
+
     # -- the log
 
     def progress_due(self) -> bool:
@@ -114,7 +124,8 @@ class Tally:
         self.last_progress = now
         rate = self.sent / max(now - self.started, 1e-9)
         done = sum(self.counts.values())
-        of = eta = ""
+        of = " (total unknown)" if self.total is None else ""
+        eta = ""
         if self.total:
             of = f" / {self.total:,} ({100 * done / self.total:.1f}%)"
             if rate > 0 and done < self.total and not final:
@@ -150,6 +161,8 @@ class Tally:
             "seconds": round(elapsed, 3),
             "rate_limit_pauses": pauses,
             "retries": dict(retries),
+            "repeats": self.counts[DUPLICATE],
+            "nulls": dict(self.nulls),
             # Workers finish out of order: list the failures kept by their row, as the input has them.
             "first_failures": sorted(self.failures, key=lambda failure: failure["row"]),
             "report": report,
@@ -159,6 +172,49 @@ class Tally:
             summary["would_send"] = self.counts[WOULD_SEND]
             summary["sample_requests"] = self.samples
         return summary
+
+    def final_line(self, summary: Mapping[str, Any]) -> None:
+        """
+        End the log with one line: the counts, the time, the pace and where the report is; after
+        a warning when rows were skipped as repeats.
+        """
+        repeats = self.counts[DUPLICATE]
+        if repeats:
+            self.logger.warning(
+                "AhaChat %s: %s of %s rows were not sent: they repeat an earlier row's %s",
+                self.action,
+                f"{repeats:,}",
+                f"{self.rows:,}",
+                f"recipient and {', '.join(self.dedupe_on)}"
+                if self.dedupe_on
+                else "recipient (one message per recipient; dedupe_on=[columns] sends one per "
+                "recipient and those columns, e.g. one per order)",
+            )
+        parts = [f"{self.counts[WOULD_SEND]:,} would be sent"] if self.dry_run else []
+        parts += [
+            f"{self.counts[DELIVERED]:,} delivered"
+            + (f" ({self.already:,} in earlier tries)" if self.already else ""),
+            f"{self.counts[FAILED]:,} failed",
+            f"{self.counts[INVALID]:,} invalid",
+            f"{repeats:,} repeats",
+            f"{self.counts[UNKNOWN]:,} unknown",
+        ]
+        if self.counts[NOT_SENT]:
+            parts.append(f"{self.counts[NOT_SENT]:,} not sent")
+        if self.nulls:
+            parts.append(
+                "NULL attributes left out or sent empty: "
+                + ", ".join(f"{column} in {n:,} rows" for column, n in sorted(self.nulls.items()))
+            )
+        self.logger.info(
+            "AhaChat %s summary: %s of %s rows; %.1f s, %.1f requests/s; report: %s",
+            self.action,
+            ", ".join(parts),
+            f"{self.rows:,}",
+            summary["seconds"],
+            summary["requests_per_second"],
+            summary["report"] or "none (no ledger)",
+        )
 
     def judge(
         self,

@@ -23,6 +23,7 @@ from airflow_provider_ahachat.client import AhaChatClient, user_from_data
 from airflow_provider_ahachat.exceptions import AhaChatAuthError, AhaChatError, AhaChatValidationError
 from airflow_provider_ahachat.models import Recipient
 
+from .columns import Columns
 from .index import RunIndex
 from .ledger import Claims, Ledger
 from .pacing import PaceUnavailable, RateLimiter, RetryCounter, Stopped, WorkerPace
@@ -73,6 +74,8 @@ class BulkRunner:
     :param limiter: the pace, when it is shared beyond this run (a
         :class:`~airflow_provider_ahachat.bulk.pacing.RedisRateLimiter`); by default this run's own,
         at ``rate_limit``.
+    :param columns: which columns of each row name the recipient and are attributes, what makes
+        a message distinct (``dedupe_on``) and what a NULL does; default: files' and lists' own.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class BulkRunner:
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         sample_size: int = 10,
         limiter: RateLimiter | None = None,
+        columns: Columns | None = None,
     ) -> None:
         problems = []
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 256:
@@ -119,6 +123,7 @@ class BulkRunner:
         self.progress_interval = progress_interval
         self.log = logger or log
         self.sample_size = sample_size
+        self.columns = columns or Columns()
         self.claims = Claims(ledger, dry_run=dry_run)
         self.retries = RetryCounter()
         self.stop_event = threading.Event()
@@ -152,6 +157,7 @@ class BulkRunner:
             logger=self.log,
             progress_interval=self.progress_interval,
             sample_size=self.sample_size,
+            dedupe_on=self.columns.dedupe_on,
         )
         index = RunIndex()
         workers = [
@@ -168,8 +174,9 @@ class BulkRunner:
                 tally.rows = number
                 self._drain(index, tally)
                 if self._should_stop():
-                    index.add(number, None, describe_raw(raw), NOT_SENT, _STOPPED_REASON)
-                    tally.add(number, describe_raw(raw), NOT_SENT, _STOPPED_REASON)
+                    who = describe_raw(raw, self.columns)
+                    index.add(number, None, who, NOT_SENT, _STOPPED_REASON)
+                    tally.add(number, who, NOT_SENT, _STOPPED_REASON)
                     continue
                 job = self._admit(index, tally, number, raw)
                 if job is not None:
@@ -205,6 +212,7 @@ class BulkRunner:
                 pauses=self.limiter.pauses,
                 retries=self.retries.counts,
             )
+            tally.final_line(summary)
         finally:
             # On an error (a file that cannot be read, a database cursor that broke), the rows
             # still queued are not sent, and the requests in flight are waited for so that their
@@ -238,16 +246,19 @@ class BulkRunner:
             tally.add(number, who, outcome, reason, earlier=earlier)
 
         try:
-            row = parse_row(number, raw, takes_attributes=self.action.action.takes_attributes)
+            row = parse_row(
+                number, raw, takes_attributes=self.action.action.takes_attributes, columns=self.columns
+            )
             needs_lookup = row.recipient.user_id is None and not self.action.action.by_phone
             request = None if needs_lookup else self._request(row.recipient, row)
         except AhaChatValidationError as err:
-            final(None, describe_raw(raw), INVALID, "; ".join(err.problems))
+            final(None, describe_raw(raw, self.columns), INVALID, "; ".join(err.problems))
             return None
         who = row.recipient.describe()
         if index.seen(row.key):
-            final(row.key, who, DUPLICATE, "the same recipient came earlier")
+            final(row.key, who, DUPLICATE, tally.repeat_reason)
             return None
+        tally.nulls.update(row.nulls)
         earlier = index.earlier(row.key)
         if earlier is not None:
             before, before_reason = earlier

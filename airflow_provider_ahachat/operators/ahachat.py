@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
-    from airflow_provider_ahachat.bulk import BulkRunner
+    from airflow_provider_ahachat.bulk import BulkRunner, Columns
     from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
     from airflow_provider_ahachat.models import SendResult
 
@@ -177,6 +177,14 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     :param progress_interval: seconds between progress lines in the task log.
     :param retry_unknown_outcome: also resend to recipients whose outcome was unknown in an earlier
         try of the task (and retry such requests at once), at the risk of a duplicate.
+    :param dedupe_on: columns (of a file, or keys of the recipients' dicts) that, with the
+        recipient, make a message distinct, e.g. ``["order_id"]``: one message per recipient and
+        order, in this run and across the task's tries. Default: one message per recipient;
+        later rows for the same recipient are counted as ``duplicate`` (repeats) and not sent.
+    :param null_attributes: what a NULL or empty attribute value does: ``"invalid"`` (default) makes
+        the row invalid, naming the row and the column, and nothing is sent to that recipient;
+        ``"omit"`` leaves the attribute out (it keeps its value at AhaChat); ``"empty"`` sends it
+        empty. Counted in the summary (``nulls``).
     """
 
     #: The bulk engine's name for this operator's action.
@@ -193,9 +201,18 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         max_failure_ratio: float | None = None,
         dry_run: bool = False,
         progress_interval: float = 5.0,
+        dedupe_on: str | Sequence[str] | None = None,
+        null_attributes: str = "invalid",
         **kwargs: Any,
     ) -> None:
+        if recipients is not None or dedupe_on is not None or null_attributes != "invalid":
+            # Wrong values fail at parse time; a single send never imports the bulk engine.
+            from airflow_provider_ahachat.bulk.columns import Columns
+
+            Columns.of(dedupe_on=dedupe_on, null_attributes=null_attributes)
         super().__init__(**kwargs)
+        self.dedupe_on = dedupe_on
+        self.null_attributes = null_attributes
         self.recipients = recipients
         self.concurrency = concurrency
         self.rate_limit = rate_limit
@@ -251,9 +268,19 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         arguments: dict[str, Any],
         recipients: Any,
         total: int | None = None,
+        columns: Columns | None = None,
     ) -> dict[str, Any]:
-        """Run ``action`` for every recipient through the hook's bulk engine; return the summary."""
-        from airflow_provider_ahachat.bulk import AhaChatBulkError, Ledger, open_recipients
+        """
+        Run ``action`` for every recipient through the hook's bulk engine; return the summary.
+
+        ``columns`` says which columns name the recipient and are attributes (default: a file's or
+        a list's own, ``user_id`` or ``phone``), with this operator's ``dedupe_on`` and
+        ``null_attributes``. A file's header is checked against them before anything is sent.
+        """
+        from airflow_provider_ahachat.bulk import AhaChatBulkError, Columns, Ledger, open_recipients
+
+        if columns is None:
+            columns = Columns.of(dedupe_on=self.dedupe_on, null_attributes=self.null_attributes)
 
         ti = context["ti"]
         folder = ledger_folder(
@@ -275,8 +302,11 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             dry_run=self.is_dry_run,
             progress_interval=self.progress_interval,
             logger=self.log,
+            columns=columns,
         )
-        rows, counted = open_recipients(recipients)
+        rows, counted = open_recipients(
+            recipients, columns=columns, takes_attributes=ACTIONS[action].takes_attributes
+        )
         self._runner = runner
         self.log.info(
             "AhaChat %s for %s recipients: %d in flight, %s requests/s at most, ledger %s%s",

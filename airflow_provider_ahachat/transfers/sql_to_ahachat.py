@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import decimal
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,6 +15,8 @@ from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import Context
+
+    from airflow_provider_ahachat.bulk.columns import Columns
 
 __all__ = ["SqlToAhaChatOperator"]
 
@@ -46,11 +48,27 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         ``reset_attributes``, ``send_text`` or ``send_message``.
     :param parameters: the query's parameters (templated).
     :param sql_hook_params: extra arguments for the SQL hook, e.g. ``{"schema": "shop"}``.
-    :param user_id_column: the column that holds the messenger_user_id.
-    :param phone_column: the column that holds the phone, for rows without a user ID.
+    :param user_id_column: the column that holds the messenger_user_id. Default ``user_id``,
+        used when the query has it. A column named here must be in the query's result, or the
+        task fails before anything is sent, listing the columns the query returned.
+    :param phone_column: the column that holds the phone, for rows whose user ID is NULL (or for
+        every row, in a query without a user ID column). Default ``phone``, used when the query
+        has it; a column named here must be in the result. A row whose ID and phone are both NULL
+        is ``invalid`` ("phone is NULL in row 17").
     :param attribute_columns: for actions that set attributes, which other columns are attributes:
-        a list of column names, or a mapping of column name to attribute name. Default: every
-        column other than the user ID and the phone.
+        a list of column names, or a mapping of column name to attribute name; each must be in
+        the result. Default: every column other than the user ID and the phone (and other
+        columns named ``user_id`` or ``messenger_user_id``, never sent as attributes).
+    :param dedupe_on: columns that, with the recipient, make a message distinct, e.g.
+        ``["order_id"]``: each (customer, order) is messaged once, in this run and across the
+        task's tries, and a repeated (customer, order) row is not. Default: one message per
+        customer; later rows for them are repeats (``duplicate``), counted in the summary line.
+    :param null_attributes: what a NULL attribute does: ``"invalid"`` (default) makes the row
+        invalid, naming the row and the column; ``"omit"`` leaves the attribute out, so it keeps
+        the value it had at AhaChat; ``"empty"`` sends it empty.
+    :param count_rows: count the query's rows first (``SELECT COUNT(*) FROM (<sql>)``, with the
+        same parameters) for the progress lines' total, percentage and time left; when the
+        count fails, the progress says the total is unknown.
     :param block_name: for ``broadcast_block``: the block to start (templated).
     :param message_tag: for ``broadcast_block``: the message tag (templated).
     :param attributes: for ``broadcast_block`` and ``add_attributes``, attributes shared by every
@@ -90,9 +108,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         action: str,
         parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         sql_hook_params: dict[str, Any] | None = None,
-        user_id_column: str = "user_id",
-        phone_column: str = "phone",
+        user_id_column: str | None = None,
+        phone_column: str | None = None,
         attribute_columns: Sequence[str] | Mapping[str, str] | None = None,
+        count_rows: bool = True,
         block_name: str | None = None,
         message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
         attributes: Any = None,
@@ -128,9 +147,14 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         self.action = action
         self.parameters = parameters
         self.sql_hook_params = sql_hook_params or {}
-        self.user_id_column = user_id_column
-        self.phone_column = phone_column
+        #: Which of the recipient columns the user named; the others are defaults.
+        self.named_columns = sorted(
+            name for name, given in (("user_id", user_id_column), ("phone", phone_column)) if given
+        )
+        self.user_id_column = user_id_column or "user_id"
+        self.phone_column = phone_column or "phone"
         self.attribute_columns = attribute_columns
+        self.count_rows = count_rows
         self.block_name = block_name
         self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
         self.attributes = attributes
@@ -147,7 +171,53 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         return False
 
     def execute(self, context: Context) -> Any:
-        return self.run_bulk(context, self.action_name, self.bulk_arguments(), self._rows())
+        columns = self.columns()
+        hook = self._sql_hook()
+        total = self._count(hook)
+        conn = hook.get_conn()
+        cursor = conn.cursor()
+        try:
+            if self.parameters is None:
+                cursor.execute(self.sql)
+            else:
+                cursor.execute(self.sql, self.parameters)
+            names = [str(column[0]) for column in cursor.description or ()]
+            self.log.info("AhaChat: the query returns the columns %s", ", ".join(names))
+            columns = columns.check(  # every column named must be there, before anything is sent
+                names,
+                "the query",
+                takes_attributes=ACTIONS[self.action].takes_attributes,
+                defaults="the default names, as neither user_id_column nor phone_column was given",
+                field="user_id_column, phone_column",
+            )
+            self.log.info("AhaChat: recipients by %s", columns.describe())
+            return self.run_bulk(
+                context,
+                self.action_name,
+                self.bulk_arguments(),
+                self._rows(cursor, names),
+                total=total,
+                columns=columns,
+            )
+        finally:
+            cursor.close()
+            conn.close()
+
+    def columns(self) -> Columns:
+        """The columns this task is told to use, before the query says which it returns."""
+        from airflow_provider_ahachat.bulk.columns import Columns
+
+        chosen = self.attribute_columns
+        if chosen is not None and not isinstance(chosen, Mapping):
+            chosen = {column: column for column in chosen}
+        return Columns.of(
+            dedupe_on=self.dedupe_on,
+            null_attributes=self.null_attributes,
+            user_id=(self.user_id_column,),
+            phone=self.phone_column,
+            attributes=dict(chosen) if chosen is not None else None,
+            named=frozenset(self.named_columns),
+        )
 
     def _sql_hook(self) -> DbApiHook:
         from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -161,61 +231,58 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             )
         return hook
 
-    def _rows(self) -> Iterator[dict[str, Any]]:
-        """The query's rows as recipients, fetched ``fetch_size`` at a time."""
-        hook = self._sql_hook()
+    def _count(self, hook: DbApiHook) -> int | None:
+        """How many rows the query returns, for the progress lines; None when it cannot be counted."""
+        if not self.count_rows:
+            self.log.info(
+                "AhaChat: the total is unknown: the query's rows are not counted (count_rows=False)"
+            )
+            return None
+        query = f"SELECT COUNT(*) FROM ({str(self.sql).strip().rstrip(';')}) AS ahachat_rows"
+        started = time.monotonic()
         conn = hook.get_conn()
-        cursor = conn.cursor()
         try:
-            if self.parameters is None:
-                cursor.execute(self.sql)
-            else:
-                cursor.execute(self.sql, self.parameters)
-            columns = [str(column[0]) for column in cursor.description or ()]
-            rename = self._column_names(columns)
-            self.log.info("AhaChat: the query returns the columns %s", ", ".join(columns))
-            while True:
-                batch = cursor.fetchmany(self.fetch_size)
-                if not batch:
-                    return
-                for values in batch:
-                    yield {
-                        rename[column]: _plain(value)
-                        for column, value in zip(columns, values, strict=False)
-                        if column in rename
-                    }
+            cursor = conn.cursor()
+            try:
+                if self.parameters is None:
+                    cursor.execute(query)
+                else:
+                    cursor.execute(query, self.parameters)
+                (total,) = cursor.fetchone()
+            finally:
+                cursor.close()
+        except Exception as err:
+            self.log.info(
+                "AhaChat: the total is unknown: the query's rows could not be counted (%s: %s)",
+                type(err).__name__,
+                str(err).strip().splitlines()[0][:200] if str(err).strip() else "",
+            )
+            return None
         finally:
-            cursor.close()
             conn.close()
+        self.log.info(
+            "AhaChat: the query returns %s rows (counted in %.1f s)", f"{total:,}", time.monotonic() - started
+        )
+        return int(total)
 
-    def _column_names(self, columns: list[str]) -> dict[str, str]:
-        """Column name to row key: ``user_id``, ``phone`` or an attribute name."""
-        if self.user_id_column not in columns and self.phone_column not in columns:
-            raise AhaChatValidationError(
-                f"user_id_column, phone_column: the query returns neither {self.user_id_column!r} nor "
-                f"{self.phone_column!r} (its columns: {', '.join(columns)})"
-            )
-        rename = {self.user_id_column: "user_id", self.phone_column: "phone"}
-        others = [c for c in columns if c not in rename]
-        if self.attribute_columns is None:
-            chosen = {c: c for c in others}
-        elif isinstance(self.attribute_columns, Mapping):
-            chosen = dict(self.attribute_columns)
-        else:
-            chosen = {c: c for c in self.attribute_columns}
-        missing = [c for c in chosen if c not in columns]
-        if missing:
-            raise AhaChatValidationError(
-                f"attribute_columns: the query returns no column {', '.join(map(repr, missing))}"
-            )
-        return {**{c: k for c, k in rename.items() if c in columns}, **chosen}
+    def _rows(self, cursor: Any, names: list[str]) -> Iterator[dict[str, Any]]:
+        """The query's rows, by column name, fetched ``fetch_size`` at a time."""
+        while True:
+            batch = cursor.fetchmany(self.fetch_size)
+            if not batch:
+                return
+            for values in batch:
+                yield {column: _plain(value) for column, value in zip(names, values, strict=False)}
 
 
 def _plain(value: Any) -> Any:
-    """A database value as an attribute value: text, a number or a boolean."""
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, datetime.date | datetime.time):
+    """
+    A database value as an attribute value. Numbers (``Decimal`` too), text, booleans, dates and
+    datetimes pass as they are: the attribute layer writes each as AhaChat types it (``Decimal``
+    exactly, a date ``dd/mm/yyyy``, a datetime ``dd/mm/yyyy HH:MM:SS``); a time of day becomes
+    ISO text; bytes are read as UTF-8.
+    """
+    if isinstance(value, datetime.time):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
