@@ -44,15 +44,25 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatServerError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.models import MessageTag, Recipient, SendResult, User
+from airflow_provider_ahachat.models import (
+    DEFAULT_COUNTRY_CODE,
+    MessageTag,
+    Recipient,
+    SendResult,
+    User,
+    validate_country_code,
+)
 from airflow_provider_ahachat.transport import (
     DEFAULT_HEADERS,
     REDACTED,
     HttpxTransport,
     RawAnswer,
     RequestsTransport,
+    bounded,
     redact,
     redact_logs_of,
+    register_secret,
+    scrub,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +82,7 @@ __all__ = [
     "Pacer",
     "RetryPolicy",
     "Retrying",
+    "bounded",
     "build_request",
     "interpret_response",
     "redact",
@@ -102,18 +113,24 @@ _ERRORS_BY_STATUS: dict[int, type[AhaChatAPIError]] = {
 NOT_PROCESSED_STATUSES = frozenset({503})
 
 
+#: The longest ``Retry-After`` read as such (a year); anything longer, or infinite, is cut to it.
+_LONGEST_RETRY_AFTER = 365 * 86400.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
         return None
+    return min(max(0.0, seconds), _LONGEST_RETRY_AFTER)  # finite: every wait must be one a clock can do
 
 
 def interpret_response(
@@ -138,7 +155,7 @@ def interpret_response(
             payload = None
     api_message = None
     if isinstance(payload, Mapping) and payload.get("message") is not None:
-        api_message = redact(str(payload["message"]), token)
+        api_message = bounded(payload["message"], token)
     if 200 <= status < 300:
         if isinstance(payload, Mapping) and payload.get("success") is False:
             raise AhaChatAPIError(
@@ -147,7 +164,19 @@ def interpret_response(
                 api_message=api_message,
             )
         return payload.get("data") if isinstance(payload, Mapping) else None
-    reason = api_message or (redact(body.strip()[:200], token) if payload is None else "") or "no message"
+    if 300 <= status < 400:
+        # Never followed (the token would go with it), never success: the address is wrong, or
+        # something between here and AhaChat answers in its place.
+        where = headers.get("Location")
+        raise AhaChatAPIError(
+            f"AhaChat answered {status} to {request.describe()}: a redirect"
+            + (f" to {bounded(where, token, 200)}" if where else "")
+            + "; redirects are not followed, so the token goes only to the connection's address"
+            " (check its host and scheme); nothing was done",
+            status=status,
+            api_message=api_message,
+        )
+    reason = api_message or (bounded(body.strip(), token) if payload is None else "") or "no message"
     text = f"AhaChat answered {status} to {request.describe()}: {reason}"
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
@@ -268,7 +297,16 @@ def user_from_data(request: ApiRequest, data: Any) -> User:
         data = data[0]
     if not isinstance(data, Mapping):
         raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
-    return User.model_validate(data)
+    from pydantic import ValidationError
+
+    try:
+        return User.model_validate(data)
+    except ValidationError as err:  # its text quotes the answer: only the fields and rules are kept
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+        failure = AhaChatAPIError(
+            f"AhaChat answered {request.describe()} with a user that cannot be read: {problems}"
+        )
+    raise failure
 
 
 # --------------------------------------------------------------------------- the clients
@@ -316,6 +354,8 @@ class BaseAhaChatClient:
     :param connect_timeout: seconds to wait while opening a connection.
     :param read_timeout: seconds to wait for an answer.
     :param retry: when to retry; see :class:`RetryPolicy`.
+    :param default_country_code: the country of phone numbers written without a country code
+        (``84``, Vietnam); every phone is sent, compared and recorded in E.164.
     """
 
     def __init__(
@@ -327,6 +367,7 @@ class BaseAhaChatClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         retry: RetryPolicy | None = None,
+        default_country_code: str = DEFAULT_COUNTRY_CODE,
     ) -> None:
         if isinstance(bot_id, int):
             bot_id = str(bot_id)
@@ -335,6 +376,10 @@ class BaseAhaChatClient:
             problems.append("bot_id: the Bot ID must not be empty")
         if not isinstance(token, str) or not token.strip():
             problems.append("token: the Bot Token must not be empty")
+        try:
+            default_country_code = validate_country_code(default_country_code)
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
         if problems:
             raise AhaChatValidationError(problems)
         base = base_url.strip().rstrip("/")
@@ -342,9 +387,11 @@ class BaseAhaChatClient:
             raise AhaChatValidationError(f"base_url: must be an http or https URL, got {base_url!r}")
         self.bot_id = bot_id.strip()
         self._token = token.strip()
+        register_secret(self._token)
         self.base_url = base
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.retry = retry or RetryPolicy()
+        self.default_country_code = default_country_code
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -361,7 +408,7 @@ class BaseAhaChatClient:
             data = interpret_response(request, answer.status, answer.body, answer.headers, token=self._token)
         except AhaChatError as err:
             return None, err
-        return data, None
+        return scrub(data, self._token), None  # an echoing server's token reaches neither XCom nor logs
 
     # -- preparing: validate, then build from the action table
 
@@ -391,7 +438,8 @@ class BaseAhaChatClient:
         bound = self.bind(action, arguments)
         if not bound.action.addresses_customer:
             return bound.request(self.bot_id)
-        return bound.request(self.bot_id, Recipient.of(user_id=user_id, phone=phone))
+        recipient = Recipient.of(user_id=user_id, phone=phone, country_code=self.default_country_code)
+        return bound.request(self.bot_id, recipient)
 
     def prepare_check_connection(self) -> ApiRequest:
         """The request that checks the Bot ID and token."""
@@ -613,6 +661,7 @@ class AsyncAhaChatClient(BaseAhaChatClient):
             connect_timeout=connect,
             read_timeout=read,
             retry=client.retry,
+            default_country_code=client.default_country_code,
             **kwargs,
         )
 

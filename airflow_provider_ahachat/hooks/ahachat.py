@@ -107,7 +107,8 @@ class AhaChatHook(BaseHook):
     The connection holds the Bot ID in ``login`` and the Bot Token in ``password``, both from the
     bot's settings in AhaChat. ``host`` (with ``port`` and ``schema``) points elsewhere than
     ``https://ahachat.com``, for example at the local sandbox. Extra fields: ``timeout`` (read
-    timeout, seconds), ``connect_timeout`` and ``max_retries``.
+    timeout, seconds), ``connect_timeout``, ``max_retries`` and ``default_country_code`` (the country
+    of phone numbers written without one; ``84``, Vietnam, by default).
 
     .. code-block:: python
 
@@ -192,6 +193,7 @@ class AhaChatHook(BaseHook):
                 else int(self._extra_number(extra, "max_retries", RetryPolicy.max_retries, whole=True)),
                 retry_unknown_outcome=self.retry_unknown_outcome,
             ),
+            default_country_code=self._country_code(extra),
         )
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
@@ -218,6 +220,16 @@ class AhaChatHook(BaseHook):
             return self.async_client_from_connection(self.get_connection(self.ahachat_conn_id))
 
         return await sync_to_async(build)()
+
+    def _country_code(self, extra: dict[str, Any]) -> str:
+        """The extra field ``default_country_code``, checked; Vietnam's ``84`` when absent."""
+        from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE, validate_country_code
+
+        name = "default_country_code"
+        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
+        if value in (None, ""):
+            return DEFAULT_COUNTRY_CODE
+        return validate_country_code(value, f"connection {self.ahachat_conn_id!r}: extra field {name!r}")
 
     def _extra_number(
         self, extra: dict[str, Any], name: str, default: float, *, whole: bool = False, zero: bool = False

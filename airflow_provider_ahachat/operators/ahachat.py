@@ -68,10 +68,6 @@ def describe_request(request: ApiRequest) -> str:
     return "; ".join(parts) or "no arguments"
 
 
-def _shorten(text: str, most: int = 300) -> str:
-    return text if len(text) <= most else text[: most - 1] + "…"
-
-
 class AhaChatBaseOperator(BaseOperator):
     """
     Base of the AhaChat operators: owns the hook and the validate-then-send flow.
@@ -128,6 +124,8 @@ class AhaChatBaseOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_ahachat.transport import bounded
+
         client = self.hook.client
         request = self.prepare(client)  # bad input fails here, before anything is sent
         who = request.recipient.describe() if request.recipient else f"bot {client.bot_id}"
@@ -143,7 +141,7 @@ class AhaChatBaseOperator(BaseOperator):
             what,
             describe_request(request),
             1000 * (time.monotonic() - started),
-            client.redact(_shorten(json.dumps(result.data, ensure_ascii=False, default=str))),
+            bounded(json.dumps(result.data, ensure_ascii=False, default=str), client.token, 300),
         )
         return result.model_dump(mode="json")
 
@@ -176,6 +174,10 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     :param progress_interval: seconds between progress lines in the task log.
     :param retry_unknown_outcome: also resend to recipients whose outcome was unknown in an earlier
         try of the task (and retry such requests at once), at the risk of a duplicate.
+    :param resolve_phones: look up each recipient given by phone first (one request per phone) and
+        address them by user ID: one customer listed once by user ID and once by phone is then sent
+        to once. Off by default: phones are compared in E.164, user IDs as given, and the two cannot
+        be told apart without a lookup.
     """
 
     #: The bulk engine's name for this operator's action.
@@ -192,10 +194,12 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         max_failure_ratio: float | None = None,
         dry_run: bool = False,
         progress_interval: float = 5.0,
+        resolve_phones: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.recipients = recipients
+        self.resolve_phones = resolve_phones
         self.concurrency = concurrency
         self.rate_limit = rate_limit
         self.ledger_path = ledger_path
@@ -274,6 +278,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             dry_run=self.is_dry_run,
             progress_interval=self.progress_interval,
             logger=self.log,
+            resolve_phones=self.resolve_phones,
         )
         rows, counted = open_recipients(recipients)
         self._runner = runner
