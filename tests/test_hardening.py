@@ -145,7 +145,7 @@ def test_the_async_client_never_follows_a_redirect_either(
     assert leaks(everything(caught.value)) == []
 
 
-@pytest.mark.parametrize("status", (300, 304, 305, 399))
+@pytest.mark.parametrize("status", [300, 304, 305, 399])
 def test_any_3xx_is_an_error(server: RecordingServer, status: int) -> None:
     server.default = Reply(status=status, body=b"")
     with pytest.raises(AhaChatAPIError) as caught:
@@ -190,7 +190,7 @@ def _echo_bodies() -> dict[str, tuple[bytes | dict[str, Any], str | None]]:
 ECHOES = _echo_bodies()
 
 
-@pytest.mark.parametrize("status", (400, 404, 422, 500, 503, 429, 200))
+@pytest.mark.parametrize("status", [400, 404, 422, 500, 503, 429, 200])
 @pytest.mark.parametrize("case", list(ECHOES))
 def test_no_piece_of_the_token_survives_an_error_whatever_the_server_echoes(
     server: RecordingServer, status: int, case: str
@@ -222,7 +222,7 @@ def test_the_async_client_keeps_no_piece_of_the_token_either(server: RecordingSe
     assert leaks(everything(caught.value)) == [] and len(str(caught.value)) <= 5 * MAX_KEPT
 
 
-@pytest.mark.parametrize("limit", (50, 200, MAX_KEPT))
+@pytest.mark.parametrize("limit", [50, 200, MAX_KEPT])
 @pytest.mark.parametrize("offset", range(-12, 3))
 def test_redact_first_then_cut_at_any_point(limit: int, offset: int) -> None:
     text = "a" * (limit + offset) + TOKEN + "b" * 10

@@ -269,7 +269,12 @@ class _Lease:
 
     def write(self) -> None:
         record = {"holder": self.holder, "expires": time.time() + self.ttl, "ttl": self.ttl}
-        with self.path.open("wb") as handle:
+        try:
+            handle = self.path.open("wb")
+        except FileNotFoundError:  # a file system with folders, and this one is new
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("wb")
+        with handle:
             handle.write(json.dumps(record).encode())
 
     def take(self, wait: float, where: str) -> None:
