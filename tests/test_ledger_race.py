@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recording_server import RecordingServer, Reply
+from recording_server import Recorded, RecordingServer, Reply
 
 TESTS = Path(__file__).resolve().parent
 TOKEN = "race0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e"
@@ -31,7 +31,11 @@ class GatedServer(RecordingServer):
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
-        self.responder = lambda recorded: self.gate.wait(120) and Reply(delay=0.01) or Reply()
+        self.responder = self._answer
+
+    def _answer(self, recorded: Recorded) -> Reply:
+        self.gate.wait(120)
+        return Reply()
 
 
 @pytest.fixture
