@@ -61,6 +61,13 @@ CONN_FIELDS: dict[str, Any] = {
         "recipients; the pace cannot pass concurrency / AhaChat's answer time. Operators can override "
         "it. Default: enough for the rate limit at 200 ms a request, at least 16.",
     },
+    "rate_limit_redis_conn_id": {
+        "label": "Shared rate limit: Redis connection ID",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. An Airflow Redis connection. With it, the rate limit above belongs "
+        "to the bot: every task on every worker that sends for this bot shares it, and a 429 pauses "
+        "them all. Needs pip install 'airflow-provider-ahachat[redis]'.",
+    },
 }
 
 #: Defaults of the bulk settings when neither the operator nor the connection gives them.

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from airflow_provider_ahachat.exceptions import AhaChatError, AhaChatRateLimitError
 
@@ -132,3 +133,91 @@ class WorkerPace:
         if self.last_error is not None:
             self.retries.add(self.last_error)
         self.stop.wait(seconds)
+
+
+class PaceUnavailable(AhaChatError):
+    """The shared rate limit cannot be reached: nothing more may be sent, or the limit could be passed."""
+
+
+#: One Redis script keeps the whole schedule of a bot, atomically: the time the next request may go
+#: (``tat``), the pace (``rate``, lowered by a 429 and climbing back) and the 429 pauses. Every
+#: caller, on every worker, takes its slot from it: requests are spaced ``1 / rate`` apart whoever
+#: sends them, so the bot's limit holds however many tasks share it. Redis's own clock is used.
+_REDIS_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'rate')
+local tat = tonumber(state[1]) or now
+local rate = math.min(tonumber(state[2]) or limit, limit)
+local wait = 0
+if ARGV[1] == 'acquire' then
+  local slot = math.max(now, tat)
+  tat = slot + 1 / rate
+  wait = slot - now
+elseif ARGV[1] == 'pause' then
+  local resume = now + tonumber(ARGV[3])
+  if resume > tat then
+    tat = resume
+    redis.call('HINCRBY', KEYS[1], 'pauses', 1)
+  end
+  rate = math.max(limit * 0.1, rate * 0.8)
+else
+  rate = math.min(limit, rate + limit * 0.01)
+end
+redis.call('HSET', KEYS[1], 'tat', tostring(tat), 'rate', tostring(rate))
+redis.call('EXPIRE', KEYS[1], 3600)
+return {tostring(wait), tostring(rate)}
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    """
+    The bot's rate limit shared through Redis by every task, on every worker, that sends for the bot.
+
+    The same interface as :class:`RateLimiter`; the schedule lives in one Redis hash per bot, updated
+    by one atomic script, so a 429 seen by one worker pauses them all. If Redis cannot be reached,
+    :class:`PaceUnavailable` is raised and the run stops rather than send without the shared limit.
+
+    :param redis: a ``redis.Redis`` client.
+    :param key: the Redis key of the bot's schedule (one per AhaChat address and bot).
+    :param rate: the bot's requests per second (above 0).
+    """
+
+    def __init__(self, redis: Any, key: str, rate: float) -> None:
+        super().__init__(rate)
+        if self.limit <= 0:
+            raise ValueError("rate: a shared limit needs a rate above 0")
+        self.redis = redis
+        self.key = key
+        self._script = redis.register_script(_REDIS_SCRIPT)
+
+    def _call(self, op: str, retry_after: float = 0.0) -> float:
+        try:
+            wait, rate = self._script(keys=[self.key], args=[op, self.limit, retry_after])
+        except Exception as err:  # redis.RedisError and the socket errors under it
+            raise PaceUnavailable(
+                f"the shared rate limit in Redis cannot be reached ({type(err).__name__}); "
+                "nothing more is sent, so that the bot's limit is never passed"
+            ) from None
+        self.rate = float(rate)
+        return float(wait)
+
+    def acquire(self, stop: threading.Event | None = None) -> None:
+        """Take the next slot of the bot's shared schedule, and wait for it."""
+        wait = self._call("acquire")
+        if wait > 0:
+            if stop is not None:
+                stop.wait(wait)
+            else:
+                time.sleep(wait)
+
+    def slow_down(self, retry_after: float | None) -> None:
+        """A 429 came back: pause every sender of the bot, and go slower."""
+        self._call("pause", retry_after if retry_after is not None else 1.0)
+        self.pauses += 1
+
+    def succeeded(self) -> None:
+        """A request went through: let the shared pace climb back, if it was lowered."""
+        if self.rate < self.limit:
+            self._call("succeeded")

@@ -31,7 +31,7 @@ from airflow_provider_ahachat.models import Recipient
 
 from .index import RunIndex
 from .ledger import Claims, Ledger
-from .pacing import RateLimiter, RetryCounter, Stopped, WorkerPace
+from .pacing import PaceUnavailable, RateLimiter, RetryCounter, Stopped, WorkerPace
 from .recipients import Row, describe_raw, parse_row, printable, unencodable
 from .report import DELIVERED, DUPLICATE, FAILED, INVALID, NOT_SENT, UNKNOWN, WOULD_SEND, Tally
 
@@ -76,6 +76,9 @@ class BulkRunner:
     :param progress_interval: seconds between progress lines in the log.
     :param logger: where progress goes.
     :param sample_size: how many requests a dry run shows in its summary.
+    :param limiter: the pace, when it is shared beyond this run (a
+        :class:`~airflow_provider_ahachat.bulk.pacing.RedisRateLimiter`); by default this run's own,
+        at ``rate_limit``.
     :param resolve_phones: look each recipient given by phone up first (one request per phone) and
         address them by their user ID, so that one customer given once by ID and once by phone is
         recognised as one (a duplicate) and keyed by their user ID in the ledger.
@@ -96,6 +99,7 @@ class BulkRunner:
         progress_interval: float = 5.0,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         sample_size: int = 10,
+        limiter: RateLimiter | None = None,
         resolve_phones: bool = False,
     ) -> None:
         problems = []
@@ -117,7 +121,7 @@ class BulkRunner:
         self.action = action
         self.ledger = ledger
         self.concurrency = concurrency
-        self.limiter = RateLimiter(rate_limit)
+        self.limiter = limiter or RateLimiter(rate_limit)
         self.max_failures = 0 if max_failures is None and max_failure_ratio is None else max_failures
         self.max_failure_ratio = max_failure_ratio
         self.resend_unknown = resend_unknown or not action.action.sends_message
@@ -134,6 +138,7 @@ class BulkRunner:
         self._results: queue.Queue[_Outcome] = queue.Queue()
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=concurrency * 2)
         self._fatal: AhaChatError | None = None
+        self._pace_failure: PaceUnavailable | None = None
         self._lost: AhaChatError | None = None
 
     def _ledger_lost(self, why: str) -> None:
@@ -205,6 +210,8 @@ class BulkRunner:
             for number in index.unsettled():  # cannot happen unless a worker died
                 index.settle(number, UNKNOWN, "no outcome was recorded")
                 tally.add(number, "?", UNKNOWN, "no outcome was recorded")
+            if self._pace_failure is not None and self._fatal is None:
+                self._fatal = self._pace_failure
             self.claims.flush()
             tally.progress(final=True)
             report = None
@@ -415,6 +422,14 @@ class BulkRunner:
         )
         try:
             return self.client.send(request, pacer=pace), None
+        except PaceUnavailable as err:
+            # No more requests may go without the shared limit: stop the run, and record this one as
+            # if stopped (unsent, or as its last attempt went).
+            self._pace_failure = self._pace_failure or err
+            self.stop_event.set()
+            if pace.last_error is None:
+                raise Stopped from None
+            return None, pace.last_error
         except Stopped:
             if pace.last_error is None:
                 raise

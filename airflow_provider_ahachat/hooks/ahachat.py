@@ -287,6 +287,9 @@ class AhaChatHook(BaseHook):
             )
         if isinstance(concurrency, int) and concurrency > 0:
             client.ensure_pool(concurrency)  # a keep-alive connection per worker
+        redis_conn_id = extra.get("rate_limit_redis_conn_id")
+        if redis_conn_id and rate_limit:
+            options["limiter"] = self.shared_rate_limiter(str(redis_conn_id), rate_limit)
         return BulkRunner(
             client,
             client.bind(action, arguments),
@@ -295,6 +298,24 @@ class AhaChatHook(BaseHook):
             rate_limit=rate_limit,
             **options,
         )
+
+    def shared_rate_limiter(self, redis_conn_id: str, rate_limit: float) -> Any:
+        """
+        The bot's rate limit shared through the Redis connection ``redis_conn_id`` by every task that
+        sends for the same bot (at the same AhaChat address).
+        """
+        try:
+            from airflow.providers.redis.hooks.redis import RedisHook
+        except ImportError:
+            raise AhaChatValidationError(
+                f"connection {self.ahachat_conn_id!r}: extra field 'rate_limit_redis_conn_id' needs the "
+                "Redis provider: pip install 'airflow-provider-ahachat[redis]'"
+            ) from None
+        from airflow_provider_ahachat.bulk.pacing import RedisRateLimiter
+
+        client = self.client
+        key = f"ahachat:rate:{urlsplit(client.base_url).netloc}:{client.bot_id}"
+        return RedisRateLimiter(RedisHook(redis_conn_id=redis_conn_id).get_conn(), key, rate_limit)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands."""

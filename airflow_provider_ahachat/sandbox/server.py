@@ -28,6 +28,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import uvicorn
+from typing_extensions import Self
 
 from airflow_provider_ahachat.sandbox.app import create_app
 from airflow_provider_ahachat.sandbox.state import (
@@ -144,6 +145,25 @@ class SandboxControl:
         self.conn_id = conn_id
         self._url: str | None = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def start(self) -> Self:
+        """Start the sandbox; return self."""
+        raise NotImplementedError
+
+    def stop(self) -> Any:
+        """Stop the sandbox."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     @property
     def url(self) -> str:
@@ -379,17 +399,6 @@ class SandboxServer(SandboxControl):
         self._server = self._thread = self._socket = None
         self._url = None
 
-    def __enter__(self) -> SandboxServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class SandboxProcess(SandboxControl):
     """
@@ -558,14 +567,3 @@ class SandboxProcess(SandboxControl):
                 os.unlink(self._seed_file)
             self._seed_file = None
         return code
-
-    def __enter__(self) -> SandboxProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
