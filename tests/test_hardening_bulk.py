@@ -365,7 +365,7 @@ def test_the_sandbox_on_every_interface_says_so_loudly() -> None:
     assert "WARNING" in err.decode() and "0.0.0.0" in err.decode()
 
 
-# --------------------------------------------------------------------------- inside Airflow: XCom and the task log
+# ------------------------------------------------------------------ inside Airflow: XCom and the task log
 
 
 def test_nothing_airflow_keeps_holds_the_token_whatever_the_server_echoes(

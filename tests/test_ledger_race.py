@@ -40,7 +40,8 @@ class GatedServer(RecordingServer):
 
 @pytest.fixture
 def server() -> Iterator[GatedServer]:
-    srv = GatedServer().start()
+    srv = GatedServer()
+    srv.start()
     yield srv
     srv.gate.set()
     srv.stop()
