@@ -63,10 +63,14 @@ MAX_KEPT = 2000
 
 #: Any run of at least this many characters of a token (its start, its end, a piece of it) is
 #: redacted as the whole token is: a server, or a cut, may keep only part of it.
-MIN_FRAGMENT = 6
+MIN_FRAGMENT = 8
+
+#: In data AhaChat answered (IDs, phones), which the provider passes on, only longer pieces are
+#: redacted, so that a run of digits a token happens to share with a user ID never changes that ID.
+DATA_FRAGMENT = 16
 
 _live_secrets: set[str] = set()
-_patterns: dict[str, re.Pattern[str]] = {}
+_patterns: dict[tuple[str, int], re.Pattern[str]] = {}
 _registry_lock = threading.Lock()
 
 
@@ -80,30 +84,28 @@ def register_secret(secret: str | None) -> None:
             _live_secrets.add(secret)
 
 
-def _fragment_pattern(secret: str) -> re.Pattern[str]:
+def _fragment_pattern(secret: str, size: int) -> re.Pattern[str]:
     """Where any :data:`MIN_FRAGMENT` characters of ``secret`` (or of its percent-encoded form) start."""
-    pattern = _patterns.get(secret)
+    pattern = _patterns.get((secret, size))
     if pattern is not None:
         return pattern
     windows = {
-        form[i : i + MIN_FRAGMENT]
-        for form in {secret, quote(secret, safe="")}
-        for i in range(len(form) - MIN_FRAGMENT + 1)
+        form[i : i + size] for form in {secret, quote(secret, safe="")} for i in range(len(form) - size + 1)
     }
     alternatives = "|".join(re.escape(w) for w in sorted(windows))
     pattern = re.compile(f"(?=(?:{alternatives}))")
     with _registry_lock:
-        _patterns[secret] = pattern
+        _patterns[(secret, size)] = pattern
     return pattern
 
 
-def _redact_fragments(text: str, secret: str) -> str:
+def _redact_fragments(text: str, secret: str, size: int) -> str:
     """``text`` with every run made of pieces of ``secret`` at least :data:`MIN_FRAGMENT` long redacted."""
-    if len(secret) < MIN_FRAGMENT:
+    if len(secret) < size:
         return text.replace(secret, REDACTED)
     runs: list[list[int]] = []
-    for match in _fragment_pattern(secret).finditer(text):
-        start, end = match.start(), match.start() + MIN_FRAGMENT
+    for match in _fragment_pattern(secret, size).finditer(text):
+        start, end = match.start(), match.start() + size
         if runs and start <= runs[-1][1]:
             runs[-1][1] = max(runs[-1][1], end)
         else:
@@ -118,7 +120,7 @@ def _redact_fragments(text: str, secret: str) -> str:
     return "".join(pieces)
 
 
-def redact(text: str, secret: str | None = None) -> str:
+def redact(text: str, secret: str | None = None, *, fragment: int = MIN_FRAGMENT) -> str:
     """
     ``text`` without ``secret``, without any token registered with :func:`register_secret`, and
     without any ``ahachat_token=`` query value. Any piece of a token at least :data:`MIN_FRAGMENT`
@@ -129,7 +131,7 @@ def redact(text: str, secret: str | None = None) -> str:
     if secret:
         secrets.add(secret)
     for each in sorted(secrets, key=len, reverse=True):
-        text = _redact_fragments(text, each)
+        text = _redact_fragments(text, each, fragment)
     return _TOKEN_IN_QUERY.sub(rf"\g<1>{REDACTED}", text)
 
 
@@ -151,7 +153,7 @@ def bounded(text: Any, secret: str | None = None, limit: int = MAX_KEPT) -> str:
 def scrub(value: Any, secret: str | None = None) -> Any:
     """``value`` (parsed JSON) with the token taken out of every string in it, keys too."""
     if isinstance(value, str):
-        return redact(value, secret)
+        return redact(value, secret, fragment=DATA_FRAGMENT)
     if isinstance(value, Mapping):
         return {scrub(k, secret) if isinstance(k, str) else k: scrub(v, secret) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -238,7 +238,7 @@ def _echoing_data() -> Any:
     return {
         "echo": f"your token is {TOKEN}",
         TOKEN: "as a key",
-        "nested": [{"url": f"https://x/?ahachat_token={quote(TOKEN, safe='')}"}, TOKEN[:10], 3, None, True],
+        "nested": [{"url": f"https://x/?ahachat_token={quote(TOKEN, safe='')}"}, TOKEN[:20], 3, None, True],
     }
 
 

@@ -377,7 +377,7 @@ def test_nothing_airflow_keeps_holds_the_token_whatever_the_server_echoes(
 
     def answer(recorded: Recorded) -> Reply:
         if "/messages" in recorded.path:  # a 2xx that echoes the token, in its data
-            return Reply(body={"success": True, "data": {"echo": TOKEN, TOKEN: [TOKEN[:10]]}})
+            return Reply(body={"success": True, "data": {"echo": TOKEN, TOKEN: [TOKEN[:20]]}})
         return Reply(status=500, body=("x" * 199 + TOKEN + "y" * 3_000_000).encode())  # huge, echoing
 
     server.responder = answer
