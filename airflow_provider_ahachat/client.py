@@ -46,15 +46,25 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatServerError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.models import MessageTag, Recipient, SendResult, User
+from airflow_provider_ahachat.models import (
+    DEFAULT_COUNTRY_CODE,
+    MessageTag,
+    Recipient,
+    SendResult,
+    User,
+    validate_country_code,
+)
 from airflow_provider_ahachat.transport import (
     DEFAULT_HEADERS,
     REDACTED,
     HttpxTransport,
     RawAnswer,
     RequestsTransport,
+    bounded,
     redact,
     redact_logs_of,
+    register_secret,
+    scrub,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +84,7 @@ __all__ = [
     "Pacer",
     "RetryPolicy",
     "Retrying",
+    "bounded",
     "build_request",
     "interpret_response",
     "redact",
@@ -104,18 +115,24 @@ _ERRORS_BY_STATUS: dict[int, type[AhaChatAPIError]] = {
 NOT_PROCESSED_STATUSES = frozenset({503})
 
 
+#: The longest ``Retry-After`` read as such (a year); anything longer, or infinite, is cut to it.
+_LONGEST_RETRY_AFTER = 365 * 86400.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
         return None
+    return min(max(0.0, seconds), _LONGEST_RETRY_AFTER)  # finite: every wait must be one a clock can do
 
 
 def _answer_reason(payload: Any, token: str | None) -> str | None:
@@ -131,7 +148,7 @@ def _answer_reason(payload: Any, token: str | None) -> str | None:
         if isinstance(value, Mapping):
             value = value.get("message") or json.dumps(value, ensure_ascii=False)
         if value is not None and not isinstance(value, bool) and str(value).strip():
-            return redact(str(value).strip(), token)
+            return bounded(str(value).strip(), token)
     return None
 
 
@@ -177,7 +194,19 @@ def interpret_response(
             return payload["data"]
         result = payload.get("result")
         return redact(result, token) if isinstance(result, str) else result
-    reason = api_message or (redact(body.strip()[:200], token) if payload is None else "") or "no message"
+    if 300 <= status < 400:
+        # Never followed (the token would go with it), never success: the address is wrong, or
+        # something between here and AhaChat answers in its place.
+        where = headers.get("Location")
+        raise AhaChatAPIError(
+            f"AhaChat answered {status} to {request.describe()}: a redirect"
+            + (f" to {bounded(where, token, 200)}" if where else "")
+            + "; redirects are not followed, so the token goes only to the connection's address"
+            " (check its host and scheme); nothing was done",
+            status=status,
+            api_message=api_message,
+        )
+    reason = api_message or (bounded(body.strip(), token) if payload is None else "") or "no message"
     text = f"AhaChat answered {status} to {request.describe()}: {reason}"
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
@@ -305,7 +334,16 @@ def user_from_data(request: ApiRequest, data: Any) -> User:
         data = data[0]
     if not isinstance(data, Mapping):
         raise AhaChatAPIError(f"AhaChat answered {request.describe()} without a user")
-    return User.model_validate(data)
+    from pydantic import ValidationError
+
+    try:
+        return User.model_validate(data)
+    except ValidationError as err:  # its text quotes the answer: only the fields and rules are kept
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+        failure = AhaChatAPIError(
+            f"AhaChat answered {request.describe()} with a user that cannot be read: {problems}"
+        )
+    raise failure
 
 
 # --------------------------------------------------------------------------- the clients
@@ -355,6 +393,8 @@ class BaseAhaChatClient:
     :param retry: when to retry; see :class:`RetryPolicy`.
     :param endpoints: corrections of the provisional paths, endpoint name to ``"METHOD /path"``
         (a mapping or a JSON object string); see :func:`~airflow_provider_ahachat.actions.endpoint_table`.
+    :param default_country_code: the country of phone numbers written without a country code
+        (``84``, Vietnam); every phone is sent, compared and recorded in E.164.
     """
 
     def __init__(
@@ -367,6 +407,7 @@ class BaseAhaChatClient:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         retry: RetryPolicy | None = None,
         endpoints: Any = None,
+        default_country_code: str = DEFAULT_COUNTRY_CODE,
     ) -> None:
         if isinstance(bot_id, int):
             bot_id = str(bot_id)
@@ -375,6 +416,10 @@ class BaseAhaChatClient:
             problems.append("bot_id: the Bot ID must not be empty")
         if not isinstance(token, str) or not token.strip():
             problems.append("token: the Bot Token must not be empty")
+        try:
+            default_country_code = validate_country_code(default_country_code)
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
         if problems:
             raise AhaChatValidationError(problems)
         base = base_url.strip().rstrip("/")
@@ -382,11 +427,13 @@ class BaseAhaChatClient:
             raise AhaChatValidationError(f"base_url: must be an http or https URL, got {base_url!r}")
         self.bot_id = bot_id.strip()
         self._token = token.strip()
+        register_secret(self._token)
         self.base_url = base
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.retry = retry or RetryPolicy()
         #: Every endpoint's method and path, the connection's corrections applied.
         self.endpoints: Mapping[str, Endpoint] = endpoint_table(endpoints)
+        self.default_country_code = default_country_code
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -403,7 +450,7 @@ class BaseAhaChatClient:
             data = interpret_response(request, answer.status, answer.body, answer.headers, token=self._token)
         except AhaChatError as err:
             return None, err
-        return data, None
+        return scrub(data, self._token), None  # an echoing server's token reaches neither XCom nor logs
 
     # -- preparing: validate, then build from the action table
 
@@ -433,9 +480,8 @@ class BaseAhaChatClient:
         bound = self.bind(action, arguments)
         if not bound.action.addresses_customer:
             return bound.request(self.bot_id, endpoints=self.endpoints)
-        return bound.request(
-            self.bot_id, Recipient.of(user_id=user_id, phone=phone), endpoints=self.endpoints
-        )
+        recipient = Recipient.of(user_id=user_id, phone=phone, country_code=self.default_country_code)
+        return bound.request(self.bot_id, recipient, endpoints=self.endpoints)
 
     def prepare_check_connection(self) -> ApiRequest:
         """The request that checks the Bot ID and token."""
@@ -699,6 +745,7 @@ class AsyncAhaChatClient(BaseAhaChatClient):
             read_timeout=read,
             retry=client.retry,
             endpoints=client.endpoints,
+            default_country_code=client.default_country_code,
             **kwargs,
         )
 

@@ -2,6 +2,8 @@
 
 Every error's text is built by this package and never contains the bot token: the client redacts
 AhaChat's own messages and never chains the exceptions of ``requests``, whose texts carry the URL.
+As a last guard, every error redacts the live tokens from its own text and keeps at most a few KB
+of it (:func:`airflow_provider_ahachat.transport.bounded`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ class AhaChatError(Exception):
         api_message: str | None = None,
         outcome_unknown: bool = False,
     ) -> None:
+        from airflow_provider_ahachat.transport import MAX_KEPT, bounded
+
+        message = bounded(message, limit=4 * MAX_KEPT)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.api_message = api_message
+        self.api_message = None if api_message is None else bounded(api_message)
         self.outcome_unknown = outcome_unknown
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -58,6 +63,19 @@ class AhaChatValidationError(AhaChatError, ValueError):
 
 class AhaChatAPIError(AhaChatError):
     """AhaChat answered with an error, or could not be reached."""
+
+
+class AhaChatLedgerBusyError(AhaChatError):
+    """
+    Another run holds the delivery ledger of this task instance (a zombie and its retry, say):
+    nothing was sent, so that nobody is messaged twice.
+
+    :param holder: who holds it, as the holder wrote it.
+    """
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class AhaChatInvalidRequestError(AhaChatAPIError):

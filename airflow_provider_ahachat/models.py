@@ -146,8 +146,37 @@ def validate_user_id(value: Any, field: str = "user_id") -> str:
     return text
 
 
-def normalize_phone(value: Any, field: str = "phone") -> str:
-    """Strip spaces, dots and dashes; then require an optional ``+`` and 9 to 15 digits."""
+#: The country a phone number without its country code is taken to be in: Vietnam. A connection
+#: changes it with the extra field ``default_country_code``.
+DEFAULT_COUNTRY_CODE = "84"
+
+_COUNTRY_CODE = re.compile(r"[1-9][0-9]{0,2}")
+
+
+def validate_country_code(value: Any, field: str = "default_country_code") -> str:
+    """A country calling code: 1 to 3 digits, not starting with 0 (``84``; a leading ``+`` is dropped)."""
+    text = str(value).strip().removeprefix("+") if isinstance(value, str | int) else None
+    if text is None or isinstance(value, bool) or not _COUNTRY_CODE.fullmatch(text):
+        raise AhaChatValidationError(
+            f"{field}: must be a country calling code of 1 to 3 digits, got {value!r}"
+        )
+    return text
+
+
+def normalize_phone(value: Any, field: str = "phone", country_code: str = DEFAULT_COUNTRY_CODE) -> str:
+    """
+    A phone number in its one canonical form, E.164 (``+84908071111``), so that one customer is one
+    number however it was written.
+
+    Spaces, dots and dashes are removed, then an optional ``+`` (or ``00``) and 9 to 15 digits are
+    required. A number with ``+`` or ``00`` has its country code; one with a leading ``0`` is a
+    national number of ``country_code`` (the trunk ``0`` is dropped); one that starts with
+    ``country_code`` and is long enough has it already, without the ``+``; any other is a national
+    number without its ``0``. ``+84908071111``, ``0908 071 111``, ``84908071111`` and
+    ``908071111`` are all ``+84908071111``.
+
+    :param country_code: the country of numbers written without a country code (Vietnam, ``84``).
+    """
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise AhaChatValidationError(
             f"{field}: got the number {value!r}; a phone as a number loses its leading 0 "
@@ -156,12 +185,27 @@ def normalize_phone(value: Any, field: str = "phone") -> str:
     if not isinstance(value, str):
         raise AhaChatValidationError(f"{field}: must be a string, got {_kind(value)}")
     text = _PHONE_SEPARATORS.sub("", value)
+    if text.startswith("00"):
+        text = "+" + text[2:]
     if not _PHONE.fullmatch(text):
         raise AhaChatValidationError(
             f"{field}: {value!r} is not a phone number (after removing spaces, dots and dashes it must "
             "be an optional + and 9 to 15 digits)"
         )
-    return text
+    if text.startswith("+"):
+        digits = text[1:]
+    elif text.startswith("0"):
+        digits = country_code + text[1:]
+    elif text.startswith(country_code) and len(text) - len(country_code) >= 8:
+        digits = text
+    else:
+        digits = country_code + text
+    if len(digits) > 15:
+        raise AhaChatValidationError(
+            f"{field}: {value!r} is not a phone number (with the country code {country_code} it has "
+            f"{len(digits)} digits; E.164 allows 15)"
+        )
+    return "+" + digits
 
 
 def validate_block_name(value: Any, field: str = "block_name") -> str:
@@ -394,7 +438,7 @@ class Recipient(BaseModel):
     One customer to act on: by ``user_id`` (messenger_user_id) or by ``phone``, exactly one.
 
     :param user_id: the messenger_user_id, a string of digits.
-    :param phone: the phone number; spaces, dots and dashes are stripped.
+    :param phone: the phone number, in E.164 (see :func:`normalize_phone`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -403,8 +447,14 @@ class Recipient(BaseModel):
     phone: str | None = None
 
     @classmethod
-    def of(cls, user_id: Any = None, phone: Any = None) -> Recipient:
-        """Validate and build a recipient; exactly one of the two must be given."""
+    def of(
+        cls, user_id: Any = None, phone: Any = None, *, country_code: str = DEFAULT_COUNTRY_CODE
+    ) -> Recipient:
+        """
+        Validate and build a recipient; exactly one of the two must be given.
+
+        :param country_code: the country of a phone written without its country code.
+        """
         has_user = user_id not in (None, "")
         has_phone = phone not in (None, "")
         if has_user == has_phone:
@@ -413,7 +463,7 @@ class Recipient(BaseModel):
             )
         if has_user:
             return cls(user_id=validate_user_id(user_id))
-        return cls(phone=normalize_phone(phone))
+        return cls(phone=normalize_phone(phone, country_code=country_code))
 
     def describe(self) -> str:
         """``user 123`` or ``phone +84...``, for messages."""

@@ -1,4 +1,10 @@
-"""A small HTTP server for tests: records each request exactly as it arrived, answers from a script."""
+"""
+A small HTTP server for tests: records each request exactly as it arrived, answers from a script.
+
+It can misbehave as a hostile or broken server would: any status and reason phrase, any headers
+(a redirect's ``Location``), a body of any size, a raw answer written byte for byte (a garbage
+status line), or an answer computed from the request (``responder``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +46,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False  # close the connection without answering
+    reason: str | None = None  # the status line's reason phrase, instead of the standard one
+    raw: bytes | None = None  # written as the whole answer, byte for byte, then the connection closes
 
 
 class RecordingServer:
@@ -51,6 +60,8 @@ class RecordingServer:
         self.requests: list[Recorded] = []
         self.script: deque[Reply] = deque()
         self.default = Reply()
+        #: Answers each request instead of the script, when set.
+        self.responder: Callable[[Recorded], Reply] | None = None
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,26 +74,33 @@ class RecordingServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                recorder.requests.append(
-                    Recorded(
-                        method=self.command,
-                        raw_path=self.path,
-                        path=parts.path,
-                        query=parse_qsl(parts.query, keep_blank_values=True),
-                        headers=dict(self.headers.items()),
-                        body=body,
-                        client_port=self.client_address[1],
-                    )
+                recorded = Recorded(
+                    method=self.command,
+                    raw_path=self.path,
+                    path=parts.path,
+                    query=parse_qsl(parts.query, keep_blank_values=True),
+                    headers=dict(self.headers.items()),
+                    body=body,
+                    client_port=self.client_address[1],
                 )
-                reply = recorder.script.popleft() if recorder.script else recorder.default
+                recorder.requests.append(recorded)
+                if recorder.responder is not None:
+                    reply = recorder.responder(recorded)
+                else:
+                    reply = recorder.script.popleft() if recorder.script else recorder.default
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.drop:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if reply.raw is not None:
+                    self.close_connection = True
+                    self.wfile.write(reply.raw)
+                    self.wfile.flush()
+                    return
                 payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                self.send_response(reply.status)
+                self.send_response(reply.status, reply.reason)
                 if "Content-Type" not in reply.headers:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

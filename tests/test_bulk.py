@@ -119,7 +119,7 @@ def test_phone_rows_are_looked_up_for_actions_that_need_the_user_id(
     assert summary["outcomes"] == {"delivered": 2, "failed": 1}
     assert [sandbox.user(uid)["tags"] for uid in ids] == [["loyal"], ["loyal"]]
     (failure,) = summary["first_failures"]
-    assert failure["row"] == 3 and failure["recipient"] == "phone 0911111111"
+    assert failure["row"] == 3 and failure["recipient"] == "phone +84911111111"
     assert "404" in failure["reason"] or "no user" in failure["reason"]
 
 
@@ -182,7 +182,7 @@ def test_parse_row_rules() -> None:
     with pytest.raises(AhaChatValidationError, match=r"^order_id is NULL in row 5 \(a dedupe_on column\)$"):
         parse_row(5, {"user_id": LAN, "order_id": None}, takes_attributes=False, columns=per_order)
     assert parse_row(1, {"user_id": LAN, "city": "Huế"}, takes_attributes=False).attributes == {}
-    assert parse_row(1, {"phone": "0908 071 111"}, takes_attributes=False).key == "phone:0908071111"
+    assert parse_row(1, {"phone": "0908 071 111"}, takes_attributes=False).key == "phone:+84908071111"
     with pytest.raises(AhaChatValidationError, match=r"row 9: attributes: must be an object"):
         parse_row(9, {"user_id": LAN, "attributes": "[1]"}, takes_attributes=True)
     with pytest.raises(AhaChatValidationError, match=r"row 2: .*got bool"):

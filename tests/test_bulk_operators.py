@@ -691,7 +691,7 @@ def test_a_refused_token_stops_the_run_and_is_never_written(
     assert 1 <= sandbox.stats()["total"] <= 4
     assert set(sandbox.stats()["by_status"]) == {"401"}
     files = [path for path in ledger.rglob("*") if path.is_file()]
-    assert {path.name.split("-")[0] for path in files} == {"journal", "report.jsonl"}
+    assert {path.name.split("-")[0] for path in files} == {"journal", "report.jsonl", "ledger.lock"}
     everything = [result.log, result.tasks["tags"].error_text or "", json.dumps(summary)]
     everything += [path.read_text(encoding="utf-8") for path in files]
     for text in everything:

@@ -173,7 +173,8 @@ def test_find_user_by_phone_and_by_id(client: AhaChatClient, server: RecordingSe
         f"/api/bots/{BOT}/users/{USER}",
         f"/api/bots/{BOT}/users",
     ]
-    assert server.requests[1].query == [("ahachat_token", TOKEN), ("phone", "0908071111")]
+    assert server.requests[1].query == [("ahachat_token", TOKEN), ("phone", "+84908071111")]  # E.164
+    assert "phone=%2B84908071111" in server.requests[1].raw_path  # the + survives the query string
 
 
 def test_every_path_is_in_the_one_table() -> None:

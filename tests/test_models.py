@@ -218,8 +218,8 @@ def test_json_that_does_not_parse_says_so() -> None:
     ("raw", "expected"),
     [
         ("+84 908 071 111", "+84908071111"),
-        ("0908.071.111", "0908071111"),
-        ("090-807-1111", "0908071111"),
+        ("0908.071.111", "+84908071111"),
+        ("090-807-1111", "+84908071111"),
     ],
 )
 def test_phones_are_normalised(raw: Any, expected: str) -> None:

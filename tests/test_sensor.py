@@ -210,7 +210,7 @@ def test_waits_for_a_customer_who_does_not_exist_yet(
 
     assert result.task_states == {"wait": "success"}, result.summary()
     assert result.xcoms["wait"]["messenger_user_id"] == "9990001112223334"
-    assert "no phone 0977000111 yet" in result.log
+    assert "no phone +84977000111 yet" in result.log
 
 
 def test_check_callable_in_poke_mode(dag_runner: Any, sandbox: SandboxServer, after_lookups: Any) -> None:

@@ -125,8 +125,8 @@ def test_add_tags_by_phone_with_templated_parameters(
     # Found by phone first (add_tags needs the user ID), then tagged: two requests each.
     assert sandbox.stats()["total"] == 4
     assert [line["recipient"] for line in report(summary)] == [
-        f"phone {typed[0].replace(' ', '')}",
-        f"phone {typed[2].replace(' ', '')}",
+        f"phone {phones[0]}",  # in E.164, however it was typed
+        f"phone {phones[2]}",
     ]
 
 

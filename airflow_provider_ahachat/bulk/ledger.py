@@ -5,6 +5,12 @@ The delivery ledger: a journal of who was claimed and reached, for exactly-once 
 - :class:`Claims`: the claim protocol, when a recipient is claimed and when their outcome is written.
 - :func:`task_folder`: the folder of one task instance under the ledger's root.
 
+One run at a time holds a ledger (:meth:`Ledger.hold`): a local one by a lock on a file
+(``fcntl.flock``, released by the OS when its process dies), one on object storage by a lease
+object that its holder renews while the run lasts and that another run takes over only once it has
+expired. A second run of the same task instance (a zombie's retry) waits, then fails naming the
+holder: it never sends to anyone the first may still be sending to.
+
 No Airflow import here.
 """
 
@@ -13,13 +19,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
+import os
 import pathlib
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
+
+from airflow_provider_ahachat.exceptions import AhaChatLedgerBusyError
+
+log = logging.getLogger(__name__)
+
+#: The file a local ledger is locked by, and the object a ledger on object storage is leased by.
+LOCK_NAME = "ledger.lock"
+LEASE_NAME = "ledger.lease"
 
 
 def local_path(folder: Any) -> pathlib.Path | None:
@@ -62,11 +79,25 @@ class Ledger:
     ``unknown``. The reports of the run (``report.jsonl``) are written beside the journals.
 
     :param folder: the folder of this task's ledger (one per DAG, run, task and map index).
+    :param wait: seconds :meth:`hold` waits for another run to let go of the ledger before failing.
+    :param lease_ttl: on object storage, seconds a lease lasts unless renewed (it is renewed every
+        third of that); the hosts' clocks must agree to well within it.
+    :param hold_by: ``"lock"`` or ``"lease"``; by default a lock for a local folder, a lease on
+        object storage.
     """
 
-    def __init__(self, folder: Any) -> None:
+    def __init__(
+        self, folder: Any, *, wait: float = 60.0, lease_ttl: float = 60.0, hold_by: str | None = None
+    ) -> None:
         self.folder = folder
         self._local = local_path(folder)
+        self.wait = wait
+        self.lease_ttl = lease_ttl
+        self.hold_by = hold_by or ("lock" if self._local is not None else "lease")
+        if self.hold_by not in ("lock", "lease") or (self.hold_by == "lock" and self._local is None):
+            raise ValueError(f"hold_by: 'lock' (local folders only) or 'lease', got {hold_by!r}")
+        self._lock_fd: int | None = None
+        self._lease: _Lease | None = None
         # Sortable in time order, so that replaying the journals applies later tries last.
         self._attempt = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self._segment = itertools.count(1)
@@ -143,11 +174,164 @@ class Ledger:
                 handle.write(line.encode("utf-8"))
         return str(target)
 
+    # -- one run at a time
+
+    @property
+    def holder(self) -> str:
+        """Who this run is, as written in the lock or the lease for another run to read."""
+        return f"host {socket.gethostname()} pid {os.getpid()} (try {self._attempt})"
+
+    def hold(self, on_lost: Callable[[str], None] | None = None) -> None:
+        """
+        Hold the ledger for this run alone, waiting up to ``wait`` seconds for another run to let go.
+
+        :param on_lost: called (from another thread) if a lease is lost while the run lasts: it was
+            not renewed in time and another run took it over. The caller must stop sending.
+        :raises AhaChatLedgerBusyError: naming the holder, when the wait is over.
+        """
+        if self.hold_by == "lock":
+            self._hold_lock()
+        else:
+            self._lease = _Lease(self.folder / LEASE_NAME, self.holder, self.lease_ttl, on_lost)
+            self._lease.take(self.wait, self.location())
+
+    def _hold_lock(self) -> None:
+        import fcntl
+
+        assert self._local is not None
+        self._local.mkdir(parents=True, exist_ok=True)
+        path = self._local / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    holder = path.read_text(encoding="utf-8", errors="replace").strip()[:300] or "unknown"
+                    raise _busy(self.location(), holder, self.wait) from None
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{self.holder}, since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Let go of the ledger (the lock or the lease), if this run holds it."""
+        if self._lock_fd is not None:
+            import fcntl
+
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if self._lease is not None:
+            self._lease.give_back()
+            self._lease = None
+
     def close(self) -> None:
-        """Close the journal."""
+        """Close the journal, and let go of the ledger."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        self.release()
+
+
+def _busy(where: str, holder: str, waited: float) -> AhaChatLedgerBusyError:
+    return AhaChatLedgerBusyError(
+        f"The delivery ledger {where} is held by another run of this task ({holder}); waited "
+        f"{waited:g}s. Nothing was sent: two runs at once would message the same people. If that "
+        "run is gone, its hold ends with it (a lock at once, a lease when it expires); try again then",
+        holder=holder,
+    )
+
+
+class _Lease:
+    """
+    A lease on object storage, which has no locks: an object naming its holder and when it expires.
+
+    Taken when absent or expired: written, then read back after a moment, so that of two runs that
+    wrote at once only the one whose write came last goes on. Renewed every third of its life by a
+    thread; a run that finds it taken by another calls ``on_lost``.
+    """
+
+    def __init__(self, path: Any, holder: str, ttl: float, on_lost: Callable[[str], None] | None) -> None:
+        self.path = path
+        self.holder = holder
+        self.ttl = ttl
+        self.on_lost = on_lost
+        self.settle = min(1.0, ttl / 10)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            with self.path.open("rb") as handle:
+                record = json.loads(handle.read(10_000))
+        except (FileNotFoundError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def write(self) -> None:
+        record = {"holder": self.holder, "expires": time.time() + self.ttl, "ttl": self.ttl}
+        try:
+            handle = self.path.open("wb")
+        except FileNotFoundError:  # a file system with folders, and this one is new
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("wb")
+        with handle:
+            handle.write(json.dumps(record).encode())
+
+    def take(self, wait: float, where: str) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            current = self.read()
+            if current is None or current.get("holder") == self.holder or _expired(current):
+                self.write()
+                time.sleep(self.settle)
+                current = self.read()
+                if current is not None and current.get("holder") == self.holder:
+                    self._thread = threading.Thread(
+                        target=self._renew, name="ahachat-ledger-lease", daemon=True
+                    )
+                    self._thread.start()
+                    return
+            if time.monotonic() >= deadline:
+                holder = str((current or {}).get("holder", "unknown"))[:300]
+                if current is not None and isinstance(current.get("expires"), int | float):
+                    holder += f", lease expires in {max(0.0, current['expires'] - time.time()):.0f}s"
+                raise _busy(where, holder, wait)
+            time.sleep(min(max(self.settle, 0.2), max(0.0, deadline - time.monotonic())))
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                current = self.read()
+                if current is not None and current.get("holder") != self.holder:
+                    self._lost(f"another run took the lease over: {current.get('holder')}")
+                    return
+                self.write()
+            except OSError as err:  # storage unreachable for now: the next renewal may get through
+                log.warning("Could not renew the ledger lease %s: %s", self.path, err)
+
+    def _lost(self, why: str) -> None:
+        log.error("The ledger lease %s is lost (%s): stopping", self.path, why)
+        if self.on_lost is not None:
+            self.on_lost(why)
+
+    def give_back(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            current = self.read()
+            if current is not None and current.get("holder") == self.holder:
+                self.path.unlink()
+
+
+def _expired(lease: dict[str, Any]) -> bool:
+    expires = lease.get("expires")
+    return not isinstance(expires, int | float) or expires < time.time()
 
 
 def outcome_record(key: str, outcome: str, reason: str | None) -> dict[str, Any]:

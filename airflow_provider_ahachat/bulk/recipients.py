@@ -25,7 +25,7 @@ from airflow_provider_ahachat.bulk.columns import (
     file_header,
 )
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import Recipient, load_json, validate_attributes
+from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE, Recipient, load_json, validate_attributes
 
 #: File names that ``recipients`` reads as a file rather than as a user ID.
 RECIPIENT_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
@@ -56,8 +56,8 @@ class Row:
     @property
     def key(self) -> str:
         """
-        The ledger's key for the message: ``user:<id>`` or ``phone:<number>``, followed by the
-        ``dedupe_on`` values when there are any.
+        The ledger's key for the message: ``user:<id>`` or ``phone:<number in E.164>``, followed by
+        the ``dedupe_on`` values when there are any.
         """
         who = self.recipient
         key = f"user:{who.user_id}" if who.user_id else f"phone:{who.phone}"
@@ -66,15 +66,24 @@ class Row:
 
 @dataclass(frozen=True)
 class BadLine:
-    """A line of a JSON Lines file that is not JSON.
+    """A row of a file that cannot be read: a JSON Lines line that is not JSON, a cell too large.
 
     :param line: its line number in the file.
+    :param reason: what is wrong with it.
     """
 
     line: int
+    reason: str = "is not valid JSON"
 
 
-def parse_row(number: int, raw: Any, *, takes_attributes: bool, columns: Columns | None = None) -> Row:
+def parse_row(
+    number: int,
+    raw: Any,
+    *,
+    takes_attributes: bool,
+    columns: Columns | None = None,
+    country_code: str = DEFAULT_COUNTRY_CODE,
+) -> Row:
     """
     Read one input item: a user ID, or a mapping whose ``columns`` name the recipient (by default
     ``user_id`` or ``messenger_user_id``, else ``phone``), with, for actions that take attributes,
@@ -88,10 +97,10 @@ def parse_row(number: int, raw: Any, *, takes_attributes: bool, columns: Columns
     columns = columns or _DEFAULT_COLUMNS
     try:
         if isinstance(raw, BadLine):
-            raise AhaChatValidationError(f"line {raw.line} is not valid JSON")
+            raise AhaChatValidationError(f"line {raw.line} {raw.reason}")
         if isinstance(raw, Mapping):
             values = {str(k).strip(): v for k, v in raw.items() if k is not None}
-            recipient = _recipient(number, values, columns)
+            recipient = _recipient(number, values, columns, country_code)
             attributes: dict[str, Any] = {}
             nulls: tuple[str, ...] = ()
             if takes_attributes:
@@ -117,13 +126,15 @@ def _nothing(column: str, value: Any) -> str:
     return f"{column} is {'NULL' if value is None else 'empty'}"
 
 
-def _recipient(number: int, values: Mapping[str, Any], columns: Columns) -> Recipient:
+def _recipient(
+    number: int, values: Mapping[str, Any], columns: Columns, country_code: str = DEFAULT_COUNTRY_CODE
+) -> Recipient:
     """The row's recipient: its first user ID column with a value, else its phone."""
     for column in columns.user_id:
         if not _blank(values.get(column)):
             return Recipient.of(user_id=values[column])
     if columns.phone and not _blank(values.get(columns.phone)):
-        return Recipient.of(phone=values[columns.phone])
+        return Recipient.of(phone=values[columns.phone], country_code=country_code)
     present = [c for c in columns.recipient_keys() if c in values]
     if not present:
         *first, last = columns.recipient_keys()
@@ -196,20 +207,66 @@ def describe_raw(raw: Any, columns: Columns | None = None) -> str:
 # --------------------------------------------------------------------------- files
 
 
+#: The most characters a CSV cell may hold; a row with a larger one is invalid, the others are sent.
+MAX_CELL = 65_536
+#: The most characters a JSON Lines line may hold; a larger one is an invalid row.
+MAX_LINE = 1_048_576
+#: How large a CSV cell the reader reads whole (to find where it ends) before giving up on the file.
+_CSV_FIELD_LIMIT = 64 * 1_048_576
+
+
+def _csv_reading() -> None:
+    """Let the CSV reader read cells up to :data:`_CSV_FIELD_LIMIT` (its default is 128 KiB), never lower."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+
+
+def _text(raw: Any) -> io.TextIOWrapper:
+    # Bytes that are not UTF-8 become lone surrogates, which make their row invalid (see
+    # :func:`unencodable`) instead of stopping the whole file.
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
 def read_recipients(path: Any) -> Iterator[Any]:
     """
     Stream the rows of a CSV (with a header) or JSON Lines file, one at a time.
 
     ``path`` is a :class:`pathlib.Path` or an Airflow ``ObjectStoragePath``. The format comes from
-    the extension: ``.csv``, or ``.jsonl``/``.ndjson``/``.json`` (one JSON value per line).
+    the extension: ``.csv``, or ``.jsonl``/``.ndjson``/``.json`` (one JSON value per line). A row
+    that cannot be read (a line that is not JSON, a cell larger than :data:`MAX_CELL`, a line
+    longer than :data:`MAX_LINE`) comes as a :class:`BadLine`, an invalid row; the others follow.
     """
     kind = _file_kind(path)
-    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+    with path.open("rb") as raw, _text(raw) as text:
         if kind == "csv":
-            yield from csv.DictReader(text)
+            _csv_reading()
+            reader = csv.DictReader(text)
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise AhaChatValidationError(
+                        f"recipients: {path.name}, line {reader.line_num}: {err}; "
+                        "the file cannot be read past it"
+                    ) from None
+                large = next((k for k, v in row.items() if isinstance(v, str) and len(v) > MAX_CELL), None)
+                if large is not None:
+                    size = len(row[large])
+                    name = printable(str(large))[:40]
+                    yield BadLine(
+                        reader.line_num,
+                        f"has a cell of {size} characters in column {name!r}; "
+                        f"a cell may hold at most {MAX_CELL}",
+                    )
+                else:
+                    yield row
             return
         for number, line in enumerate(text, start=1):
-            if line.strip():
+            if len(line) > MAX_LINE:
+                yield BadLine(number, f"is {len(line)} characters long; a line may hold at most {MAX_LINE}")
+            elif line.strip():
                 try:
                     yield json.loads(line)
                 except ValueError:
@@ -221,9 +278,54 @@ def count_recipients(path: Any) -> int:
     kind = _file_kind(path)
     with path.open("rb") as raw:
         if kind == "csv":
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            return max(0, sum(1 for row in csv.reader(text) if row) - 1)  # DictReader skips blank lines
+            _csv_reading()
+            try:
+                return max(
+                    0, sum(1 for row in csv.reader(_text(raw)) if row) - 1
+                )  # DictReader skips blank lines
+            except csv.Error:
+                return 0  # reading the rows will say where
         return sum(1 for line in raw if line.strip())
+
+
+def unencodable(raw: Any) -> str | None:
+    """
+    Where ``raw`` (an input item) holds text that cannot be sent: a lone surrogate (from ``\\ud800``
+    in JSON, or bytes that are not UTF-8 in a file). The field's name, or None when all is well.
+    """
+
+    def bad(text: str) -> bool:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    def find(value: Any, where: str) -> str | None:
+        if isinstance(value, str):
+            return where if bad(value) else None
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where != "the row" else str(key)
+                if isinstance(key, str) and bad(key):
+                    return f"the name of {printable(name)!r}"
+                found = find(item, name)
+                if found is not None:
+                    return found
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                found = find(item, f"{where}[{i}]")
+                if found is not None:
+                    return found
+        return None
+
+    found = find(raw, "the row")
+    return None if found is None else printable(found)
+
+
+def printable(text: str) -> str:
+    """``text`` with what cannot be encoded written as escapes, safe for logs and reports."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _file_kind(path: Any) -> str:

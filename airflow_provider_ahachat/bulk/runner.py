@@ -15,19 +15,25 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from airflow_provider_ahachat.actions import ApiRequest, BoundAction
 from airflow_provider_ahachat.client import AhaChatClient, user_from_data
-from airflow_provider_ahachat.exceptions import AhaChatAuthError, AhaChatError, AhaChatValidationError
+from airflow_provider_ahachat.exceptions import (
+    AhaChatAuthError,
+    AhaChatError,
+    AhaChatLedgerBusyError,
+    AhaChatRateLimitError,
+    AhaChatValidationError,
+)
 from airflow_provider_ahachat.models import Recipient
 
 from .columns import Columns
 from .index import RunIndex
 from .ledger import Claims, Ledger
 from .pacing import PaceUnavailable, RateLimiter, RetryCounter, Stopped, WorkerPace
-from .recipients import Row, describe_raw, parse_row
+from .recipients import Row, describe_raw, parse_row, printable, unencodable
 from .report import DELIVERED, DUPLICATE, FAILED, INVALID, NOT_SENT, UNKNOWN, WOULD_SEND, Tally
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,9 @@ class BulkRunner:
         at ``rate_limit``.
     :param columns: which columns of each row name the recipient and are attributes, what makes
         a message distinct (``dedupe_on``) and what a NULL does; default: files' and lists' own.
+    :param resolve_phones: look each recipient given by phone up first (one request per phone) and
+        address them by their user ID, so that one customer given once by ID and once by phone is
+        recognised as one (a duplicate) and keyed by their user ID in the ledger.
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class BulkRunner:
         sample_size: int = 10,
         limiter: RateLimiter | None = None,
         columns: Columns | None = None,
+        resolve_phones: bool = False,
     ) -> None:
         problems = []
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 256:
@@ -124,6 +134,7 @@ class BulkRunner:
         self.log = logger or log
         self.sample_size = sample_size
         self.columns = columns or Columns()
+        self.resolve_phones = resolve_phones
         self.claims = Claims(ledger, dry_run=dry_run)
         self.retries = RetryCounter()
         self.stop_event = threading.Event()
@@ -133,6 +144,12 @@ class BulkRunner:
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=concurrency * 2)
         self._fatal: AhaChatError | None = None
         self._pace_failure: PaceUnavailable | None = None
+        self._lost: AhaChatError | None = None
+
+    def _ledger_lost(self, why: str) -> None:
+        """The ledger's lease went to another run: send nothing more."""
+        self._lost = AhaChatLedgerBusyError(f"The delivery ledger was lost while sending ({why}): stopped")
+        self.stop_event.set()
 
     def stop(self) -> None:
         """Stop dispatching: requests in flight finish and are recorded, the rest are ``not_sent``."""
@@ -166,6 +183,8 @@ class BulkRunner:
         ]
         try:
             if self.ledger is not None:
+                if not self.dry_run:
+                    self.ledger.hold(on_lost=self._ledger_lost)  # one run at a time, or none
                 index.load(self.ledger.replay())
             for worker in workers:
                 worker.start()
@@ -228,7 +247,7 @@ class BulkRunner:
             index.close()
         tally.judge(
             summary,
-            fatal=self._fatal,
+            fatal=self._fatal or self._lost,
             stopped=self._stop_requested,
             max_failures=self.max_failures,
             max_failure_ratio=self.max_failure_ratio,
@@ -245,10 +264,28 @@ class BulkRunner:
             index.add(number, key, who, outcome, reason, earlier=earlier)
             tally.add(number, who, outcome, reason, earlier=earlier)
 
+        field = unencodable(raw)  # checked before anything is claimed: such a row can never be sent
+        if field is not None:
+            why = (
+                f"row {number}: {field}: holds text that is not valid Unicode "
+                "(a lone surrogate, or bytes that are not UTF-8)"
+            )
+            final(None, printable(describe_raw(raw)), INVALID, why)
+            return None
         try:
             row = parse_row(
-                number, raw, takes_attributes=self.action.action.takes_attributes, columns=self.columns
+                number,
+                raw,
+                takes_attributes=self.action.action.takes_attributes,
+                columns=self.columns,
+                country_code=self.client.default_country_code,
             )
+            if self.resolve_phones and row.recipient.user_id is None and not self.dry_run:
+                resolved = self._resolve(row)
+                if isinstance(resolved, _Outcome):
+                    final(row.key, row.recipient.describe(), resolved.outcome, resolved.reason)
+                    return None
+                row = resolved
             needs_lookup = row.recipient.user_id is None and not self.action.action.by_phone
             request = None if needs_lookup else self._request(row.recipient, row)
         except AhaChatValidationError as err:
@@ -276,6 +313,23 @@ class BulkRunner:
             return None
         index.add(number, row.key, who, None)
         return _Job(row, request)
+
+    def _resolve(self, row: Row) -> Row | _Outcome:
+        """With ``resolve_phones``: the row addressed by the user ID AhaChat has for its phone."""
+        lookup = self.client.prepare_find_user(phone=row.recipient.phone)
+        try:
+            data, error = self._send(lookup)
+            if error is None:
+                user = user_from_data(lookup, data)
+                return replace(row, recipient=Recipient(user_id=user.messenger_user_id))
+        except Stopped:
+            return _Outcome(row, NOT_SENT, _STOPPED_REASON)
+        except AhaChatError as err:
+            error = err
+        outcome = self._failure(row, error, sent=False)
+        if outcome.fatal is not None and self._fatal is None:
+            self._fatal = outcome.fatal
+        return outcome
 
     def _request(self, recipient: Recipient, row: Row) -> ApiRequest:
         try:
@@ -400,6 +454,18 @@ class BulkRunner:
         if isinstance(error, AhaChatAuthError):  # refused before processing: nothing was sent
             self.stop_event.set()  # no other worker sends another request with this token
             return _Outcome(row, NOT_SENT, reason, fatal=error)
+        longest = self.client.retry.max_retry_time
+        if isinstance(error, AhaChatRateLimitError) and (error.retry_after or 0) > longest:
+            # AhaChat asks for a longer pause than any retry may wait: every other row would only
+            # be refused in turn, so the run stops here rather than hammer it.
+            self.stop_event.set()
+            stop = AhaChatRateLimitError(
+                f"{error.message}; AhaChat asks to wait {error.retry_after:.0f}s (Retry-After), longer than "
+                f"max_retry_time ({longest:g}s): stopping the run",
+                retry_after=error.retry_after,
+                status=error.status,
+            )
+            return _Outcome(row, FAILED, stop.message, fatal=stop)
         if sent and error.outcome_unknown:
             return _Outcome(row, UNKNOWN, reason)
         if self.stop_event.is_set() and not sent:

@@ -127,8 +127,9 @@ class AhaChatHook(BaseHook):
     The connection holds the Bot ID in ``login`` and the Bot Token in ``password``, both from the
     bot's settings in AhaChat. ``host`` (with ``port`` and ``schema``) points elsewhere than
     ``https://ahachat.com``, for example at the local sandbox. Extra fields: ``timeout`` (read
-    timeout, seconds), ``connect_timeout``, ``max_retries``, ``rate_limit``, ``concurrency``, and
-    ``endpoints``, a JSON object that corrects any endpoint's method and path
+    timeout, seconds), ``connect_timeout``, ``max_retries``, ``rate_limit``, ``concurrency``,
+    ``default_country_code`` (the country of phone numbers written without one; ``84``, Vietnam, by
+    default), and ``endpoints``, a JSON object that corrects any endpoint's method and path
     (``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``); an unknown endpoint, method
     or placeholder is an error when the hook builds its client, before any request.
 
@@ -236,6 +237,11 @@ class AhaChatHook(BaseHook):
                 numbers[name] = self._extra_number(extra, name, default, whole=whole, named=False)
             except AhaChatValidationError as err:
                 problems.extend(err.problems)
+        country_code = None
+        try:
+            country_code = self._country_code(extra)
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
         endpoints = None
         try:
             endpoints = endpoint_table(
@@ -247,6 +253,7 @@ class AhaChatHook(BaseHook):
             raise AhaChatValidationError(problems)
         return {
             "endpoints": endpoints,
+            "default_country_code": country_code,
             "bot_id": bot_id,
             "token": token,
             "base_url": base_url,
@@ -265,10 +272,12 @@ class AhaChatHook(BaseHook):
         read_timeout: float,
         max_retries: int,
         endpoints: Any = None,
+        default_country_code: str | None = None,
     ) -> AhaChatClient:
         # Imported here, not at the top: DAG files import the operators, and so this module, at
         # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
         from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
+        from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE
 
         return AhaChatClient(
             bot_id=bot_id,
@@ -278,6 +287,7 @@ class AhaChatHook(BaseHook):
             read_timeout=read_timeout,
             retry=RetryPolicy(max_retries=max_retries, retry_unknown_outcome=self.retry_unknown_outcome),
             endpoints=endpoints,
+            default_country_code=default_country_code or DEFAULT_COUNTRY_CODE,
         )
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
@@ -309,6 +319,16 @@ class AhaChatHook(BaseHook):
         """An extra field's text, or None when it is not set."""
         value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
         return None if value in (None, "") else str(value)
+
+    def _country_code(self, extra: dict[str, Any]) -> str:
+        """The extra field ``default_country_code``, checked; Vietnam's ``84`` when absent."""
+        from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE, validate_country_code
+
+        name = "default_country_code"
+        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
+        if value in (None, ""):
+            return DEFAULT_COUNTRY_CODE
+        return validate_country_code(value, f"connection {self.ahachat_conn_id!r}: extra field {name!r}")
 
     def _extra_number(
         self,

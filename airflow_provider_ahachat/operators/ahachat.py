@@ -69,10 +69,6 @@ def describe_request(request: ApiRequest) -> str:
     return "; ".join(parts) or "no arguments"
 
 
-def _shorten(text: str, most: int = 300) -> str:
-    return text if len(text) <= most else text[: most - 1] + "…"
-
-
 class AhaChatBaseOperator(BaseOperator):
     """
     Base of the AhaChat operators: owns the hook and the validate-then-send flow.
@@ -129,6 +125,8 @@ class AhaChatBaseOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_ahachat.transport import bounded
+
         client = self.hook.client
         request = self.prepare(client)  # bad input fails here, before anything is sent
         who = request.recipient.describe() if request.recipient else f"bot {client.bot_id}"
@@ -144,7 +142,7 @@ class AhaChatBaseOperator(BaseOperator):
             what,
             describe_request(request),
             1000 * (time.monotonic() - started),
-            client.redact(_shorten(json.dumps(result.data, ensure_ascii=False, default=str))),
+            bounded(json.dumps(result.data, ensure_ascii=False, default=str), client.token, 300),
         )
         return result.model_dump(mode="json")
 
@@ -185,6 +183,10 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         the row invalid, naming the row and the column, and nothing is sent to that recipient;
         ``"omit"`` leaves the attribute out (it keeps its value at AhaChat); ``"empty"`` sends it
         empty. Counted in the summary (``nulls``).
+    :param resolve_phones: look up each recipient given by phone first (one request per phone) and
+        address them by user ID: one customer listed once by user ID and once by phone is then sent
+        to once. Off by default: phones are compared in E.164, user IDs as given, and the two cannot
+        be told apart without a lookup.
     """
 
     #: The bulk engine's name for this operator's action.
@@ -203,6 +205,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         progress_interval: float = 5.0,
         dedupe_on: str | Sequence[str] | None = None,
         null_attributes: str = "invalid",
+        resolve_phones: bool = False,
         **kwargs: Any,
     ) -> None:
         if recipients is not None or dedupe_on is not None or null_attributes != "invalid":
@@ -214,6 +217,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self.dedupe_on = dedupe_on
         self.null_attributes = null_attributes
         self.recipients = recipients
+        self.resolve_phones = resolve_phones
         self.concurrency = concurrency
         self.rate_limit = rate_limit
         self.ledger_path = ledger_path
@@ -303,6 +307,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             progress_interval=self.progress_interval,
             logger=self.log,
             columns=columns,
+            resolve_phones=self.resolve_phones,
         )
         rows, counted = open_recipients(
             recipients, columns=columns, takes_attributes=ACTIONS[action].takes_attributes
@@ -641,6 +646,8 @@ class AhaChatApiOperator(AhaChatBaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_ahachat.transport import bounded
+
         client = self.hook.client
         request = self.prepare(client)  # bad input fails here, before anything is sent
         started = time.monotonic()
@@ -649,6 +656,6 @@ class AhaChatApiOperator(AhaChatBaseOperator):
             "AhaChat: %s accepted in %.0f ms; AhaChat answered %s",
             request.describe(),
             1000 * (time.monotonic() - started),
-            _shorten(json.dumps(answer, ensure_ascii=False, default=str)),
+            bounded(json.dumps(answer, ensure_ascii=False, default=str), client.token, 300),
         )
         return answer

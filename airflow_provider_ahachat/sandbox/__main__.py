@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import ipaddress
 import signal
 import sys
 from collections.abc import Sequence
@@ -124,6 +125,23 @@ class _AnnouncingServer(uvicorn.Server):
             print("\n".join(self.lines), flush=True)
 
 
+def exposure_warning(address: str) -> str | None:
+    """A loud warning when the sandbox listens on ``address`` and that is not a loopback address."""
+    try:
+        loopback = ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    line = "!" * 78
+    return (
+        f"{line}\nWARNING: the AhaChat sandbox listens on {address}, not on a loopback address: anyone who\n"
+        "can reach this machine can use its control API, which has NO authentication (it resets state,\n"
+        "reads every message and the bot token). Use --host 127.0.0.1 unless you mean it.\n"
+        f"{line}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sandbox; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -151,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
     url = socket_url(sock, args.host)
+    warning = exposure_warning(sock.getsockname()[0])
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     bot = state.default_bot
     lines = [
         f"{READY_PREFIX}{url}",
