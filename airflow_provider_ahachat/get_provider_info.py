@@ -180,7 +180,7 @@ def get_provider_info() -> dict[str, Any]:
                         "The provider's API server middleware sends no port instead, for ahachat "
                         "connections only, as later Airflow releases do themselves; it stays off where "
                         "Airflow has the fix. Set False to turn it off.",
-                        "version_added": "0.1.0",
+                        "version_added": "0.2.0",
                         "type": "boolean",
                         "example": "False",
                         "default": "True",

@@ -254,7 +254,9 @@ def test_airflow_discovers_the_provider(airflow_db: Any) -> None:
         (["providers", "list", "--output", "json"], {}), (["providers", "hooks", "--output", "json"], {})
     )
     providers = json_output(*listed)
-    assert {"package_name": "airflow-provider-ahachat", "version": "0.1.0"}.items() <= {
+    from airflow_provider_ahachat import __version__
+
+    assert {"package_name": "airflow-provider-ahachat", "version": __version__}.items() <= {
         k: v for p in providers if p["package_name"] == "airflow-provider-ahachat" for k, v in p.items()
     }.items()
     hooks = json_output(*hooked)

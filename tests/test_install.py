@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_ahachat import __version__
+
 pytestmark = [pytest.mark.install, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,10 +82,13 @@ def check(python: Path, tmp_path: Path) -> dict[str, str]:
     # Run from the temporary folder: ``python -c`` imports first from the current directory.
     found = json.loads(run(python, "-c", CHECK, env=env, cwd=tmp_path).strip().splitlines()[-1])
     assert found == {
-        "version": "0.1.0",
-        "provider": "0.1.0",
+        "version": __version__,
+        "provider": __version__,
         "hook": "airflow_provider_ahachat.hooks.ahachat.AhaChatHook",
-        "plugins": ["airflow_provider_ahachat.plugins.connection_test:AhaChatConnectionTestPlugin"],
+        "plugins": [
+            "airflow_provider_ahachat.plugins.ahachat:AhaChatPlugin",
+            "airflow_provider_ahachat.plugins.connection_test:AhaChatConnectionTestPlugin",
+        ],
         "seed_bot": "Shop Thời Trang Lan Anh",
     }, found
     # The installed code is the one checked, not this checkout's.
