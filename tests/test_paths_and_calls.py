@@ -77,7 +77,7 @@ def test_every_endpoint_can_be_corrected(server: RecordingServer) -> None:
         ("PATCH", f"/v9/api/bots/{BOT}/users/{USER}/attributes/reset/x"),
     ]
     # The query and body are the action's, whatever the path.
-    assert server.requests[1].query == [("ahachat_token", TOKEN), ("phone", "0908071111")]
+    assert server.requests[1].query == [("ahachat_token", TOKEN), ("phone", "+84908071111")]
     assert dict(server.requests[2].query)["ma_don"] == "Đơn #1"
     assert server.requests[4].json == {"attributes": ["city"]}
 
@@ -276,7 +276,7 @@ def test_a_phone_several_users_share_is_an_error_saying_how_many(server: Recordi
         with pytest.raises(AhaChatAPIError) as info:
             client.find_user(phone="0908 071 111")
         assert str(info.value) == (
-            "AhaChat has 3 users with phone 0908071111 (1111111111111111, 2222222222222222, "
+            "AhaChat has 3 users with phone +84908071111 (1111111111111111, 2222222222222222, "
             "3333333333333333); find the customer by user_id instead"
         )
         assert not isinstance(info.value, AhaChatNotFoundError)

@@ -1,12 +1,14 @@
 """
 Every Python block of the README compiles, and runs:
 
-- block 5 (the hook and the client) for real against the sandbox;
+- the hook-and-client block for real against the sandbox;
 - block 2 ("Beyond one worker", the mapped SQL example) for real with ``dag.test()``, against a
   PostgreSQL database shaped as it expects and the sandbox;
-- blocks 0, 1, 3 and 4 (operators, bulk, sensor, notifier) as DAG code: they build their tasks
+- the operator, bulk, sensor, notifier and approval blocks as DAG code: they build their tasks
   inside a DAG, which checks every argument Airflow and the operators check at parse time. They
-  name customers and files of the reader's, so they are not sent.
+  name customers and files of the reader's, so they are not sent. A block that makes its own DAG
+  (the event-scheduled one) runs as written; two (the sandbox's JSON API step and the generic
+  call, which name the reader's secret and path) are compiled only.
 
 The blocks' own text is what runs, with the names an earlier block imports (or that the text says
 come from the reader, such as ``find_repeat_buyers()``) provided.
@@ -29,7 +31,19 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", README.read_text("utf-8"), re.S | re.M)]
 
 #: What each block is, so that a new block must be added here (and so decided about).
-KINDS = {0: "dag code", 1: "dag code", 2: "run on postgres", 3: "dag code", 4: "dag code", 5: "run"}
+KINDS = {
+    0: "dag code",  # the operators
+    1: "dag code",  # many recipients
+    2: "run on postgres",  # beyond one worker
+    3: "dag code",  # UserSensor
+    4: "dag code",  # the notifier (it makes its own DAG)
+    5: "own dag",  # a DAG scheduled on the bot's events
+    6: "compile",  # the sandbox's JSON API step, with the reader's secret
+    7: "dag code",  # approvals from Messenger
+    8: "run",  # the hook and the client
+    9: "compile",  # the generic call (the reader's own path)
+}
+HOOK_BLOCK = next(n for n, kind in KINDS.items() if kind == "run")
 
 
 def test_every_block_is_known_and_compiles() -> None:
@@ -66,12 +80,24 @@ def test_blocks_build_their_tasks_in_a_dag(number: int) -> None:
     assert dag.task_dict or "send_ahachat_notification" in BLOCKS[number]
 
 
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("number", [n for n, kind in KINDS.items() if kind == "own dag"])
+def test_blocks_that_make_their_own_dag_build_it(number: int) -> None:
+    names: dict[str, Any] = {}
+    exec(compile(BLOCKS[number], f"README.md python block {number}", "exec"), names)
+    from airflow.sdk import DAG
+
+    dags = [value for value in names.values() if isinstance(value, DAG)]
+    tasks = [task for value in names.values() for task in getattr(value, "task_dict", {}).values()]
+    assert dags or tasks or "with DAG(" in BLOCKS[number]
+
+
 def test_the_hook_block_runs_against_the_sandbox(sandbox_connection: SandboxServer) -> None:
     sandbox = sandbox_connection
     lan = sandbox.user("3824547807572463")
     assert lan["phone"] == "+84908071111"
 
-    exec(compile(BLOCKS[5], "README.md python block 5", "exec"), {})
+    exec(compile(BLOCKS[HOOK_BLOCK], f"README.md python block {HOOK_BLOCK}", "exec"), {})
 
     (entry,) = sandbox.outbox(lan["messenger_user_id"])
     assert entry["attributes"] == {"order_id": "DH10231"}

@@ -484,11 +484,11 @@ def test_postgres_types_are_sent_exactly(
         "total": "12345678901234567.8912345678",  # beyond a float: its exact text
         "price": 19.9,
         "points": 9007199254740993,  # beyond a float's integers, still exact
-        "born": "1990-02-28",
-        "seen": "2026-11-11T08:30:05",
-        "vip": True,
+        "born": "28/02/1990",
+        "seen": "11/11/2026 08:30:05",
+        "vip": "yes",
     }
-    assert by_id[ids[1]] == {"total": 0.1, "price": 199000, "points": -5, "vip": False, "note": "hi"}
+    assert by_id[ids[1]] == {"total": 0.1, "price": 199000, "points": -5, "vip": "no", "note": "hi"}
 
 
 def test_postgres_broadcast_with_named_parameters(

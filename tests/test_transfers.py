@@ -218,10 +218,10 @@ def test_decimal_date_and_null_values(
     assert sandbox.user(ids[0])["attributes"] == {
         "nguon": "sql",
         "ten": "Lan",
-        "shipped_on": "2026-11-11",
+        "shipped_on": "11/11/2026",  # a DATE, as AhaChat writes dates
         "total": 199000,
     }
-    assert sandbox.user(ids[1])["attributes"] == {"nguon": "sql", "shipped_on": "2026-11-12", "total": 12.5}
+    assert sandbox.user(ids[1])["attributes"] == {"nguon": "sql", "shipped_on": "12/11/2026", "total": 12.5}
     # With null_attributes="omit", NULL leaves an attribute as it was: it is not sent at all.
     assert sandbox.user(ids[2])["attributes"] == {"nguon": "sql", "total": "kept"}
 
