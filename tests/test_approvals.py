@@ -227,3 +227,68 @@ def test_a_failure_in_airflow_is_answered_plainly() -> None:
     assert got.status_code == 200
     assert got.headers[OUTCOME_HEADER] == "unavailable"
     assert got.json()["messages"][0]["text"].startswith("Chưa ghi nhận")
+
+
+# -- asking outside Messenger's 24-hour window
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_an_approver_outside_the_window_is_asked_by_a_tagged_broadcast(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Within 24 hours of their last message an approver gets the question with its buttons; outside
+    it (a message is refused, 422) the question block is broadcast with the message tag, carrying the
+    question and each button's signed URL as attributes. Sent for real to the sandbox.
+    """
+    import json
+    import time
+    import types
+    from urllib.parse import unquote
+
+    from airflow_provider_ahachat.notifications.hitl import AhaChatHITLNotifier
+
+    lan, bao = "3824547807572463", "5310298476123984"  # wrote 30 minutes ago; 3 days ago
+    conn = {
+        "conn_type": "ahachat",
+        "login": sandbox.bot_id,
+        "password": sandbox.token,
+        "host": sandbox.url,
+        "extra": {"approval_secret": SECRET},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_HITL_ASK", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.shop.vn")
+    task = types.SimpleNamespace(
+        assigned_users=[{"id": f"ahachat:{who}", "name": who} for who in (lan, bao)],
+        options=["Approve", "Reject"],
+        subject="Duyệt hoàn tiền 450.000đ cho đơn DH10231?",
+        body=None,
+        multiple=False,
+        response_timeout=None,
+        hitl_summary_extra=None,
+    )
+    ti = types.SimpleNamespace(
+        dag_id="refunds", run_id="manual__1", task_id="approve", map_index=-1, try_number=1
+    )
+    notifier = AhaChatHITLNotifier(
+        approvers=[lan, bao], ahachat_conn_id="hitl_ask", question_block="payment_reminder"
+    )
+    sandbox.reset()
+    context: Any = {"task": task, "ti": ti}  # what notify() reads of a task's context
+    notifier.notify(context)
+
+    (to_lan,) = sandbox.outbox(lan)
+    (to_bao,) = sandbox.outbox(bao)
+    assert to_bao["kind"] == "broadcast" != to_lan["kind"]  # a message to Lan, a broadcast to Bảo
+    assert to_bao["message_tag"] == "ACCOUNT_UPDATE"
+    assert to_bao["block_name"] == "payment_reminder"
+    attributes = to_bao["attributes"]
+    assert attributes["airflow_hitl_text"].startswith("Duyệt hoàn tiền 450.000đ")
+    assert [attributes["airflow_hitl_title_1"], attributes["airflow_hitl_title_2"]] == ["Đồng ý", "Từ chối"]
+    for n in (1, 2):
+        url = attributes[f"airflow_hitl_url_{n}"]
+        assert url.startswith("https://airflow.shop.vn/ahachat/approvals/answer?t=")
+        token = url.split("t=", 1)[1].split("&", 1)[0]
+        signed = verify(unquote(token), SECRET, now=time.time())
+        assert (signed.approver, signed.dag_id, signed.try_number) == (bao, "refunds", 1)
+    assert SECRET not in json.dumps(sandbox.outbox(), ensure_ascii=False)
