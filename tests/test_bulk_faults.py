@@ -152,8 +152,7 @@ class Task:
 
     @staticmethod
     def finish(process: subprocess.Popen[str]) -> str:
-        out, _ = process.communicate(timeout=180)
-        return out
+        return communicate_or_kill(process, 180)
 
     def report(self) -> list[dict[str, Any]]:
         (path,) = self.ledger.rglob("report.jsonl")
@@ -161,6 +160,18 @@ class Task:
 
     def remove(self) -> None:
         self.file.unlink(missing_ok=True)
+
+
+def communicate_or_kill(process: subprocess.Popen[str], timeout: float) -> str:
+    """The process's output once it ends; if it does not end in time, kill its group, then raise."""
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        raise
+    return out
 
 
 def kill_part_way(
@@ -287,7 +298,7 @@ def test_a_task_stopped_by_airflow_is_retried_and_reaches_everyone_once(
         start_new_session=True,
     )
     kill_part_way(process, sandbox, signal.SIGTERM, after=150)
-    out, _ = process.communicate(timeout=180)
+    out = communicate_or_kill(process, 180)
     (line,) = [line for line in out.splitlines() if line.startswith("RESULT ")]
     result = json.loads(line.removeprefix("RESULT "))
 

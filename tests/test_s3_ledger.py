@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_bulk_faults import DAG_FILE, Task, kill_part_way, users
+from test_bulk_faults import DAG_FILE, Task, communicate_or_kill, kill_part_way, users
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
@@ -88,8 +88,7 @@ class S3Task(Task):
     def run(self) -> str:
         # Each claim batch is an object written to S3: slower than a local journal, and the child
         # process starts Airflow first; a generous bound for a busy machine.
-        out, _ = self.start().communicate(timeout=600)
-        return out
+        return communicate_or_kill(self.start(), 600)
 
     def s3_report(self) -> list[dict[str, Any]]:
         from airflow.sdk import ObjectStoragePath
