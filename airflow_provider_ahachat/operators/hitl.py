@@ -26,13 +26,17 @@ from airflow_provider_ahachat.notifications.hitl import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.execution_time.hitl import HITLUser
 
 __all__ = ["AhaChatApprovalOperator", "AhaChatHITLBranchOperator", "AhaChatHITLOperator"]
 
 
-class AhaChatHITLMixin:
+class AhaChatHITLOperator(HITLOperator):
     """
-    What the AhaChat HITL operators share: the approvers and the notifier that asks them.
+    Airflow's ``HITLOperator``, asked in Messenger: the person taps one of the ``options``.
+
+    Takes every argument of ``HITLOperator`` (``subject``, ``options``, ``body``, ``defaults``,
+    ``multiple``, ``params``, ``notifiers``, ``assigned_users``, ``response_timeout``) and these:
 
     :param approvers: ``messenger_user_id`` of each person to ask, a string or a list (templated).
         Each becomes the assigned user ``ahachat:<id>``; ``assigned_users`` given too (people who
@@ -45,21 +49,20 @@ class AhaChatHITLMixin:
     :param message_tag: that broadcast's tag, ``ACCOUNT_UPDATE`` by default.
     """
 
-    ahachat_template_fields: tuple[str, ...] = ("approvers", "ahachat_conn_id")
+    template_fields: Sequence[str] = (*HITLOperator.template_fields, "approvers", "ahachat_conn_id")
 
-    approvers: Any
-    ahachat_conn_id: str
-    assigned_users: Any
-    notifiers: Sequence[Any]
-
-    def _init_ahachat(
+    def __init__(
         self,
+        *,
         approvers: str | Sequence[str],
-        ahachat_conn_id: str,
-        option_labels: dict[str, str] | None,
-        question_block: str | None,
-        message_tag: MessageTag | str,
+        ahachat_conn_id: str = AhaChatHook.default_conn_name,
+        option_labels: dict[str, str] | None = None,
+        question_block: str | None = None,
+        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
+        **kwargs: Any,
     ) -> None:
+        # In ApprovalOperator and HITLBranchOperator below, this reaches their own __init__ first.
+        super().__init__(**kwargs)
         self.approvers = approvers
         self.ahachat_conn_id = ahachat_conn_id
         self.ahachat_notifier = AhaChatHITLNotifier(
@@ -71,7 +74,11 @@ class AhaChatHITLMixin:
         # Checked now, not at the first try: a label too long for a button, or an unknown option.
         from airflow_provider_ahachat.approvals.question import labels_for
 
-        labels_for(list(self.options), option_labels)  # type: ignore[attr-defined]
+        labels_for(list(self.options), option_labels)
+
+    def execute(self, context: Context) -> Any:
+        self._ask_in_messenger()
+        return super().execute(context)
 
     def _ask_in_messenger(self) -> None:
         """Before Airflow writes the request: the rendered approvers as assigned users, and the notifier."""
@@ -80,7 +87,7 @@ class AhaChatHITLMixin:
             from airflow_provider_ahachat.exceptions import AhaChatValidationError
 
             raise AhaChatValidationError("approvers: give at least one messenger_user_id")
-        users = [dict(user) for user in self.assigned_users or []]
+        users: list[HITLUser] = list(self.assigned_users or [])
         known = {user.get("id") for user in users}
         users += [
             {"id": f"{APPROVER_PREFIX}{a}", "name": f"{APPROVER_PREFIX}{a}"}
@@ -94,114 +101,27 @@ class AhaChatHITLMixin:
             self.notifiers = [*self.notifiers, self.ahachat_notifier]
 
 
-class AhaChatHITLOperator(AhaChatHITLMixin, HITLOperator):
-    """
-    Airflow's ``HITLOperator``, asked in Messenger: the person taps one of the ``options``.
-
-    Takes every argument of ``HITLOperator`` (``subject``, ``options``, ``body``, ``defaults``,
-    ``multiple``, ``params``, ``notifiers``, ``assigned_users``, ``response_timeout``) and those of
-    :class:`AhaChatHITLMixin`.
-
-    :param approvers: see :class:`AhaChatHITLMixin`.
-    :param ahachat_conn_id: see :class:`AhaChatHITLMixin`.
-    :param option_labels: see :class:`AhaChatHITLMixin`.
-    :param question_block: see :class:`AhaChatHITLMixin`.
-    :param message_tag: see :class:`AhaChatHITLMixin`.
-    """
-
-    template_fields: Sequence[str] = (
-        *HITLOperator.template_fields,
-        *AhaChatHITLMixin.ahachat_template_fields,
-    )
-
-    def __init__(
-        self,
-        *,
-        approvers: str | Sequence[str],
-        ahachat_conn_id: str = AhaChatHook.default_conn_name,
-        option_labels: dict[str, str] | None = None,
-        question_block: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._init_ahachat(approvers, ahachat_conn_id, option_labels, question_block, message_tag)
-
-    def execute(self, context: Context) -> Any:
-        self._ask_in_messenger()
-        return super().execute(context)
-
-
-class AhaChatApprovalOperator(AhaChatHITLMixin, ApprovalOperator):
+class AhaChatApprovalOperator(AhaChatHITLOperator, ApprovalOperator):
     """
     Airflow's ``ApprovalOperator``, asked in Messenger: "Đồng ý" (Approve) or "Từ chối" (Reject).
 
     On Reject, downstream tasks are skipped, as with ``ApprovalOperator``. Takes its arguments
     (``ignore_downstream_trigger_rules``, ``fail_on_reject`` and those of ``HITLOperator`` but
-    ``options`` and ``multiple``) and those of :class:`AhaChatHITLMixin`.
+    ``options`` and ``multiple``) and those of :class:`AhaChatHITLOperator`, e.g.
+    ``option_labels={"Approve": "Duyệt"}``.
 
-    :param approvers: see :class:`AhaChatHITLMixin`.
-    :param ahachat_conn_id: see :class:`AhaChatHITLMixin`.
-    :param option_labels: see :class:`AhaChatHITLMixin`, e.g. ``{"Approve": "Duyệt"}``.
-    :param question_block: see :class:`AhaChatHITLMixin`.
-    :param message_tag: see :class:`AhaChatHITLMixin`.
+    :param approvers: see :class:`AhaChatHITLOperator`.
+    :param ahachat_conn_id: see :class:`AhaChatHITLOperator`.
     """
 
-    template_fields: Sequence[str] = (
-        *ApprovalOperator.template_fields,
-        *AhaChatHITLMixin.ahachat_template_fields,
-    )
 
-    def __init__(
-        self,
-        *,
-        approvers: str | Sequence[str],
-        ahachat_conn_id: str = AhaChatHook.default_conn_name,
-        option_labels: dict[str, str] | None = None,
-        question_block: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._init_ahachat(approvers, ahachat_conn_id, option_labels, question_block, message_tag)
-
-    def execute(self, context: Context) -> Any:
-        self._ask_in_messenger()
-        return super().execute(context)
-
-
-class AhaChatHITLBranchOperator(AhaChatHITLMixin, HITLBranchOperator):
+class AhaChatHITLBranchOperator(AhaChatHITLOperator, HITLBranchOperator):
     """
     Airflow's ``HITLBranchOperator``, asked in Messenger: the tapped option picks the branch.
 
     Takes its arguments (``options_mapping`` and those of ``HITLOperator``) and those of
-    :class:`AhaChatHITLMixin`.
+    :class:`AhaChatHITLOperator`.
 
-    :param approvers: see :class:`AhaChatHITLMixin`.
-    :param ahachat_conn_id: see :class:`AhaChatHITLMixin`.
-    :param option_labels: see :class:`AhaChatHITLMixin`.
-    :param question_block: see :class:`AhaChatHITLMixin`.
-    :param message_tag: see :class:`AhaChatHITLMixin`.
+    :param approvers: see :class:`AhaChatHITLOperator`.
+    :param ahachat_conn_id: see :class:`AhaChatHITLOperator`.
     """
-
-    template_fields: Sequence[str] = (
-        *HITLBranchOperator.template_fields,
-        *AhaChatHITLMixin.ahachat_template_fields,
-    )
-
-    def __init__(
-        self,
-        *,
-        approvers: str | Sequence[str],
-        ahachat_conn_id: str = AhaChatHook.default_conn_name,
-        option_labels: dict[str, str] | None = None,
-        question_block: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._init_ahachat(approvers, ahachat_conn_id, option_labels, question_block, message_tag)
-
-    def execute(self, context: Context) -> Any:
-        self._ask_in_messenger()
-        return super().execute(context)

@@ -13,6 +13,7 @@ Every request to these endpoints goes through the knobs first (:mod:`..middlewar
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,7 +35,7 @@ from airflow_provider_ahachat.sandbox.routes.answers import (
     json_object,
     ok,
 )
-from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState
+from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState, SandboxUser
 
 #: Broadcast query names that are parameters, not attributes (``phone`` only in the phone form).
 _BROADCAST_PARAMETERS = frozenset({"ahachat_token", "ahachat_message_tag", "ahachat_block_name"})
@@ -125,41 +126,32 @@ def api_router(sandbox: SandboxState) -> APIRouter:
     async def broadcast_to_phone(bot_id: str, request: Request) -> JSONResponse:
         return broadcast(bot_id, request, None)
 
-    @router.post("/api/bots/{bot_id}/users/{user_id}/tags")
-    async def add_tags(bot_id: str, user_id: str, request: Request) -> JSONResponse:
-        bot = bot_of(bot_id, request)
-        tags = checked(validate_tags, (await json_object(request)).get("tags"), "tags")
-        user = sandbox.user(bot, user_id)
-        user.add_tags(tags)
-        return ok(user.to_json())
+    def user_change(
+        field: str, validate: Callable[[Any, str], Any], change: Callable[[SandboxUser, Any], None]
+    ) -> Callable[[str, str, Request], Awaitable[JSONResponse]]:
+        """A route that validates the body's ``field`` and applies it to the user, who is answered."""
 
-    @router.post("/api/bots/{bot_id}/users/{user_id}/tags/remove")
-    async def remove_tags(bot_id: str, user_id: str, request: Request) -> JSONResponse:
-        bot = bot_of(bot_id, request)
-        tags = checked(validate_tags, (await json_object(request)).get("tags"), "tags")
-        user = sandbox.user(bot, user_id)
-        user.remove_tags(tags)
-        return ok(user.to_json())
+        async def route(bot_id: str, user_id: str, request: Request) -> JSONResponse:
+            bot = bot_of(bot_id, request)
+            value = checked(validate, (await json_object(request)).get(field), field)
+            user = sandbox.user(bot, user_id)
+            change(user, value)
+            return ok(user.to_json())
 
-    @router.post("/api/bots/{bot_id}/users/{user_id}/attributes")
-    async def add_attributes(bot_id: str, user_id: str, request: Request) -> JSONResponse:
-        bot = bot_of(bot_id, request)
-        attributes = checked(
-            validate_attributes, (await json_object(request)).get("attributes"), "attributes"
+        return route
+
+    for path, field, validate, change in (
+        ("tags", "tags", validate_tags, SandboxUser.add_tags),
+        ("tags/remove", "tags", validate_tags, SandboxUser.remove_tags),
+        ("attributes", "attributes", validate_attributes, SandboxUser.set_attributes),
+        ("attributes/reset", "attributes", validate_attribute_names, SandboxUser.reset_attributes),
+    ):
+        router.add_api_route(
+            f"/api/bots/{{bot_id}}/users/{{user_id}}/{path}",
+            user_change(field, validate, change),
+            methods=["POST"],
+            name=path.replace("/", "_"),
         )
-        user = sandbox.user(bot, user_id)
-        user.set_attributes(attributes)
-        return ok(user.to_json())
-
-    @router.post("/api/bots/{bot_id}/users/{user_id}/attributes/reset")
-    async def reset_attributes(bot_id: str, user_id: str, request: Request) -> JSONResponse:
-        bot = bot_of(bot_id, request)
-        names = checked(
-            validate_attribute_names, (await json_object(request)).get("attributes"), "attributes"
-        )
-        user = sandbox.user(bot, user_id)
-        user.reset_attributes(names)
-        return ok(user.to_json())
 
     @router.post("/api/bots/{bot_id}/users/{user_id}/messages")
     async def send_message(bot_id: str, user_id: str, request: Request) -> JSONResponse:
