@@ -40,17 +40,21 @@ class RateLimiter:
         self.pauses = 0
 
     def acquire(self, stop: threading.Event | None = None) -> None:
-        """Wait for this worker's turn."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + (1.0 / self.rate if self.rate > 0 else 0.0)
-        wait = slot - time.monotonic()
+        """Wait for this worker's turn (or until ``stop`` is set)."""
+        wait = self._reserve()
         if wait > 0:
             if stop is not None:
                 stop.wait(wait)
             else:
                 time.sleep(wait)
+
+    def _reserve(self) -> float:
+        """Take the next slot of the schedule; return the seconds until it comes."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + (1.0 / self.rate if self.rate > 0 else 0.0)
+        return slot - time.monotonic()
 
     def slow_down(self, retry_after: float | None) -> None:
         """A 429 came back: pause everyone, and go slower."""
@@ -203,14 +207,9 @@ class RedisRateLimiter(RateLimiter):
         self.rate = float(rate)
         return float(wait)
 
-    def acquire(self, stop: threading.Event | None = None) -> None:
-        """Take the next slot of the bot's shared schedule, and wait for it."""
-        wait = self._call("acquire")
-        if wait > 0:
-            if stop is not None:
-                stop.wait(wait)
-            else:
-                time.sleep(wait)
+    def _reserve(self) -> float:
+        """Take the next slot of the bot's shared schedule."""
+        return self._call("acquire")
 
     def slow_down(self, retry_after: float | None) -> None:
         """A 429 came back: pause every sender of the bot, and go slower."""

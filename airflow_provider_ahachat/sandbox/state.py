@@ -59,8 +59,8 @@ import random
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,14 @@ class ApiError(Exception):
         if self.problems:
             body["problems"] = self.problems
         return body
+
+
+def checked(rule: Callable[..., Any], *args: Any) -> Any:
+    """``rule(*args)``, with a failed input rule turned into a 400 answer listing its problems."""
+    try:
+        return rule(*args)
+    except AhaChatValidationError as err:
+        raise ApiError.invalid(err) from None
 
 
 class SeedError(ValueError):
@@ -539,27 +547,12 @@ class SandboxConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The knobs as ``GET /_sandbox/config`` answers with them."""
-        return {
-            "latency_ms": self.latency_ms,
-            "rate_limit": self.rate_limit,
-            "retry_after": self.retry_after,
-            "error_rate": self.error_rate,
-            "error_status": self.error_status,
-            "deliver_before_fail": self.deliver_before_fail,
-            "fail_next": [fault.to_json() for fault in self.fail_next],
-        }
+        knobs = {knob.name: getattr(self, knob.name) for knob in fields(self)}
+        return knobs | {"fail_next": [fault.to_json() for fault in self.fail_next]}
 
     def copy(self) -> SandboxConfig:
         """An independent copy."""
-        return SandboxConfig(
-            latency_ms=self.latency_ms,
-            rate_limit=self.rate_limit,
-            retry_after=self.retry_after,
-            error_rate=self.error_rate,
-            error_status=self.error_status,
-            deliver_before_fail=self.deliver_before_fail,
-            fail_next=[Fault(fault.status, fault.deliver) for fault in self.fail_next],
-        )
+        return replace(self, fail_next=[replace(fault) for fault in self.fail_next])
 
     def updated(self, changes: Any) -> SandboxConfig:
         """A copy with ``changes`` applied; raise a 400 :class:`ApiError` naming a bad knob."""
@@ -899,10 +892,7 @@ class SandboxState:
 
     def user(self, bot: Bot, user_id: str) -> SandboxUser:
         """The user of ``bot`` with this ID; 400 if not an ID, 404 if unknown."""
-        try:
-            key = validate_user_id(user_id)
-        except AhaChatValidationError as err:
-            raise ApiError.invalid(err) from None
+        key = checked(validate_user_id, user_id)
         user = bot.users.get(key)
         if user is None:
             raise ApiError(404, f"user {key} not found in bot {bot.id}")
@@ -912,10 +902,7 @@ class SandboxState:
         """The user of ``bot`` with this phone number; 400 if missing or not a number, 404 if unknown."""
         if phone is None or phone == "":
             raise ApiError(400, "phone: required")
-        try:
-            key = phone_key(phone)
-        except AhaChatValidationError as err:
-            raise ApiError.invalid(err) from None
+        key = checked(phone_key, phone)
         user_id = bot.phones.get(key)
         if user_id is None:
             raise ApiError(404, f"no user with phone {phone} in bot {bot.id}")
@@ -923,10 +910,7 @@ class SandboxState:
 
     def block(self, bot: Bot, name: Any, field: str = "ahachat_block_name") -> str:
         """The name of an existing block of ``bot``; 400 if missing, 404 if unknown."""
-        try:
-            block_name = validate_block_name(name, field)
-        except AhaChatValidationError as err:
-            raise ApiError.invalid(err) from None
+        block_name = checked(validate_block_name, name, field)
         if block_name not in bot.blocks:
             raise ApiError(404, f"block {block_name!r} not found in bot {bot.id}")
         return block_name

@@ -10,7 +10,7 @@ Broadcast API, a copy of Chatfuel's Broadcasting API, answers in Chatfuel's shap
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.sandbox.state import ApiError
 
 
@@ -57,14 +56,6 @@ async def json_object(request: Request) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise ApiError(400, f"body: must be a JSON object, got {type(body).__name__}")
     return body
-
-
-def checked(rule: Callable[..., Any], *args: Any) -> Any:
-    """``rule(*args)``, with a failed input rule turned into a 400 answer listing its problems."""
-    try:
-        return rule(*args)
-    except AhaChatValidationError as err:
-        raise ApiError.invalid(err) from None
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

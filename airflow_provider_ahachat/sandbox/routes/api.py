@@ -30,12 +30,11 @@ from airflow_provider_ahachat.models import (
 from airflow_provider_ahachat.sandbox.routes.answers import (
     broadcast_ok,
     broadcast_refused,
-    checked,
     json_body,
     json_object,
     ok,
 )
-from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState, SandboxUser
+from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState, SandboxUser, checked
 
 #: Broadcast query names that are parameters, not attributes (``phone`` only in the phone form).
 _BROADCAST_PARAMETERS = frozenset({"ahachat_token", "ahachat_message_tag", "ahachat_block_name"})

@@ -23,9 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from airflow_provider_ahachat.models import validate_block_name
-from airflow_provider_ahachat.sandbox.routes.answers import checked, json_body, ok
+from airflow_provider_ahachat.sandbox.routes.answers import json_body, ok
 from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, control_bot
-from airflow_provider_ahachat.sandbox.state import ApiError, SandboxState
+from airflow_provider_ahachat.sandbox.state import ApiError, SandboxState, checked
 
 
 def json_api_router(sandbox: SandboxState) -> APIRouter:
