@@ -530,23 +530,6 @@ class BaseAhaChatClient:
         arguments = {"block_name": block_name, "message_tag": message_tag, "attributes": attributes}
         return self.prepare("broadcast_block", arguments, user_id=user_id, phone=phone)
 
-    def prepare_call(
-        self,
-        method: str,
-        path: str,
-        params: Any = None,
-        json: Any = None,
-        *,
-        sends_message: bool | None = None,
-    ) -> ApiRequest:
-        """
-        A request to any AhaChat path (``{bot_id}`` filled in), validated; nothing sent. See
-        :func:`~airflow_provider_ahachat.actions.build_call`.
-        """
-        return build_call(
-            method, path, self.bot_id, params=params, json_body=json, sends_message=sends_message
-        )
-
     @property
     def token(self) -> str:
         """The Bot Token, for code that must send it (never log or show it)."""
@@ -657,7 +640,10 @@ class AhaChatClient(BaseAhaChatClient):
             when its outcome is unknown; by default, any method but ``GET``.
         :raises AhaChatValidationError: for a bad method, path, query or body, before sending.
         """
-        return self.send(self.prepare_call(method, path, params, json, sends_message=sends_message))
+        request = build_call(
+            method, path, self.bot_id, params=params, json_body=json, sends_message=sends_message
+        )
+        return self.send(request)
 
     # -- the actions
 

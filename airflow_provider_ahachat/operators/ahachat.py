@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_ahachat.actions import ACTIONS
+from airflow_provider_ahachat.actions import ACTIONS, build_call
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder
 from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, validate_user_id
@@ -151,6 +151,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     """
     Base of the operators that act on one user or, with ``recipients``, on many.
 
+    :param user_id: the one user's messenger_user_id, as a string (templated in every subclass).
     With ``recipients`` the task runs the action for each of them through the bulk engine: at most
     ``rate_limit`` requests per second with ``concurrency`` in flight, per-recipient failures
     recorded without stopping the run, and a delivery ledger so that a retried or cleared task skips
@@ -195,6 +196,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     def __init__(
         self,
         *,
+        user_id: str | None = None,
         recipients: Any = None,
         concurrency: int | None = None,
         rate_limit: float | None = None,
@@ -214,6 +216,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
 
             Columns.of(dedupe_on=dedupe_on, null_attributes=null_attributes)
         super().__init__(**kwargs)
+        self.user_id = user_id
         self.dedupe_on = dedupe_on
         self.null_attributes = null_attributes
         self.recipients = recipients
@@ -421,9 +424,8 @@ class AddTagsOperator(AhaChatAudienceOperator):
     template_fields: Sequence[str] = ("user_id", "tags", "recipients", "ledger_path")
     bulk_action: ClassVar[str] = "add_tags"
 
-    def __init__(self, *, user_id: str | None = None, tags: str | list[str], **kwargs: Any) -> None:
+    def __init__(self, *, tags: str | list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_id = user_id
         self.tags = tags
 
 
@@ -455,11 +457,8 @@ class AddAttributesOperator(AhaChatAudienceOperator):
     bulk_action: ClassVar[str] = "add_attributes"
     template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json"}
 
-    def __init__(
-        self, *, user_id: str | None = None, attributes: dict[str, Any] | str, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, attributes: dict[str, Any] | str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_id = user_id
         self.attributes = attributes
 
 
@@ -481,13 +480,11 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
     def __init__(
         self,
         *,
-        user_id: str | None = None,
         names: str | list[str] | None = None,
         attributes: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.user_id = user_id
         self.names = names
         self.attributes = attributes
 
@@ -510,9 +507,8 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
     template_fields: Sequence[str] = ("user_id", "text", "recipients", "ledger_path")
     bulk_action: ClassVar[str] = "send_text"
 
-    def __init__(self, *, user_id: str | None = None, text: str, **kwargs: Any) -> None:
+    def __init__(self, *, text: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_id = user_id
         self.text = text
 
 
@@ -534,11 +530,8 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
     bulk_action: ClassVar[str] = "send_message"
     template_fields_renderers: ClassVar[dict[str, str]] = {"message": "json"}
 
-    def __init__(
-        self, *, user_id: str | None = None, message: dict[str, Any] | list[Any] | str, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, message: dict[str, Any] | list[Any] | str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_id = user_id
         self.message = message
 
 
@@ -579,7 +572,6 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
         self,
         *,
         block_name: str,
-        user_id: str | None = None,
         phone: str | None = None,
         message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
         attributes: dict[str, Any] | str | None = None,
@@ -587,7 +579,6 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.block_name = block_name
-        self.user_id = user_id
         self.phone = phone
         self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
         self.attributes = attributes
@@ -641,8 +632,13 @@ class AhaChatApiOperator(AhaChatBaseOperator):
         self.sends_message = sends_message
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_call(
-            self.method, self.path, self.query, self.json, sends_message=self.sends_message
+        return build_call(
+            self.method,
+            self.path,
+            client.bot_id,
+            params=self.query,
+            json_body=self.json,
+            sends_message=self.sends_message,
         )
 
     def execute(self, context: Context) -> Any:

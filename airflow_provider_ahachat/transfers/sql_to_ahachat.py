@@ -139,6 +139,11 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         extra = given - set(ACTIONS[action].argument_names)
         if extra:
             raise AhaChatValidationError(f"{', '.join(sorted(extra))}: not used by the action {action!r}")
+        if kwargs.get("user_id") is not None or kwargs.get("recipients") is not None:
+            raise AhaChatValidationError(
+                "user_id, recipients: the query's rows are the recipients; name their column "
+                "with user_id_column or phone_column"
+            )
         if not isinstance(fetch_size, int) or fetch_size < 1:
             raise AhaChatValidationError(f"fetch_size: must be a whole number above 0, got {fetch_size!r}")
         super().__init__(**kwargs)
