@@ -151,7 +151,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     """
     Base of the operators that act on one user or, with ``recipients``, on many.
 
-    :param user_id: the one user's messenger_user_id, as a string (templated in every subclass).
+    :param user_id: the one user's messenger_user_id, as a string (templated).
     With ``recipients`` the task runs the action for each of them through the bulk engine: at most
     ``rate_limit`` requests per second with ``concurrency`` in flight, per-recipient failures
     recorded without stopping the run, and a delivery ledger so that a retried or cleared task skips
@@ -415,10 +415,10 @@ class AddTagsOperator(AhaChatAudienceOperator):
     """
     Add one or more tags to a user.
 
-    :param user_id: the messenger_user_id, as a string (templated).
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
+    bulk settings are :class:`AhaChatAudienceOperator`'s.
+
     :param tags: a tag or a list of tags, each non-empty (templated).
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
     template_fields: Sequence[str] = ("user_id", "tags", "recipients", "ledger_path")
@@ -431,12 +431,9 @@ class AddTagsOperator(AhaChatAudienceOperator):
 
 class RemoveTagsOperator(AddTagsOperator):
     """
-    Remove one or more tags from a user.
+    Remove one or more tags from a user; the other arguments are :class:`AddTagsOperator`'s.
 
-    :param user_id: the messenger_user_id, as a string (templated).
-    :param tags: a tag or a list of tags, each non-empty (templated).
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
+    :param tags: the tags to remove: a tag or a list of tags, each non-empty (templated).
     """
 
     bulk_action: ClassVar[str] = "remove_tags"
@@ -446,11 +443,11 @@ class AddAttributesOperator(AhaChatAudienceOperator):
     """
     Set attributes on a user, e.g. ``{"codeso": 99999, "s_d_t": "0908071111"}``.
 
-    :param user_id: the messenger_user_id, as a string (templated).
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
+    bulk settings are :class:`AhaChatAudienceOperator`'s.
+
     :param attributes: a dict, or a JSON object string, of name to string, number or boolean
         (templated). Names reserved by the Broadcast API (``phone``, ``ahachat_*``) are refused.
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
     template_fields: Sequence[str] = ("user_id", "attributes", "recipients", "ledger_path")
@@ -466,12 +463,12 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
     """
     Clear one or more attributes from a user.
 
-    :param user_id: the messenger_user_id, as a string (templated).
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
+    bulk settings are :class:`AhaChatAudienceOperator`'s.
+
     :param names: the names of the attributes to clear: a name or a list of names (templated).
     :param attributes: the same names, under the name AhaMake gives this field; give ``names`` or
         ``attributes``, not both (templated).
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
     template_fields: Sequence[str] = ("user_id", "names", "attributes", "recipients", "ledger_path")
@@ -497,11 +494,10 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
     outside that window AhaChat refuses (``AhaChatOutsideWindowError``): use
     :class:`BroadcastBlockOperator` with a message tag instead.
 
-    :param user_id: the messenger_user_id, as a string (templated).
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
+    bulk settings are :class:`AhaChatAudienceOperator`'s.
+
     :param text: the text (templated).
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
-    :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
 
     template_fields: Sequence[str] = ("user_id", "text", "recipients", "ledger_path")
@@ -517,13 +513,12 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
     Send a dynamic message in AhaChat's JSON API format: images, video, audio, files, galleries,
     receipts, buttons and quick replies. The same 24-hour rule as text applies.
 
-    :param user_id: the messenger_user_id, as a string (templated).
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
+    bulk settings are :class:`AhaChatAudienceOperator`'s.
+
     :param message: the whole object (``{"messages": [...], "set_attributes": ..., "redirect_to_blocks":
         ...}``), a list of messages, or either as a JSON string (templated). It is checked against
         Messenger's limits before sending.
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
-    :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
 
     template_fields: Sequence[str] = ("user_id", "message", "recipients", "ledger_path")
@@ -542,18 +537,17 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     With a message tag the block reaches the user even outside the 24-hour window. ``attributes``
     are saved on the user before the block runs, so the block can show them (``{{order_id}}``).
 
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
+    bulk settings are :class:`AhaChatAudienceOperator`'s.
+
     :param block_name: the block to start (templated).
-    :param user_id: the messenger_user_id, as a string; give this or ``phone`` (templated).
-    :param phone: the phone number; give this or ``user_id`` (templated).
+    :param phone: the phone number, instead of ``user_id`` (templated).
     :param message_tag: one of ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``,
         ``ACCOUNT_UPDATE``, ``HUMAN_AGENT``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default), any case
         (templated). Meta allows the default only for pages in its News Page Index and no tag for
         promotion: a shop picks ``POST_PURCHASE_UPDATE``, ``ACCOUNT_UPDATE`` or
         ``CONFIRMED_EVENT_UPDATE`` by purpose.
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
-    :param recipients: many recipients instead of one (templated); see :class:`AhaChatAudienceOperator`.
-    :param ahachat_conn_id: the ``ahachat`` connection to use.
-    :param retry_unknown_outcome: resend when the outcome is unknown, at the risk of a duplicate.
     """
 
     template_fields: Sequence[str] = (
