@@ -424,7 +424,7 @@ def airflow_env(
         # A lost worker's tasks stop heartbeating: after this many seconds the scheduler fails them
         # and, with retries left, queues them again, for the other worker.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(args.heartbeat_timeout),
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
         # The ledger's lease on S3 outlives a lost worker by at most this long.
         "AIRFLOW__AHACHAT__LEDGER_LEASE_SECONDS": f"{args.lease:g}",
         "AIRFLOW_VAR_AHACHAT_SCALE_AUDIENCE": f"s3://{S3_CONN}@{BUCKET}/audience",
@@ -656,7 +656,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="the sandbox's latency")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per task")
     parser.add_argument("--worker-concurrency", type=int, default=10, help="task slots per Celery worker")
-    parser.add_argument("--kill-at", type=float, default=0.25, help="share delivered when a worker is killed")
+    parser.add_argument("--kill-at", type=float, default=0.15, help="share delivered when a worker is killed")
     parser.add_argument("--lease", type=float, default=10.0, help="the ledger lease on S3, seconds")
     parser.add_argument(
         "--heartbeat-timeout", type=int, default=20, help="seconds until a lost task is retried"

@@ -16,6 +16,7 @@ No Airflow import here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -134,13 +135,18 @@ class Ledger:
                 )
             except (FileNotFoundError, NotADirectoryError):  # no earlier try
                 return
-        for entry in entries:
-            with entry.open("rb") as handle:
-                for line in handle:
-                    with contextlib.suppress(ValueError):  # a line cut short by a crash
-                        record = json.loads(line)
-                        if isinstance(record, dict):
-                            yield record
+        if self._local is not None:
+            for entry in entries:
+                with entry.open("rb") as handle:
+                    yield from _records(handle)
+            return
+        # On object storage a journal is many small objects (one per group of claims): read them
+        # several at a time, in order and a window at a time, so that a retry on another worker
+        # starts sending sooner without holding every object in memory.
+        with concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="ahachat-replay") as pool:
+            for start in range(0, len(entries), 256):
+                for blob in pool.map(_read_all, entries[start : start + 256]):
+                    yield from _records(blob.splitlines())
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Write ``records`` durably (to the OS, or as an object) before returning."""
@@ -235,6 +241,20 @@ class Ledger:
             self._file.close()
             self._file = None
         self.release()
+
+
+def _read_all(entry: Any) -> bytes:
+    with entry.open("rb") as handle:
+        return bytes(handle.read())
+
+
+def _records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The journal records in ``lines``, in order; a line cut short by a crash is skipped."""
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                yield record
 
 
 def _busy(where: str, holder: str, waited: float) -> AhaChatLedgerBusyError:
