@@ -654,9 +654,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slices", type=int, default=8, help="mapped slices of the big broadcast")
     parser.add_argument("--rate", type=float, default=100.0, help="the bot's limit, requests per second")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="the sandbox's latency")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per task")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per task")
     parser.add_argument("--worker-concurrency", type=int, default=10, help="task slots per Celery worker")
-    parser.add_argument("--kill-at", type=float, default=0.15, help="share delivered when a worker is killed")
+    parser.add_argument("--kill-at", type=float, default=0.1, help="share delivered when a worker is killed")
     parser.add_argument("--lease", type=float, default=10.0, help="the ledger lease on S3, seconds")
     parser.add_argument(
         "--heartbeat-timeout", type=int, default=20, help="seconds until a lost task is retried"
