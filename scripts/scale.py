@@ -31,14 +31,19 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from airflow_processes import free_port, wait_until  # noqa: E402
+
 DAGS = ROOT / "scripts" / "scale_dags"
 BUCKET = "ahachat-scale"
 S3_CONN = "scale_s3"
@@ -48,23 +53,6 @@ TERMINAL = {"success", "failed"}
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 60) -> Any:
@@ -358,18 +346,18 @@ class Airflow:
         return str(answer["dag_run_id"])
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
-        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id)}")
+        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
         return answer.get("state") if answer else None
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         answer = self.get(
-            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id)}/taskInstances?limit=100"
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances?limit=100"
         )
         return list(answer["task_instances"]) if answer else []
 
     def summary(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> dict[str, Any] | None:
         answer = self.get(
-            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id)}/taskInstances/{task_id}"
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
             f"/xcomEntries/summary?map_index={map_index}&deserialize=true"
         )
         value = (answer or {}).get("value")
@@ -566,7 +554,8 @@ def run_mode(
     flush_rate_limit(redis_port)
     big, second = f"ahachat_scale_broadcast_{mode}", f"ahachat_scale_second_{mode}"
     for dag_id in (big, second):
-        wait_until(lambda d=dag_id: airflow.get(f"/api/v2/dags/{d}"), 600, f"the DAG {dag_id} to be parsed")
+        path = f"/api/v2/dags/{dag_id}"
+        wait_until(partial(airflow.get, path), 600, f"the DAG {dag_id} to be parsed")
     log(f"{mode}: triggering {big} ({args.recipients:,} recipients, {args.slices} slices)"
         f" and {second} ({args.second:,})")  # fmt: skip
     started = time.monotonic()
