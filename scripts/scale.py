@@ -158,11 +158,15 @@ def stop_leftovers(folder: Path) -> int:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
                     killed += 1
-    postmaster = folder / "postgres" / "data" / "postmaster.pid"
-    if postmaster.exists():
+    where = folder / "postgres.path"
+    home = Path(where.read_text().strip()) if where.exists() else None
+    postmaster = home / "data" / "postmaster.pid" if home is not None else None
+    if postmaster is not None and postmaster.exists():
         with contextlib.suppress(ValueError, OSError, IndexError):
             os.kill(int(postmaster.read_text().split()[0]), signal.SIGKILL)
             killed += 1
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
     return killed
 
 
@@ -183,8 +187,10 @@ def postgres_bin() -> Path:
 def postgres(folder: Path) -> Iterator[int]:
     """A throw-away cluster on 127.0.0.1 (as the postgres user when run as root); its port."""
     binaries = postgres_bin()
-    home = folder / "postgres"
-    home.mkdir()
+    # Its own folder in the system's temporary folder: as root the server runs as the postgres user,
+    # who may not be able to reach ``folder`` (a test's tmp_path is private to root).
+    home = Path(tempfile.mkdtemp(prefix="ahachat-scale-pg-"))
+    (folder / "postgres.path").write_text(str(home))
     data = home / "data"
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -211,6 +217,7 @@ def postgres(folder: Path) -> Iterator[int]:
         if stopped.returncode != 0 and pid_file.exists():
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def start_redis(processes: Processes) -> int:
@@ -666,8 +673,6 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     folder = Path(os.environ.get("AHACHAT_SCALE_DIR") or tempfile.mkdtemp(prefix="ahachat-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:  # the PostgreSQL user must reach its folder
-        folder.chmod(0o755)
     processes = Processes(folder)
 
     def stop(signum: int, frame: Any) -> None:

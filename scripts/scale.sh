@@ -5,7 +5,7 @@
 # SIGKILL part-way and Airflow retries its tasks on the other. Twice: with the bot's limit shared
 # through Redis, then per task. Prints a table read from the sandbox's record of deliveries.
 #
-#   ./scripts/scale.sh                      # the full scenario (about 10 minutes on 2 cores)
+#   ./scripts/scale.sh                      # the full scenario (about 8 minutes on 2 cores)
 #   ./scripts/scale.sh --recipients 2000    # smaller; --help lists every knob
 #
 # Everything runs on 127.0.0.1 on free ports, in a private temporary folder; everything it starts it
@@ -23,8 +23,7 @@ cleanup() {
   .venv/bin/python scripts/scale.py --stop-leftovers "$DIR" || true
   if [[ "${AHACHAT_SCALE_KEEP:-}" != 1 && "$status" == 0 ]]; then rm -rf "$DIR"; fi
 }
-status=1
-trap cleanup EXIT
 status=0
+trap cleanup EXIT
 uv run --frozen python scripts/scale.py "$@" || status=$?
 exit "$status"
