@@ -134,11 +134,26 @@ def test_a_worker_killed_outright_and_the_retry_on_another_messages_nobody_twice
 
     lines = task.s3_report()
     unknown, delivered = users(lines, outcome="unknown"), users(lines, outcome="delivered")
-    # On object storage recipients are claimed a batch at a time: up to about 4 x concurrency.
-    assert len(unknown) <= 4 * 8
+    # Each recipient is claimed as their request leaves (claims written in groups, each stored before
+    # its requests leave): at most concurrency (8) unknown, those whose requests were leaving.
+    assert len(unknown) <= 8
     assert unknown | delivered == set(ids) and not unknown & delivered
     assert delivered <= set(counts)
     assert set(counts) - delivered <= unknown
     assert users(lines, earlier_try=True, outcome="delivered") == reached_first - unknown
     assert len({name.split("-")[1] for name in task.journals()}) == 2  # two tries wrote journals
     assert sandbox.token not in log
+
+
+def test_the_lease_lasts_as_configured_and_a_bad_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_ahachat.exceptions import AhaChatValidationError
+    from airflow_provider_ahachat.hooks.ahachat import ledger_lease_seconds
+
+    monkeypatch.delenv("AIRFLOW__AHACHAT__LEDGER_LEASE_SECONDS", raising=False)
+    assert ledger_lease_seconds() == 60.0
+    monkeypatch.setenv("AIRFLOW__AHACHAT__LEDGER_LEASE_SECONDS", "15")
+    assert ledger_lease_seconds() == 15.0
+    for bad in ("2", "soon", "99999"):
+        monkeypatch.setenv("AIRFLOW__AHACHAT__LEDGER_LEASE_SECONDS", bad)
+        with pytest.raises(AhaChatValidationError, match=r"\[ahachat\] ledger_lease_seconds: .*5 to 3600"):
+            ledger_lease_seconds()

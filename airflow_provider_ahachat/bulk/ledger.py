@@ -16,6 +16,7 @@ No Airflow import here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -134,13 +135,18 @@ class Ledger:
                 )
             except (FileNotFoundError, NotADirectoryError):  # no earlier try
                 return
-        for entry in entries:
-            with entry.open("rb") as handle:
-                for line in handle:
-                    with contextlib.suppress(ValueError):  # a line cut short by a crash
-                        record = json.loads(line)
-                        if isinstance(record, dict):
-                            yield record
+        if self._local is not None:
+            for entry in entries:
+                with entry.open("rb") as handle:
+                    yield from _records(handle)
+            return
+        # On object storage a journal is many small objects (one per group of claims): read them
+        # several at a time, in order and a window at a time, so that a retry on another worker
+        # starts sending sooner without holding every object in memory.
+        with concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="ahachat-replay") as pool:
+            for start in range(0, len(entries), 256):
+                for blob in pool.map(_read_all, entries[start : start + 256]):
+                    yield from _records(blob.splitlines())
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Write ``records`` durably (to the OS, or as an object) before returning."""
@@ -235,6 +241,20 @@ class Ledger:
             self._file.close()
             self._file = None
         self.release()
+
+
+def _read_all(entry: Any) -> bytes:
+    with entry.open("rb") as handle:
+        return bytes(handle.read())
+
+
+def _records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The journal records in ``lines``, in order; a line cut short by a crash is skipped."""
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                yield record
 
 
 def _busy(where: str, holder: str, waited: float) -> AhaChatLedgerBusyError:
@@ -347,18 +367,20 @@ class Claims:
     The claim protocol: a recipient is claimed in the journal before their request can leave, and
     gets an outcome after.
 
-    With a local journal, cheap to append to, each recipient is claimed by the worker right before
-    their first attempt, and the outcome is written the moment it is known: a process killed outright
-    leaves at most ``concurrency`` recipients unknown. On object storage, where each write is an
-    object, recipients are claimed a batch at a time as they are queued, together with the outcomes
-    known so far: up to about four times ``concurrency`` may be left unknown. Without a ledger, or in
-    a dry run, nothing is written. Safe to call from every worker.
+    Each recipient is claimed by the worker right before their first attempt. With a local journal,
+    cheap to append to, the claim and the outcome are each written the moment they are known. On
+    object storage, where each write is an object, claims are written in groups: a worker whose
+    recipient's turn has come writes every claim made meanwhile (and the outcomes known so far) in
+    one object, while the others wait for that write, and their requests leave only once it is
+    stored. Either way a process killed outright leaves at most ``concurrency`` recipients unknown,
+    those whose requests were leaving. Without a ledger, or in a dry run, nothing is written. Safe
+    to call from every worker.
 
     :param ledger: the journal, or None.
     :param dry_run: write nothing.
     """
 
-    #: Outcomes held back for the next batch write, at most, on object storage.
+    #: Outcomes held back for the next write, at most, on object storage.
     BATCH = 1000
 
     def __init__(self, ledger: Ledger | None, *, dry_run: bool = False) -> None:
@@ -366,18 +388,54 @@ class Claims:
         self.each = self.ledger is not None and self.ledger.appends
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        # Group writes of claims on object storage: the claims waiting for the next write, the
+        # number of that write, the last one stored, and whether a worker is writing now.
+        self._written_cond = threading.Condition(self._lock)
+        self._claims: list[str] = []
+        self._group = 1
+        self._written = 0
+        self._writing = False
+        self._failed: dict[int, BaseException] = {}
 
     def queued(self, keys: list[str]) -> None:
-        """A batch of recipients is about to be queued (claimed now on object storage)."""
-        if self.ledger is not None and not self.each:
-            with self._lock:
-                records, self._pending = self._pending, []
-            self.ledger.append([*records, {"c": keys}])
+        """A batch of recipients is about to be queued: nobody is claimed before their turn."""
 
     def sending(self, key: str) -> None:
-        """A recipient's first attempt is about to leave (claimed now in a local journal)."""
-        if self.each and self.ledger is not None:
+        """A recipient's first attempt is about to leave: claim them, and return once it is stored."""
+        if self.ledger is None:
+            return
+        if self.each:
             self.ledger.append([{"c": [key]}])
+            return
+        with self._written_cond:
+            self._claims.append(key)
+            group = self._group
+            while self._written < group:
+                if self._writing:
+                    self._written_cond.wait()
+                else:
+                    self._write_group()
+            failed = self._failed.get(group)
+        if failed is not None:
+            raise failed
+
+    def _write_group(self) -> None:
+        """Write the claims and outcomes waiting now as one object (called holding the lock)."""
+        self._writing = True
+        number, self._group = self._group, self._group + 1
+        records: list[dict[str, Any]] = [*self._pending, {"c": self._claims}]
+        self._pending, self._claims = [], []
+        self._written_cond.release()
+        try:
+            assert self.ledger is not None
+            self.ledger.append(records)
+        except Exception as err:  # the claims are not stored: none of these requests may leave
+            self._failed[number] = err
+        finally:
+            self._written_cond.acquire()
+            self._writing = False
+            self._written = number
+            self._written_cond.notify_all()
 
     def settled(self, key: str, outcome: str, reason: str | None) -> None:
         """A claimed recipient's outcome is known."""

@@ -341,7 +341,7 @@ class BulkRunner:
             raise AhaChatValidationError(problems) from None
 
     def _queue(self, index: RunIndex, tally: Tally, jobs: list[_Job]) -> None:
-        """Hand ``jobs`` to the workers (claimed first, where the ledger claims a batch at a time)."""
+        """Hand ``jobs`` to the workers (each recipient is claimed when their request is about to leave)."""
         self.claims.queued([job.row.key for job in jobs])
         for job in jobs:
             self._put(index, tally, job)

@@ -75,6 +75,32 @@ def ledger_root(ledger_path: Any = None) -> Any:
     return pathlib.Path(ledger_path).expanduser()
 
 
+#: Seconds a ledger lease on object storage lasts unless renewed, when ``[ahachat] ledger_lease_seconds``
+#: does not say otherwise.
+DEFAULT_LEDGER_LEASE_SECONDS = 60.0
+
+
+def ledger_lease_seconds() -> float:
+    """
+    How long a ledger lease on object storage lasts unless renewed: ``[ahachat] ledger_lease_seconds``
+    (at least 5), else 60. A retry on another worker waits at most this long after a worker was lost.
+    """
+    from airflow_provider_ahachat.version_compat import conf
+
+    raw = conf().get("ahachat", "ledger_lease_seconds", fallback=None)
+    if raw in (None, ""):
+        return DEFAULT_LEDGER_LEASE_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 5 <= seconds <= 3600:
+        raise AhaChatValidationError(
+            f"[ahachat] ledger_lease_seconds: must be seconds from 5 to 3600, got {raw!r}"
+        )
+    return seconds
+
+
 def ledger_folder(ledger_path: Any, *, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> Any:
     """The ledger folder of one task instance, under :func:`ledger_root` of ``ledger_path``."""
     from airflow_provider_ahachat.bulk.ledger import task_folder

@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_ahachat.actions import ACTIONS, build_call
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, ledger_lease_seconds
 from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, validate_user_id
 
 if TYPE_CHECKING:
@@ -297,10 +297,11 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             task_id=ti.task_id,
             map_index=getattr(ti, "map_index", -1),
         )
+        lease = ledger_lease_seconds()
         runner = self.hook.bulk_runner(
             action,
             arguments,
-            ledger=Ledger(folder),
+            ledger=Ledger(folder, wait=max(60.0, lease), lease_ttl=lease),
             concurrency=self.concurrency,
             rate_limit=self.rate_limit,
             max_failures=self.max_failures,
