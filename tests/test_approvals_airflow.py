@@ -26,8 +26,9 @@ import requests
 from airflow_processes import AirflowProcesses, wait_until
 
 from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
+from airflow_provider_ahachat.approvals.question import UI_BUTTON_TITLE
 from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign, verify
-from airflow_provider_ahachat.sandbox import SandboxServer
+from airflow_provider_ahachat.sandbox import SandboxControlError, SandboxServer
 
 pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]
 
@@ -38,11 +39,15 @@ CASES = (
     "ahachat_hitl_timeout_fail",
     "ahachat_hitl_retry",
     "ahachat_hitl_nobody",
+    "ahachat_hitl_many_options",
 )
 CONN_ID = "ahachat_sandbox"
 SECRET = "approval-secret-7c2e91d4-keep-out-of-logs"
 OWNER, LAN, MINH = "6620193847561029", "3824547807572463", "4102938475610293"
 WAIT = 900.0
+# The options of the questions of ahachat_hitl_many_options (tests/hitl_dags): 4 and 13 of them.
+SLOTS = ["8h-10h", "10h-12h", "14h-16h", "19h-21h"]
+WAREHOUSES = [f"Kho Quận {n}" for n in range(1, 13)] + ["Kho Thủ Đức"]
 
 
 @dataclass
@@ -192,8 +197,30 @@ def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[s
     return found
 
 
+def parked_and_reaped(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int) -> bool:
+    """
+    The try waits for its answer and the scheduler has read the exit of the worker that parked it
+    (its log says so). Airflow 3.3's scheduler fails a task that is resumed before then; the
+    Messenger answer path holds an early tap for a while (see plugins/hitl_answer), but how long the
+    scheduler takes depends on its load. A person taps after that; so does the test.
+    """
+    finished_line = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
+    return any(
+        finished_line in line and "state=awaiting_input," in line and f"try_number={try_number}," in line
+        for line in setup.airflow.log_tail(10**9).splitlines()
+    )
+
+
+def wait_for_park(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> None:
+    what = f"the scheduler to see {dag_id}.{task_id} try {try_number} parked"
+    wait_until(lambda: parked_and_reaped(setup, dag_id, run_id, task_id, try_number), WAIT, what, 0.5)
+
+
 def tapped(setup: Setup, title: str, seq: int) -> str:
     """The owner taps ``title`` in outbox entry ``seq``: the reply they see (the server's log if none)."""
+    (entry,) = [e for e in setup.sandbox.outbox(user_id=OWNER) if e["seq"] == seq]
+    token = token_of(buttons(entry)[title])
+    wait_for_park(setup, token.dag_id, token.run_id, token.task_id, token.try_number)
     reply = setup.sandbox.tap(OWNER, title, seq=seq)["reply"]
     log = setup.airflow.log_tail(10**9)
     trouble = log[log.find("could not be recorded") - 200 :][:8000] if "could not be recorded" in log else ""
@@ -205,10 +232,6 @@ def tapped(setup: Setup, title: str, seq: int) -> str:
 # -- the scenarios
 
 
-# Passed in two of three full runs on an idle machine; once the approved run ended "failed" after
-# the tap was recorded (which task failed was not captured then: ``finished`` now prints the task
-# states). Not strict, so that the cause can be found without blocking every other change.
-@pytest.mark.xfail(reason="intermittent: the approved run once ended failed after the tap", strict=False)
 def test_the_owner_taps_approve_and_the_refund_runs(setup: Setup) -> None:
     (question,) = wait_for_questions(setup, "DH10231")
     message = question["messages"][0]
@@ -378,3 +401,67 @@ def test_a_question_nobody_receives_fails_the_task(setup: Setup) -> None:
     assert finished(setup, "ahachat_hitl_nobody") == "failed"
     assert task_states(setup, "ahachat_hitl_nobody")["ask"] == ("failed", 1)
     assert not [e for e in setup.sandbox.outbox() if e["messenger_user_id"] == "1111111111111111"]
+
+
+def test_more_options_than_buttons_go_as_quick_replies_or_a_link_to_the_ui(setup: Setup) -> None:
+    dag_id, run_id = setup.runs["ahachat_hitl_many_options"]
+    (slot,) = wait_for_questions(setup, "DH10240")
+    (warehouse,) = wait_for_questions(setup, "DH10241")
+    (province,) = wait_for_questions(setup, "DH10242")
+
+    # 4 and 13 options: the question as a text with one quick reply per option, each calling Airflow.
+    for entry, subject, options in (
+        (slot, "Giao đơn DH10240 lúc nào?", SLOTS),
+        (warehouse, "Xuất đơn DH10241 từ kho nào?", WAREHOUSES),
+    ):
+        (message,) = entry["messages"]
+        assert (message["text"], "attachment" in message) == (subject, False)
+        assert [reply["title"] for reply in message["quick_replies"]] == options
+        urls = buttons(entry)
+        assert list(urls) == options
+        for option, url in urls.items():
+            assert url.startswith(f"{setup.airflow.url}/ahachat/approvals/answer?t=")
+            token = token_of(url)
+            assert (token.dag_id, token.run_id, token.option, token.label) == (dag_id, run_id, option, option)
+
+    # 14 options: one button that opens the task's "Required actions" page; nothing in the chat answers.
+    (message,) = province["messages"]
+    assert "quick_replies" not in message and "/ahachat/approvals/" not in json.dumps(province)
+    ui_url = (
+        f"{setup.airflow.url}/dags/{dag_id}/runs/{run_id}/tasks/ask_province/required_actions?map_index=-1"
+    )
+    assert message["attachment"]["payload"] == {
+        "template_type": "button",
+        "text": "Đơn DH10242 giao về tỉnh nào?",
+        "buttons": [{"type": "web_url", "url": ui_url, "title": UI_BUTTON_TITLE}],
+    }
+    page = requests.get(ui_url, timeout=120)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    with pytest.raises(SandboxControlError) as left:
+        setup.sandbox.tap(OWNER, UI_BUTTON_TITLE, seq=province["seq"])
+    assert left.value.status == 400
+
+    # Tapping a quick reply answers as a button does.
+    assert tapped(setup, "19h-21h", slot["seq"]) == "Đã ghi nhận: 19h-21h"
+    assert tapped(setup, "Kho Thủ Đức", warehouse["seq"]) == "Đã ghi nhận: Kho Thủ Đức"
+    assert tapped(setup, "8h-10h", slot["seq"]) == "Không ghi nhận: câu hỏi đã có câu trả lời."
+    # And the 14-option question is answered on that page, as a person there would.
+    wait_for_park(setup, dag_id, run_id, "ask_province")
+    answered = requests.patch(
+        f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask_province/-1/hitlDetails",
+        json={"chosen_options": ["Cần Thơ"]},
+        timeout=120,
+    )
+    assert answered.status_code == 200, answered.text
+
+    assert finished(setup, "ahachat_hitl_many_options") == "success"
+    for task_id, chosen in (("ask_slot", "19h-21h"), ("ask_warehouse", "Kho Thủ Đức")):
+        detail = hitl(setup, "ahachat_hitl_many_options", task_id)
+        assert detail["chosen_options"] == [chosen]
+        assert detail["responded_by_user"] == {"id": f"ahachat:{OWNER}", "name": f"ahachat:{OWNER}"}
+    assert hitl(setup, "ahachat_hitl_many_options", "ask_province")["chosen_options"] == ["Cần Thơ"]
+    assert {task: state for task, (state, _) in task_states(setup, "ahachat_hitl_many_options").items()} == {
+        "ask_slot": "success",
+        "ask_warehouse": "success",
+        "ask_province": "success",
+    }

@@ -8,7 +8,10 @@ for input, and the refusals the adapter makes before calling it.
 from __future__ import annotations
 
 import inspect
+import threading
+import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -75,7 +78,24 @@ def waiting(serialized_dag: Any) -> Answer:
                 assignees=[{"id": APPROVER, "name": APPROVER}],
             )
         )
-    return Answer(DAG_ID, run_id, "ask", -1, 1, "Approve", APPROVER, APPROVER)
+    answer = Answer(DAG_ID, run_id, "ask", -1, 1, "Approve", APPROVER, APPROVER)
+    park(answer, "awaiting_input", seconds_ago=3600)  # long settled, unless a test parks it again
+    return answer
+
+
+def park(answer: Answer, state: str, seconds_ago: float = 0.0) -> None:
+    """Put the task instance in ``state``, as last changed ``seconds_ago`` (as the worker parks it)."""
+    from airflow._shared.timezones import timezone
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.run_id == answer.run_id)
+            .values(state=state, updated_at=timezone.utcnow() - timedelta(seconds=seconds_ago))
+        )
 
 
 def state_of(answer: Answer) -> tuple[Any, Any, Any]:
@@ -139,3 +159,49 @@ def test_a_refused_answer_records_nothing(waiting: Answer, change: dict[str, Any
 
     assert record_hitl_answer(Answer(**{**waiting.__dict__, **change})) == outcome
     assert state_of(waiting) == ("awaiting_input", None, None)
+
+
+def test_a_tap_on_a_task_parked_just_now_waits_until_it_has_settled(waiting: Answer) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    park(waiting, "awaiting_input")
+    started = time.monotonic()
+    assert record_hitl_answer(waiting, settle=1.5) == "recorded"
+    assert time.monotonic() - started >= 1.2  # the park was a moment before ``started``
+    assert state_of(waiting) == ("scheduled", ["Approve"], {"id": APPROVER, "name": APPROVER})
+
+
+def test_a_tap_that_comes_before_the_task_parks_waits_for_the_park(waiting: Answer) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    park(waiting, "running")  # the question is out; the worker has not parked the task yet
+    outcome: list[str] = []
+    tap = threading.Thread(
+        target=lambda: outcome.append(record_hitl_answer(waiting, settle=0.5, max_hold=30))
+    )
+    tap.start()
+    time.sleep(1.0)
+    assert tap.is_alive() and state_of(waiting) == ("running", None, None)  # nothing recorded while running
+    park(waiting, "awaiting_input")
+    tap.join(30)
+    assert outcome == ["recorded"]
+    assert state_of(waiting)[:2] == ("scheduled", ["Approve"])
+
+
+def test_a_task_that_does_not_park_in_time_records_nothing(waiting: Answer) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    park(waiting, "running")
+    assert record_hitl_answer(waiting, settle=0.5, max_hold=0.6) == "unavailable"
+    assert state_of(waiting) == ("running", None, None)
+    park(waiting, "awaiting_input", seconds_ago=0.4)
+    assert record_hitl_answer(waiting, settle=30, max_hold=0.6) == "unavailable"
+    assert state_of(waiting) == ("awaiting_input", None, None)
+
+
+def test_the_settling_time_follows_the_workers_heartbeat_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import SCHEDULER_MARGIN, settle_seconds
+
+    assert settle_seconds() == 5 + SCHEDULER_MARGIN  # Airflow's default
+    monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "11")
+    assert settle_seconds() == 11 + SCHEDULER_MARGIN

@@ -9,19 +9,44 @@ directly, the route skips its DAG permission check and its audit log row, and do
 checks that matter here (the try, the assigned users, a first answer) are made below, in the same
 transaction, and the answer's audit line is written by the caller. Runs in a worker thread of the
 API server.
+
+An answer resumes the task only once the task has been parked for a while (see
+:func:`settle_seconds`). The worker process that parked the task reports its exit to the scheduler as
+a success of the same try; Airflow 3.3's scheduler fails a resumed task instance that it has already
+queued (or started) again when that stale report arrives after the resume ("finished with state
+success, but the task instance's state attribute is queued"; apache/airflow issues 67287 and 72716).
+The question reaches Messenger just before the task parks, so a quick tap would otherwise resume it
+within that window. A tap that comes earlier waits (at most :data:`MAX_HOLD` seconds) instead.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["Answer", "AnswerOutcome", "record_hitl_answer"]
+__all__ = ["MAX_HOLD", "SCHEDULER_MARGIN", "Answer", "AnswerOutcome", "record_hitl_answer", "settle_seconds"]
 
 #: ``recorded``, or why nothing was: no such task instance or question, a later try is running,
-#: an answer is already in, the user is not among the assigned users, no such option.
-AnswerOutcome = Literal["recorded", "no_question", "earlier_try", "answered", "not_assigned", "bad_option"]
+#: an answer is already in, the user is not among the assigned users, no such option, or the task
+#: did not park in time for the answer to resume it safely (the person is asked to tap again).
+AnswerOutcome = Literal[
+    "recorded", "no_question", "earlier_try", "answered", "not_assigned", "bad_option", "unavailable"
+]
+
+#: Seconds, beyond the worker's own delay, for the scheduler to read a reaped worker's exit: one pass
+#: of its loop, which reads the executor's results every pass (about a second when busy).
+SCHEDULER_MARGIN = 2.0
+#: The longest a tap waits for its task to park and settle. AhaChat gives the button's URL about ten
+#: seconds to answer; past this the person reads "try again" rather than nothing.
+MAX_HOLD = 9.0
+#: How often a waiting tap looks at the task instance again.
+_POLL = 0.25
+#: States of a task instance whose worker has parked it, waiting for the answer.
+_PARKED = ("awaiting_input", "deferred")
 
 #: One answer at a time in this process, so two taps that arrive together cannot both pass the
 #: checks on a database without row locks (SQLite); Airflow's own row locks cover the others.
@@ -68,16 +93,77 @@ def _user(user_id: str, user_name: str) -> Any:
     return AhaChatApprover()
 
 
-def record_hitl_answer(answer: Answer) -> AnswerOutcome:
+def settle_seconds() -> float:
+    """
+    How long a task must have been parked before an answer may resume it: ``[workers]
+    min_heartbeat_interval`` (the longest the task's supervisor waits in ``select`` before it sees
+    its task process gone, 5 s by default) plus :data:`SCHEDULER_MARGIN`.
+    """
+    from airflow_provider_ahachat.version_compat import conf
+
+    return float(conf().getfloat("workers", "min_heartbeat_interval", fallback=5)) + SCHEDULER_MARGIN
+
+
+def record_hitl_answer(
+    answer: Answer,
+    *,
+    settle: float | None = None,
+    max_hold: float = MAX_HOLD,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AnswerOutcome:
     """
     Record ``answer`` on the task instance's HITL request and resume the task, if it is still the
     question of that try, unanswered, and the user is among its assigned users.
 
+    An answer to a task that is not parked yet, or was parked less than ``settle`` seconds ago,
+    waits until it is (see the module's docstring), at most ``max_hold`` seconds: then it records
+    nothing and the outcome is ``unavailable``.
+
     :param answer: what to record.
+    :param settle: seconds the task must have been parked; :func:`settle_seconds` by default.
+    :param max_hold: the longest to wait, in seconds.
+    :param sleep: how to wait.
     :return: ``recorded``, or the reason nothing was.
     """
+    settle = settle_seconds() if settle is None else settle
+    deadline = time.monotonic() + max_hold
+    while (wait := _until_settled(answer, settle)) > 0:
+        if time.monotonic() + min(wait, _POLL) > deadline:
+            return "unavailable"
+        sleep(min(wait, _POLL))
     with _ANSWER_LOCK:
         return _record(answer)
+
+
+def _until_settled(answer: Answer, settle: float) -> float:
+    """Seconds to wait before ``answer`` may resume its task; 0 when it may (or will be refused)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.execute(
+            select(
+                TaskInstance.state, TaskInstance.try_number, TaskInstance.updated_at, HITLDetail.responded_at
+            )
+            .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+            .where(
+                TaskInstance.dag_id == answer.dag_id,
+                TaskInstance.run_id == answer.run_id,
+                TaskInstance.task_id == answer.task_id,
+                TaskInstance.map_index == answer.map_index,
+            )
+        ).first()
+    if row is None or row.try_number != answer.try_number or row.responded_at is not None:
+        return 0.0  # refused below: no question, another try, already answered
+    state = str(getattr(row.state, "value", row.state))
+    if state == "running":  # the question is out, the task parks next
+        return _POLL
+    if state not in _PARKED or row.updated_at is None:
+        return 0.0
+    parked_for = (datetime.now(timezone.utc) - row.updated_at).total_seconds()
+    return max(0.0, settle - parked_for)
 
 
 def _record(answer: Answer) -> AnswerOutcome:

@@ -1,6 +1,7 @@
 """
-DAGs for the approvals end-to-end test (tests/test_approvals_airflow.py): timeouts, a retry, and a
-question nobody can be asked. ``SHOP_OWNER_ID`` and ``AHACHAT_CONN_ID`` come from the environment.
+DAGs for the approvals end-to-end test (tests/test_approvals_airflow.py): timeouts, a retry, a
+question nobody can be asked, and questions with more options than Messenger has buttons for.
+``SHOP_OWNER_ID`` and ``AHACHAT_CONN_ID`` come from the environment.
 """
 
 from __future__ import annotations
@@ -51,3 +52,22 @@ with DAG(
 
 with DAG("ahachat_hitl_nobody", schedule=None, start_date=START, default_args=ARGS):
     AhaChatApprovalOperator(task_id="ask", subject="Ai đó?", approvers=["1111111111111111"])
+
+# Messenger's limits, in one run: 4 and 13 options go as quick replies, 14 as a link to Airflow's UI.
+SLOTS = ["8h-10h", "10h-12h", "14h-16h", "19h-21h"]
+WAREHOUSES = [f"Kho Quận {n}" for n in range(1, 13)] + ["Kho Thủ Đức"]
+PROVINCES = [
+    "Hà Nội", "Hải Phòng", "Quảng Ninh", "Nghệ An", "Huế", "Đà Nẵng", "Khánh Hòa",
+    "Lâm Đồng", "Đồng Nai", "Bình Dương", "TP. Hồ Chí Minh", "Long An", "Cần Thơ", "Cà Mau",
+]  # fmt: skip
+
+with DAG("ahachat_hitl_many_options", schedule=None, start_date=START, default_args=ARGS):
+    AhaChatHITLOperator(
+        task_id="ask_slot", subject="Giao đơn DH10240 lúc nào?", options=SLOTS, approvers=OWNER
+    )
+    AhaChatHITLOperator(
+        task_id="ask_warehouse", subject="Xuất đơn DH10241 từ kho nào?", options=WAREHOUSES, approvers=OWNER
+    )
+    AhaChatHITLOperator(
+        task_id="ask_province", subject="Đơn DH10242 giao về tỉnh nào?", options=PROVINCES, approvers=OWNER
+    )
