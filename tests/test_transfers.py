@@ -317,7 +317,7 @@ def test_bad_queries_and_connections_fail_before_anything_is_sent(
         ),
         ({"action": "add_tags", "tags": "x", "fetch_size": 0}, "fetch_size: must be a whole number above 0"),
         ({"action": "add_tags", "tags": "x", "user_id": "1234"}, "user_id, recipients: the query's rows"),
-        ({"action": "add_tags", "tags": "x", "recipients": ["1234"]}, "user_id, recipients: the query's rows"),
+        ({"action": "add_tags", "tags": "x", "recipients": ["1"]}, "user_id, recipients: the query's rows"),
     ],
 )
 def test_wrong_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
