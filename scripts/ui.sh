@@ -45,7 +45,9 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$(free_port)"
 AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="$(free_port)"
 export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
+# SQLite lets one writer in at a time; the others wait up to `timeout` seconds (5 by default), then
+# fail. A scheduler that fails so stops for good, and the first runs write a lot at once: wait longer.
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db?timeout=60"
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT="$PORT"
 export AIRFLOW__API__BASE_URL="$URL"

@@ -85,6 +85,8 @@ def airflow(tmp_path: Path, sandbox: SandboxServer) -> Iterator[tuple[AirflowPro
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        # As ui.sh: SQLite writers wait up to 60 s for each other, not 5, lest the scheduler stop.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
     }
     with AirflowProcesses(home, dags_folder=EXAMPLE_DAGS, env=env) as processes:
         yield processes, password
