@@ -170,7 +170,15 @@ def test_switch_on_trigger_and_watch_a_run_succeed(
         page.get_by_role("button", name="Trigger Dag").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_role("button", name="Trigger", exact=True).click()
-        dialog.wait_for(state="hidden")
+        # The dialog closes once Airflow has created the run: on a loaded machine, with SQLite
+        # writers waiting for each other, that can take a minute or more.
+        try:
+            dialog.wait_for(state="hidden", timeout=240_000)
+        except PlaywrightTimeout:
+            raise AssertionError(
+                f"the Trigger dialog stayed open; on screen: {page.get_by_role('status').all_inner_texts()}"
+                f"\n{processes.log_tail()}"
+            ) from None
 
         # The manual run, as the Runs tab lists it.
         page.goto(f"{url}/dags/{DAG_ID}/runs")
