@@ -73,7 +73,7 @@ with DAG(
     mark_shipped = AddAttributesOperator(
         task_id="mark_shipped",
         user_id=vip_id,
-        attributes={"order_status": "dang_giao", "shipped_on": "{{ ds }}"},
+        attributes={"order_status": "dang_giao", "shipped_on": "{{ dag_run.run_after | ds }}"},
     )
     tag_shipped = AddTagsOperator(task_id="tag_shipped", user_id=vip_id, tags=["da_giao_van"])
     untag_waiting = RemoveTagsOperator(task_id="untag_waiting", user_id=vip_id, tags=["cho_giao_hang"])
@@ -115,7 +115,7 @@ with DAG(
                     ],
                 },
             ],
-            "set_attributes": {"asked_delivery_on": "{{ ds }}"},
+            "set_attributes": {"asked_delivery_on": "{{ dag_run.run_after | ds }}"},
         },
     )
 

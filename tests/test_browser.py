@@ -11,44 +11,24 @@ Set ``AHACHAT_SCREENSHOTS`` to a folder to keep the screenshots the README shows
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow_ui import USERNAME, AirflowApiServer
+from browser_helpers import browser_page, find_chromium, log_in, screenshot
 
 pytest_plugins = ["sandbox_fixtures"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
-CHROMIUM = "/usr/bin/chromium"
-#: The flags of a headless run that reaches nothing but loopback.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BOT = "12404829"
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    if shutil.which(CHROMIUM) is None:
-        message = "Debian's chromium is not installed: apt-get install chromium (./scripts/test.sh does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
+    return find_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -60,31 +40,10 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowApiS
 @pytest.fixture
 def page(chromium: str, airflow_ui: AirflowApiServer) -> Iterator[Any]:
     """A logged-in browser page on the Connections list."""
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 640})
-            page.set_default_timeout(30_000)
-            page.goto(f"{airflow_ui.url}/")
-            page.locator("input[name=username]").fill(USERNAME)
-            page.locator("input[name=password]").fill(airflow_ui.password)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(re.compile(r"^(?!.*/auth/login).*$"))
-            page.goto(f"{airflow_ui.url}/connections")
-            yield page
-        finally:
-            browser.close()
-
-
-def screenshot(page: Any, name: str, **options: Any) -> None:
-    """Keep a screenshot for the README when ``AHACHAT_SCREENSHOTS`` names a folder."""
-    folder = os.environ.get("AHACHAT_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), **options)
+    with browser_page(chromium) as page:
+        log_in(page, airflow_ui.url, USERNAME, airflow_ui.password)
+        page.goto(f"{airflow_ui.url}/connections")
+        yield page
 
 
 def add_connection(
