@@ -17,18 +17,11 @@ from airflow_provider_ahachat.approvals.question import labels_for, question_mes
 from airflow_provider_ahachat.client import AhaChatClient
 from airflow_provider_ahachat.sandbox import SandboxServer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from browser_helpers import CHROMIUM_ARGS as ARGS
+
 MAI = "6620193847561029"  # the shop owner in the sandbox's seed, who wrote 5 minutes ago
 OUT = Path(__file__).resolve().parent.parent / "docs" / "approval-question.png"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def page(entry: dict) -> str:

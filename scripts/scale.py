@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from airflow_processes import free_port, wait_until  # noqa: E402
+from postgres_fixtures import bin_dir as postgres_bin_dir  # noqa: E402
 
 DAGS = ROOT / "scripts" / "scale_dags"
 BUCKET = "ahachat-scale"
@@ -174,13 +175,10 @@ def stop_leftovers(folder: Path) -> int:
 
 
 def postgres_bin() -> Path:
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
-            return folder
-    found = shutil.which("pg_ctl")
-    if found and (Path(found).parent / "initdb").exists():
-        return Path(found).parent
-    raise RuntimeError("PostgreSQL is not installed (scripts/scale.sh installs Debian's postgresql as root)")
+    folder = postgres_bin_dir()
+    if folder is None:
+        raise RuntimeError("PostgreSQL is not installed (scripts/scale.sh installs Debian's postgresql)")
+    return folder
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 
-def _bin_dir() -> Path | None:
+def bin_dir() -> Path | None:
     """The folder of ``initdb`` and ``pg_ctl``: Debian keeps them out of PATH."""
     for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
@@ -87,7 +87,7 @@ def _as_postgres(command: list[str]) -> list[str]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster of this test process; see the module's docstring."""
-    folder = _bin_dir()
+    folder = bin_dir()
     if folder is None:
         pytest.skip("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql as root)")
     if os.geteuid() == 0:
