@@ -35,7 +35,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             task_id="shipping_update",
             sql_conn_id="shop_postgres",
             sql="SELECT messenger_user_id, tracking_number FROM orders WHERE shipped_on = %(day)s",
-            parameters={"day": "{{ ds }}"},
+            parameters={"day": "{{ dag_run.run_after | ds }}"},
             user_id_column="messenger_user_id",
             action="broadcast_block",
             block_name="shipping_update",
