@@ -382,6 +382,10 @@ class Action:
         a customer given by phone.
     :param takes_attributes: whether a recipient's own columns (beyond ``user_id`` and ``phone``)
         are attributes for this action.
+    :param marks_with: how a message of this action also sets an attribute on the customer (a
+        bulk run's ``delivery_mark``): ``"query"`` (the Broadcast API saves every extra query
+        parameter as an attribute) or ``"set_attributes"`` (a dynamic message's own field); None
+        for actions that message nobody.
     """
 
     name: str
@@ -390,6 +394,7 @@ class Action:
     arguments: tuple[Argument, ...] = ()
     build: Builder = lambda shared, own, who: (_phone_query(who), None)
     takes_attributes: bool = False
+    marks_with: str | None = None
 
     @property
     def sends_message(self) -> bool:
@@ -467,16 +472,24 @@ class BoundAction:
         attributes: Mapping[str, Any] | None = None,
         *,
         endpoints: Mapping[str, Endpoint] = ENDPOINTS,
+        mark: Mapping[str, str] | None = None,
     ) -> ApiRequest:
         """
         The request for ``recipient`` (already validated) and their own validated ``attributes``,
         to the endpoint that ``endpoints`` (a connection's :func:`endpoint_table`) names.
 
+        :param mark: an attribute the message also sets on the customer (``{name: value}``), the
+            way the action's ``marks_with`` says.
         :raises AhaChatValidationError: when the action cannot reach this recipient (a phone for an
             action that needs a user ID) or the recipient's attributes do not fit the action.
         """
         action = self.action
-        params, body = action.build(self.arguments, attributes or {}, recipient)
+        own = attributes or {}
+        if mark and action.marks_with == "query":
+            own = {**own, **mark}
+        params, body = action.build(self.arguments, own, recipient)
+        if mark and action.marks_with == "set_attributes" and isinstance(body, Mapping):
+            body = {**body, "set_attributes": {**(body.get("set_attributes") or {}), **mark}}
         if recipient is not None and recipient.phone is not None:
             if action.phone_endpoint is None:
                 raise AhaChatValidationError(
@@ -581,6 +594,7 @@ ACTIONS: Mapping[str, Action] = MappingProxyType(
                 ),
                 build=_broadcast_query,
                 takes_attributes=True,
+                marks_with="query",
             ),
             Action("add_tags", "add_tags", arguments=_TAGS, build=_json_of("tags", "tags")),
             Action("remove_tags", "remove_tags", arguments=_TAGS, build=_json_of("tags", "tags")),
@@ -602,12 +616,14 @@ ACTIONS: Mapping[str, Action] = MappingProxyType(
                 "send_message",
                 arguments=(Argument("text", _text_argument),),
                 build=_body_of("text"),
+                marks_with="set_attributes",
             ),
             Action(
                 "send_message",
                 "send_message",
                 arguments=(Argument("message", _message_argument),),
                 build=_body_of("message"),
+                marks_with="set_attributes",
             ),
         )
     }

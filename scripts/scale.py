@@ -50,6 +50,7 @@ BUCKET = "ahachat-scale"
 S3_CONN = "scale_s3"
 REDIS_CONN = "scale_redis"
 TERMINAL = {"success", "failed"}
+TIMELINE_STEP = 5  # seconds per bucket of the delivery timeline in the log
 
 
 def log(message: str) -> None:
@@ -518,7 +519,10 @@ class Result:
     limit: float
     seconds: float
     killed: str
+    arrived: int
+    resent: int
     unknown: int
+    timeline: list[int]
     states: dict[str, str]
     retried: int
 
@@ -596,13 +600,16 @@ def run_mode(
     audience = {user_id(n) for n in range(total)}
     times = sorted(datetime.datetime.fromisoformat(entry["time"].replace("Z", "+00:00")) for entry in outbox)
     window = (times[-1] - times[0]).total_seconds() if len(times) > 1 else 0.0
-    unknown = retried = 0
+    timeline = Counter(int((t - times[0]).total_seconds() // TIMELINE_STEP) for t in times)
+    unknown = arrived = resent = retried = 0
     for dag_id, run_id in runs.items():
         for ti in airflow.task_instances(dag_id, run_id):
             retried += int((ti.get("try_number") or 1) > 1)
             summary = airflow.summary(dag_id, run_id, ti["task_id"], ti.get("map_index", -1))
             if summary:
                 unknown += int(summary.get("outcomes", {}).get("unknown", 0))
+                arrived += int(summary.get("unknown_checked", {}).get("arrived", 0))
+                resent += int(summary.get("unknown_checked", {}).get("not_arrived", 0))
     return Result(
         mode=mode,
         recipients=total,
@@ -614,7 +621,10 @@ def run_mode(
         limit=args.rate,
         seconds=seconds,
         killed=killed or "none",
+        arrived=arrived,
+        resent=resent,
         unknown=unknown,
+        timeline=[timeline.get(step, 0) for step in range(max(timeline, default=-1) + 1)],
         states=states,
         retried=retried,
     )
@@ -623,14 +633,16 @@ def run_mode(
 def table(results: list[Result]) -> str:
     header = (
         "| Rate limit | Recipients | Delivered exactly once | Lost | Doubled | 429s | Messages/s "
-        "| Of the bot's limit | Wall time | Unknown in the ledger | Tasks retried | Worker killed |"
+        "| Of the bot's limit | Wall time | Unknown after the kill: arrived / sent again / still unknown "
+        "| Tasks retried | Worker killed |"
     )
     lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     names = {"shared": "shared (Redis)", "per_task": "per task"}
     for r in results:
         lines.append(
             f"| {names.get(r.mode, r.mode)} | {r.recipients:,} | {r.once:,} | {r.lost:,} | {r.doubled:,} "
-            f"| {r.rate_limited:,} | {r.rate:.1f} | {r.share:.1%} | {r.seconds:.0f} s | {r.unknown:,} "
+            f"| {r.rate_limited:,} | {r.rate:.1f} | {r.share:.1%} | {r.seconds:.0f} s "
+            f"| {r.arrived:,} / {r.resent:,} / {r.unknown:,} "
             f"| {r.retried} | {r.killed} |"
         )
     return "\n".join(lines)
@@ -708,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{mode}: {result.once:,} of {result.recipients:,} once, {result.lost} lost,"
                     f" {result.doubled} doubled, {result.rate_limited} 429s, {result.rate:.1f}/s;"
                     f" runs {result.states}")  # fmt: skip
+                log(f"{mode}: messages per {TIMELINE_STEP} s from the first: {result.timeline}")
                 results.append(result)
             processes.stop_all()
         print()

@@ -112,7 +112,7 @@ with DAG({dag_id!r}, schedule=None, default_args={{"retries": 0}}) as dag:
         concurrency=8,
         rate_limit=150,
         ledger_path={ledger!r},
-        progress_interval=0.5,
+        progress_interval=0.5,{extra}
     )
 """
 
@@ -120,7 +120,9 @@ with DAG({dag_id!r}, schedule=None, default_args={{"retries": 0}}) as dag:
 class Task:
     """One task of a DAG file in the DAGs folder, run by ``airflow tasks test`` in a child process."""
 
-    def __init__(self, dag_id: str, sandbox: SandboxServer, ids: list[str], tmp_path: Path) -> None:
+    def __init__(
+        self, dag_id: str, sandbox: SandboxServer, ids: list[str], tmp_path: Path, extra: str = ""
+    ) -> None:
         from airflow.configuration import conf
 
         audience = tmp_path / "audience.jsonl"
@@ -130,7 +132,7 @@ class Task:
         self.ledger = tmp_path / "ledger"
         self.file = Path(conf.get("core", "dags_folder")) / f"{dag_id}.py"
         self.file.write_text(
-            DAG_FILE.format(dag_id=dag_id, recipients=str(audience), ledger=str(self.ledger))
+            DAG_FILE.format(dag_id=dag_id, recipients=str(audience), ledger=str(self.ledger), extra=extra)
         )
         # The same logical date both times: the second run is the same DAG run's task again, as
         # when Airflow retries it or someone clears it.
@@ -236,6 +238,43 @@ def test_a_task_killed_outright_and_run_again_messages_nobody_twice(
     assert users(lines, earlier_try=True, outcome="delivered") == reached_first - unknown
     # With no failure limit given, a person must decide about them: the task fails, naming them.
     assert f"{len(unknown)} unknown" in log and "an earlier try's outcome is unknown" in log
+
+
+@pytest.mark.slow
+def test_with_a_delivery_mark_a_task_killed_outright_loses_and_doubles_nobody(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    ids = sandbox.generate_users(600)
+    task = Task(
+        "bulk_killed_marked", sandbox, ids, tmp_path, extra='\n        delivery_mark="airflow_delivery",'
+    )
+    sandbox.configure(latency_ms=100)  # requests are in flight when the process dies
+    try:
+        first = task.start()
+        kill_part_way(first, sandbox, signal.SIGKILL, after=150)
+        first.wait(timeout=30)
+        assert first.returncode == -signal.SIGKILL
+        time.sleep(0.5)  # the requests in flight land
+        sandbox.configure(latency_ms=0)
+        reached_first = set(sandbox.outbox_counts())
+        assert 150 <= len(reached_first) < 600
+        log = task.run()
+    finally:
+        task.remove()
+    # Everyone got exactly one message: the killed try's unknown outcomes were settled by looking
+    # for the mark, not by guessing.
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1), log[-3000:]
+    lines = task.report()
+    assert users(lines, outcome="delivered") == set(ids)
+    confirmed = {
+        line["recipient"].removeprefix("user ")
+        for line in lines
+        if "its airflow_delivery is on the customer" in (line.get("reason") or "")
+    }
+    assert 1 <= len(confirmed) <= 8 and confirmed <= reached_first  # those in flight at the kill
+    assert users(lines, earlier_try=True, outcome="delivered") == reached_first
+    marks = {sandbox.user(uid)["attributes"].get("airflow_delivery") for uid in ids}
+    assert len(marks) == len(ids) and None not in marks  # one value per recipient, on each of them
 
 
 RETRYING_SCRIPT = """

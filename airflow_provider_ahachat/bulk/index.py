@@ -79,9 +79,11 @@ class RunIndex:
         )
         self._tick()
 
-    def settle(self, number: int, outcome: str, reason: str | None) -> None:
-        """Set a row's outcome."""
-        self.db.execute("UPDATE now SET o = ?, r = ? WHERE n = ?", (outcome, reason, number))
+    def settle(self, number: int, outcome: str, reason: str | None, *, earlier: bool = False) -> None:
+        """Set a row's outcome (``earlier``: an earlier try's, found out now)."""
+        self.db.execute(
+            "UPDATE now SET o = ?, r = ?, earlier = ? WHERE n = ?", (outcome, reason, int(earlier), number)
+        )
         self._tick()
 
     def unsettled(self) -> Iterator[int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -116,6 +117,14 @@ class Ledger:
     def location(self, name: str = "") -> str:
         """Where ``name`` inside the ledger is, as text."""
         return str(self.folder / name) if name else str(self.folder)
+
+    def mark(self, key: str) -> str:
+        """
+        A value unique to this ledger and the recipient ``key``, the same in every try: what a
+        run's ``delivery_mark`` attribute is set to, so that a later try can tell whether the
+        message it could not confirm reached AhaChat.
+        """
+        return hashlib.sha256(f"{self.location()}\n{key}".encode()).hexdigest()[:20]
 
     def replay(self) -> Iterator[dict[str, Any]]:
         """Every record of earlier tries, oldest journal first."""

@@ -78,6 +78,7 @@ class Tally:
     failures: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     already: int = 0  # delivered in an earlier try of the task
+    checked: Counter[str] = field(default_factory=Counter)  # earlier unknowns, by what their mark showed
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
@@ -157,6 +158,7 @@ class Tally:
             "total": self.rows,
             "outcomes": {outcome: self.counts[outcome] for outcome in OUTCOMES if self.counts[outcome]},
             "delivered_in_earlier_tries": self.already,
+            "unknown_checked": dict(self.checked),
             "requests_per_second": round(self.sent / elapsed, 1) if elapsed > 0 else 0.0,
             "seconds": round(elapsed, 3),
             "rate_limit_pauses": pauses,

@@ -27,7 +27,7 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatRateLimitError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.models import Recipient
+from airflow_provider_ahachat.models import Recipient, attribute_name_problem
 
 from .columns import Columns
 from .index import RunIndex
@@ -46,6 +46,7 @@ _STOPPED_REASON = "the run stopped before this row"
 class _Job:
     row: Row
     request: ApiRequest | None  # None: look the phone up first
+    confirm: bool = False  # an earlier try's outcome is unknown: look for its delivery mark first
 
 
 @dataclass
@@ -54,6 +55,8 @@ class _Outcome:
     outcome: str
     reason: str | None = None
     fatal: AhaChatError | None = None
+    earlier: bool = False  # the outcome is an earlier try's, found out now
+    checked: str | None = None  # for an earlier unknown outcome: what its delivery mark showed
 
 
 class BulkRunner:
@@ -85,6 +88,12 @@ class BulkRunner:
     :param resolve_phones: look each recipient given by phone up first (one request per phone) and
         address them by their user ID, so that one customer given once by ID and once by phone is
         recognised as one (a duplicate) and keyed by their user ID in the ledger.
+    :param delivery_mark: the name of an attribute that every message of the run also sets on its
+        customer, to a value unique to the ledger and the recipient (:meth:`Ledger.mark`). A later
+        try looks each recipient whose outcome is unknown up (one request each): if the attribute
+        holds the value, the message reached AhaChat and is counted delivered; if not, it never did
+        and is sent now. Unknown outcomes then end neither lost nor doubled. Needs a ledger and an
+        action that messages (``broadcast_block``, ``send_text``, ``send_message``).
     """
 
     def __init__(
@@ -105,8 +114,11 @@ class BulkRunner:
         limiter: RateLimiter | None = None,
         columns: Columns | None = None,
         resolve_phones: bool = False,
+        delivery_mark: str | None = None,
     ) -> None:
         problems = []
+        if delivery_mark is not None:
+            problems += _mark_problems(delivery_mark, action, ledger)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 256:
             problems.append(f"concurrency: must be a whole number from 1 to 256, got {concurrency!r}")
         if rate_limit is not None and (not isinstance(rate_limit, int | float) or rate_limit < 0):
@@ -135,6 +147,7 @@ class BulkRunner:
         self.sample_size = sample_size
         self.columns = columns or Columns()
         self.resolve_phones = resolve_phones
+        self.delivery_mark = delivery_mark
         self.claims = Claims(ledger, dry_run=dry_run)
         self.retries = RetryCounter()
         self.stop_event = threading.Event()
@@ -302,7 +315,7 @@ class BulkRunner:
             if before == DELIVERED:
                 final(row.key, who, DELIVERED, before_reason, earlier=True)
                 return None
-            if before == UNKNOWN and not self.resend_unknown:
+            if before == UNKNOWN and not self.resend_unknown and not self.delivery_mark:
                 why = "an earlier try's outcome is unknown; not resent (resend_unknown=True resends)"
                 final(row.key, who, UNKNOWN, why, earlier=True)
                 return None
@@ -312,7 +325,8 @@ class BulkRunner:
             final(row.key, who, WOULD_SEND, None)
             return None
         index.add(number, row.key, who, None)
-        return _Job(row, request)
+        confirm = earlier is not None and earlier[0] == UNKNOWN and not self.resend_unknown
+        return _Job(row, request, confirm=confirm)
 
     def _resolve(self, row: Row) -> Row | _Outcome:
         """With ``resolve_phones``: the row addressed by the user ID AhaChat has for its phone."""
@@ -332,9 +346,17 @@ class BulkRunner:
         return outcome
 
     def _request(self, recipient: Recipient, row: Row) -> ApiRequest:
+        mark = None
+        if self.delivery_mark is not None and self.ledger is not None:
+            if self.delivery_mark in row.attributes:
+                raise AhaChatValidationError(
+                    f"row {row.number}: {self.delivery_mark}: is the run's delivery_mark attribute, "
+                    "which the run sets itself; rename the column"
+                )
+            mark = {self.delivery_mark: self.ledger.mark(row.key)}
         try:
             return self.action.request(
-                self.client.bot_id, recipient, row.attributes, endpoints=self.client.endpoints
+                self.client.bot_id, recipient, row.attributes, endpoints=self.client.endpoints, mark=mark
             )
         except AhaChatValidationError as err:
             problems = [f"row {row.number}: {problem}" for problem in err.problems]
@@ -372,8 +394,10 @@ class BulkRunner:
 
     def _settle(self, index: RunIndex, tally: Tally, result: _Outcome) -> None:
         row = result.row
-        index.settle(row.number, result.outcome, result.reason)
-        tally.add(row.number, row.recipient.describe(), result.outcome, result.reason)
+        index.settle(row.number, result.outcome, result.reason, earlier=result.earlier)
+        tally.add(row.number, row.recipient.describe(), result.outcome, result.reason, earlier=result.earlier)
+        if result.checked is not None:
+            tally.checked[result.checked] += 1
         if result.fatal is not None and self._fatal is None:
             self._fatal = result.fatal
             self.log.error("AhaChat %s: stopping: %s", self.action.name, result.fatal)
@@ -403,6 +427,14 @@ class BulkRunner:
             self._results.put(result)
 
     def _deliver(self, job: _Job) -> _Outcome:
+        if not job.confirm:
+            return self._send_row(job)
+        found = self._confirm(job.row)
+        if found is not None:
+            return found
+        return replace(self._send_row(job), checked="not_arrived")
+
+    def _send_row(self, job: _Job) -> _Outcome:
         request = job.request
         if request is None:  # a phone, for an action that needs the user ID: look it up first
             lookup = self.client.prepare_find_user(phone=job.row.recipient.phone)
@@ -418,6 +450,34 @@ class BulkRunner:
         if error is None:
             return _Outcome(job.row, DELIVERED)
         return self._failure(job.row, error, sent=True)
+
+    def _confirm(self, row: Row) -> _Outcome | None:
+        """
+        For a recipient whose earlier outcome is unknown: their outcome, from whether the earlier
+        message's delivery mark is on them; None when it is not (the message never arrived: send it).
+        """
+        assert self.delivery_mark is not None and self.ledger is not None
+        who = row.recipient
+        lookup = self.client.prepare_find_user(user_id=who.user_id, phone=None if who.user_id else who.phone)
+        still = "an earlier try's outcome is unknown, and looking for its delivery mark"
+        try:
+            data, error = self._send(lookup)
+        except Stopped:  # still unknown, not "not sent": the next try must look again
+            return _Outcome(row, UNKNOWN, f"{still} was stopped with the run", earlier=True)
+        if error is None:
+            try:
+                user = user_from_data(lookup, data)
+            except AhaChatError as err:
+                error = err
+            else:
+                if str(user.attributes.get(self.delivery_mark)) == self.ledger.mark(row.key):
+                    why = f"an earlier try's message arrived: its {self.delivery_mark} is on the customer"
+                    return _Outcome(row, DELIVERED, why, earlier=True, checked="arrived")
+                return None
+        if error.status == 404:  # no such customer: nothing can have reached them
+            return None
+        fatal = self._failure(row, error, sent=False).fatal  # a refused token stops the run
+        return _Outcome(row, UNKNOWN, f"{still} failed: {error}", fatal=fatal, earlier=True)
 
     def _send(self, request: ApiRequest, claim: str | None = None) -> tuple[Any, AhaChatError | None]:
         """
@@ -471,3 +531,20 @@ class BulkRunner:
         if self.stop_event.is_set() and not sent:
             return _Outcome(row, NOT_SENT, reason)
         return _Outcome(row, FAILED, reason)
+
+
+def _mark_problems(name: Any, action: BoundAction, ledger: Ledger | None) -> list[str]:
+    """What is wrong with ``delivery_mark=name`` for this action and ledger."""
+    problems = []
+    reason = attribute_name_problem(name, by_phone=True)
+    if reason:
+        problems.append(f"delivery_mark: {reason}")
+    if action.action.marks_with is None:
+        problems.append(
+            f"delivery_mark: the action {action.name!r} messages nobody (only messages carry a delivery mark)"
+        )
+    if ledger is None:
+        problems.append("delivery_mark: needs a ledger (the mark's value is the ledger's)")
+    if name in (action.arguments.get("attributes") or {}):
+        problems.append(f"delivery_mark: {name!r} is also one of the action's attributes")
+    return problems

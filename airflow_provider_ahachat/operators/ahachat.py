@@ -19,7 +19,12 @@ from airflow.sdk import BaseOperator
 from airflow_provider_ahachat.actions import ACTIONS, build_call
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, ledger_lease_seconds
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, validate_user_id
+from airflow_provider_ahachat.models import (
+    DEFAULT_MESSAGE_TAG,
+    MessageTag,
+    attribute_name_problem,
+    validate_user_id,
+)
 
 if TYPE_CHECKING:
     import jinja2
@@ -188,6 +193,12 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         address them by user ID: one customer listed once by user ID and once by phone is then sent
         to once. Off by default: phones are compared in E.164, user IDs as given, and the two cannot
         be told apart without a lookup.
+    :param delivery_mark: the name of an attribute each message also sets on its customer (for
+        example ``"airflow_delivery"``), to a value unique to the task's ledger and the recipient.
+        When a try of the task ends without knowing whether some messages arrived (its worker was
+        lost while they were leaving, a read timeout), the next try looks each such customer up and
+        sends only to those without the mark: nobody is lost or messaged twice. One lookup per
+        unknown outcome; for the actions that message (broadcasts, text and dynamic messages).
     """
 
     #: The bulk engine's name for this operator's action.
@@ -208,8 +219,11 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         dedupe_on: str | Sequence[str] | None = None,
         null_attributes: str = "invalid",
         resolve_phones: bool = False,
+        delivery_mark: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if delivery_mark is not None and (reason := attribute_name_problem(delivery_mark, by_phone=True)):
+            raise AhaChatValidationError(f"delivery_mark: {reason}")
         if recipients is not None or dedupe_on is not None or null_attributes != "invalid":
             # Wrong values fail at parse time; a single send never imports the bulk engine.
             from airflow_provider_ahachat.bulk.columns import Columns
@@ -221,6 +235,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self.null_attributes = null_attributes
         self.recipients = recipients
         self.resolve_phones = resolve_phones
+        self.delivery_mark = delivery_mark
         self.concurrency = concurrency
         self.rate_limit = rate_limit
         self.ledger_path = ledger_path
@@ -312,6 +327,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             logger=self.log,
             columns=columns,
             resolve_phones=self.resolve_phones,
+            delivery_mark=self.delivery_mark,
         )
         rows, counted = open_recipients(
             recipients, columns=columns, takes_attributes=ACTIONS[action].takes_attributes

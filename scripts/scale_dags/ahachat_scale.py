@@ -35,8 +35,10 @@ for mode in ("shared", "per_task"):
         "retry_delay": datetime.timedelta(seconds=1),
         "ledger_path": LEDGER,
         "message_tag": "POST_PURCHASE_UPDATE",
-        # A worker killed outright leaves the recipients it had claimed but not confirmed "unknown":
-        # not messaged again (they may have been), and counted here rather than failing the run.
+        # A worker killed outright leaves the recipients it had claimed but not confirmed "unknown";
+        # the retry looks each of them up and sends only to those the mark shows were never reached.
+        "delivery_mark": "airflow_delivery",
+        # What stays unknown (a lookup that failed too) is counted rather than failing the run.
         "max_failure_ratio": 0.05,
     }
     with DAG(

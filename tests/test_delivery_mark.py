@@ -1,0 +1,157 @@
+"""
+``delivery_mark``: a try whose outcome is unknown for some recipients is settled by the next try,
+which looks each of them up and sends only to those the earlier message never reached.
+
+The sandbox's injected 500s come in both kinds a real server produces: processed then failed
+(``deliver: true``, the message went out) and failed before processing (it did not). Both end
+"unknown" for the first try; with a mark, the second try tells them apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dag_helpers import report
+
+from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Ledger, bulk_action
+from airflow_provider_ahachat.client import AhaChatClient
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.sandbox import SandboxServer
+
+MARK = "airflow_delivery"
+CONFIRMED = f"its {MARK} is on the customer"
+
+MESSAGES: dict[str, dict[str, Any]] = {
+    "broadcast_block": {"block_name": "shipping_update", "message_tag": "POST_PURCHASE_UPDATE"},
+    "send_text": {"text": "Đơn hàng của bạn đã được giao."},
+    "send_message": {"message": {"messages": [{"text": "Chào bạn!"}], "set_attributes": {"hoi": "roi"}}},
+}
+
+
+def run(
+    sandbox: SandboxServer, action: str, ledger: Path, audience: list[Any], **options: Any
+) -> dict[str, Any]:
+    options.setdefault("delivery_mark", MARK)
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
+        runner = BulkRunner(
+            client,
+            bulk_action(client, action, **MESSAGES.get(action, {"tags": ["t"]})),
+            ledger=Ledger(ledger),
+            progress_interval=60,
+            **options,
+        )
+        return runner.run(audience)
+
+
+@pytest.mark.parametrize(
+    ("action", "by_phone"),
+    [("broadcast_block", False), ("broadcast_block", True), ("send_text", False), ("send_message", False)],
+)
+def test_unknown_outcomes_end_neither_lost_nor_doubled(
+    sandbox: SandboxServer, tmp_path: Path, action: str, by_phone: bool
+) -> None:
+    ids = sandbox.generate_users(10)
+    audience: list[Any] = [{"phone": sandbox.user(uid)["phone"]} for uid in ids] if by_phone else ids
+    # The first recipient's request is processed, then answered 500; the second's is not processed.
+    sandbox.configure(fail_next=[{"status": 500, "deliver": True}, {"status": 500, "deliver": False}])
+    first = run(sandbox, action, tmp_path, audience, concurrency=1, max_failures=2)
+    assert first["outcomes"] == {"delivered": 8, "unknown": 2}
+    assert sandbox.outbox_counts() == dict.fromkeys(ids[:1] + ids[2:], 1)
+
+    second = run(sandbox, action, tmp_path, audience)
+    assert second["outcomes"] == {"delivered": 10}
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)  # the second got theirs, nobody twice
+    lines = report(second)
+    assert [line["row"] for line in lines if CONFIRMED in line.get("reason", "")] == [1]
+    assert second["delivered_in_earlier_tries"] == 9  # eight answered, one found by its mark
+    assert second["unknown_checked"] == {"arrived": 1, "not_arrived": 1}
+    marks = [sandbox.user(uid)["attributes"][MARK] for uid in ids]
+    assert len(set(marks)) == 10  # one value per recipient
+    if action == "send_message":  # the message's own set_attributes still arrive
+        assert sandbox.user(ids[1])["attributes"]["hoi"] == "roi"
+
+
+def test_without_a_mark_the_same_unknowns_stay_unknown(sandbox: SandboxServer, tmp_path: Path) -> None:
+    ids = sandbox.generate_users(4)
+    sandbox.configure(fail_next=[{"status": 500, "deliver": True}, {"status": 500, "deliver": False}])
+    run(sandbox, "send_text", tmp_path, ids, concurrency=1, max_failures=2, delivery_mark=None)
+    second = run(sandbox, "send_text", tmp_path, ids, max_failures=2, delivery_mark=None)
+    assert second["outcomes"] == {"delivered": 2, "unknown": 2} and second["unknown_checked"] == {}
+    assert len(sandbox.outbox_counts()) == 3  # the unprocessed one is never reached: lost
+
+
+def test_a_mark_lookup_that_fails_leaves_the_outcome_unknown_for_the_next_try(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    ids = sandbox.generate_users(3)
+    sandbox.configure(fail_next=[{"status": 500, "deliver": False}])
+    run(sandbox, "send_text", tmp_path, ids, concurrency=1, max_failures=1)
+    assert len(sandbox.outbox_counts()) == 2
+
+    # The lookup of the unknown recipient fails every time it is tried (a GET is retried on 503).
+    sandbox.configure(fail_next=[{"status": 503}] * 10)
+    with pytest.raises(AhaChatBulkError):
+        run(sandbox, "send_text", tmp_path, ids, concurrency=1)
+    assert len(sandbox.outbox_counts()) == 2  # not sent blind
+
+    sandbox.configure(fail_next=[])
+    third = run(sandbox, "send_text", tmp_path, ids)
+    assert third["outcomes"] == {"delivered": 3}
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
+
+
+def test_the_mark_is_the_ledgers_and_the_recipients(sandbox: SandboxServer, tmp_path: Path) -> None:
+    ids = sandbox.generate_users(2)
+    run(sandbox, "broadcast_block", tmp_path / "monday", ids)
+    monday = sandbox.user(ids[0])["attributes"][MARK]
+    assert monday == Ledger(tmp_path / "monday").mark(f"user:{ids[0]}")
+    # Another day's run (another ledger) does not take Monday's mark for its own.
+    sandbox.configure(fail_next=[{"status": 500, "deliver": False}])
+    run(sandbox, "broadcast_block", tmp_path / "tuesday", ids, concurrency=1, max_failures=1)
+    tuesday = run(sandbox, "broadcast_block", tmp_path / "tuesday", ids)
+    assert tuesday["outcomes"] == {"delivered": 2}
+    assert sandbox.outbox_counts() == dict.fromkeys(ids, 2)  # once each day
+    assert sandbox.user(ids[0])["attributes"][MARK] != monday
+
+
+@pytest.mark.parametrize(
+    ("action", "options", "expected"),
+    [
+        ("add_tags", {}, "delivery_mark: the action 'add_tags' messages nobody"),
+        ("send_text", {"ledger": None}, "delivery_mark: needs a ledger"),
+        ("send_text", {"delivery_mark": "ahachat_sent"}, "delivery_mark: "),
+        ("send_text", {"delivery_mark": ""}, "delivery_mark: "),
+        ("send_text", {"delivery_mark": 7}, "delivery_mark: "),
+    ],
+)
+def test_a_mark_that_cannot_work_is_refused_before_anything_is_sent(
+    sandbox: SandboxServer, tmp_path: Path, action: str, options: dict[str, Any], expected: str
+) -> None:
+    ids = sandbox.generate_users(2)
+    options.setdefault("delivery_mark", MARK)
+    ledger = options.pop("ledger", tmp_path)
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
+        bound = bulk_action(client, action, **MESSAGES.get(action, {"tags": ["t"]}))
+        with pytest.raises(AhaChatValidationError) as caught:
+            BulkRunner(client, bound, ledger=Ledger(ledger) if ledger else None, **options).run(ids)
+    assert expected in str(caught.value)
+    assert sandbox.stats()["total"] == 0
+
+
+def test_a_column_named_like_the_mark_makes_its_rows_invalid(sandbox: SandboxServer, tmp_path: Path) -> None:
+    ids = sandbox.generate_users(2)
+    rows = [{"user_id": ids[0], "order_id": "DH1"}, {"user_id": ids[1], MARK: "mine"}]
+    summary = run(sandbox, "broadcast_block", tmp_path, rows, max_failures=1)
+    assert summary["outcomes"] == {"delivered": 1, "invalid": 1}
+    (line,) = [line for line in report(summary) if line["outcome"] == "invalid"]
+    assert f"{MARK}: is the run's delivery_mark attribute" in line["reason"]
+    assert sandbox.user(ids[1])["attributes"].get(MARK) is None
+
+
+def test_the_operator_refuses_a_reserved_mark_at_parse_time() -> None:
+    from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
+
+    with pytest.raises(AhaChatValidationError, match="delivery_mark: "):
+        BroadcastBlockOperator(task_id="t", block_name="b", recipients=[], delivery_mark="ahachat_token")
