@@ -155,3 +155,23 @@ def test_the_operator_refuses_a_reserved_mark_at_parse_time() -> None:
 
     with pytest.raises(AhaChatValidationError, match="delivery_mark: "):
         BroadcastBlockOperator(task_id="t", block_name="b", recipients=[], delivery_mark="ahachat_token")
+
+
+def test_a_single_send_refuses_a_mark_it_could_not_check(sandbox: SandboxServer, dag_runner: Any) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
+
+    (uid,) = sandbox.generate_users(1)
+    with DAG("single_mark", schedule=None, default_args={"retries": 0}) as dag:
+        BroadcastBlockOperator(
+            task_id="send",
+            ahachat_conn_id="aha",
+            block_name="shipping_update",
+            user_id=uid,
+            delivery_mark=MARK,
+        )
+    result = dag_runner(dag, {"aha": sandbox.connection_uri})
+    assert not result.succeeded
+    assert "delivery_mark: works with recipients" in result.summary()
+    assert sandbox.stats()["total"] == 0

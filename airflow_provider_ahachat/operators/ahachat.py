@@ -198,7 +198,8 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         When a try of the task ends without knowing whether some messages arrived (its worker was
         lost while they were leaving, a read timeout), the next try looks each such customer up and
         sends only to those without the mark: nobody is lost or messaged twice. One lookup per
-        unknown outcome; for the actions that message (broadcasts, text and dynamic messages).
+        unknown outcome; for the actions that message (broadcasts, text and dynamic messages), with
+        ``recipients`` (or the SQL transfer's rows).
     """
 
     #: The bulk engine's name for this operator's action.
@@ -272,6 +273,11 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
 
     def execute(self, context: Context) -> Any:
         if self.recipients is None:
+            if self.delivery_mark is not None:
+                raise AhaChatValidationError(
+                    "delivery_mark: works with recipients (a bulk run keeps the ledger the mark is "
+                    "checked against); a single send has none: leave it out, or pass recipients=[...]"
+                )
             if self.is_dry_run:
                 request = self.prepare(self.hook.client)
                 self.log.info("AhaChat dry run: would send %s; nothing sent", request.describe())
