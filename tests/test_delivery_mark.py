@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from dag_helpers import report
 
-from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Ledger, bulk_action
+from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Columns, Ledger, bulk_action
 from airflow_provider_ahachat.client import AhaChatClient
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.sandbox import SandboxServer
@@ -175,3 +175,20 @@ def test_a_single_send_refuses_a_mark_it_could_not_check(sandbox: SandboxServer,
     assert not result.succeeded
     assert "delivery_mark: works with recipients" in result.summary()
     assert sandbox.stats()["total"] == 0
+
+
+def test_two_messages_to_one_customer_are_never_resent_blind(sandbox: SandboxServer, tmp_path: Path) -> None:
+    (uid,) = sandbox.generate_users(1)
+    rows = [{"user_id": uid, "order_id": "DH1"}, {"user_id": uid, "order_id": "DH2"}]
+    sandbox.configure(fail_next=[{"status": 500, "deliver": True}, {"status": 500, "deliver": True}])
+    per_order = Columns.of(dedupe_on=["order_id"])
+    first = run(sandbox, "broadcast_block", tmp_path, rows, concurrency=1, columns=per_order, max_failures=2)
+    assert first["outcomes"] == {"unknown": 2}
+
+    second = run(sandbox, "broadcast_block", tmp_path, rows, columns=per_order, max_failures=1)
+    # The customer holds DH2's mark: DH2 arrived; DH1's may have, and cannot be told: not resent.
+    assert second["outcomes"] == {"delivered": 1, "unknown": 1}
+    assert second["unknown_checked"] == {"arrived": 1, "undecided": 1}
+    assert sandbox.outbox_counts() == {uid: 2}
+    (line,) = [line for line in report(second) if line["outcome"] == "unknown"]
+    assert line["row"] == 1 and "another message's of this run" in line["reason"]

@@ -122,9 +122,14 @@ class Ledger:
         """
         A value unique to this ledger and the recipient ``key``, the same in every try: what a
         run's ``delivery_mark`` attribute is set to, so that a later try can tell whether the
-        message it could not confirm reached AhaChat.
+        message it could not confirm reached AhaChat. It starts with :attr:`mark_prefix`.
         """
-        return hashlib.sha256(f"{self.location()}\n{key}".encode()).hexdigest()[:20]
+        return self.mark_prefix + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @property
+    def mark_prefix(self) -> str:
+        """The start of every mark of this ledger (and of no other's)."""
+        return hashlib.sha256(self.location().encode()).hexdigest()[:12] + "-"
 
     def replay(self) -> Iterator[dict[str, Any]]:
         """Every record of earlier tries, oldest journal first."""

@@ -470,9 +470,18 @@ class BulkRunner:
             except AhaChatError as err:
                 error = err
             else:
-                if str(user.attributes.get(self.delivery_mark)) == self.ledger.mark(row.key):
+                found = str(user.attributes.get(self.delivery_mark))
+                if found == self.ledger.mark(row.key):
                     why = f"an earlier try's message arrived: its {self.delivery_mark} is on the customer"
                     return _Outcome(row, DELIVERED, why, earlier=True, checked="arrived")
+                if found.startswith(self.ledger.mark_prefix):
+                    # Another message of this run to the same customer (dedupe_on) set it since:
+                    # whether this one arrived cannot be told; never resent blind.
+                    why = (
+                        f"an earlier try's outcome is unknown, and the customer's {self.delivery_mark} "
+                        "is another message's of this run (dedupe_on): not resent"
+                    )
+                    return _Outcome(row, UNKNOWN, why, earlier=True, checked="undecided")
                 return None
         if error.status == 404:  # no such customer: nothing can have reached them
             return None
