@@ -17,6 +17,7 @@ source scripts/_apt.sh
 need_apt redis-server postgresql || { echo "scale.sh needs Debian's redis-server and postgresql" >&2; exit 1; }
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/ahachat-scale-XXXXXX")"
+for arg in "$@"; do [[ "$arg" == --keep ]] && AHACHAT_SCALE_KEEP=1; done  # scale.py's --keep: logs stay
 export AHACHAT_SCALE_DIR="$DIR"
 cleanup() {
   # scale.py stops everything itself; this is for when it could not (it was killed outright).

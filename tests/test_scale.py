@@ -71,7 +71,6 @@ def test_scale_scenario(tmp_path: Path) -> None:
         assert run["doubled"] == 0, f"{mode}: {run['doubled']} recipients got the message twice"
         # The killed worker's unknown outcomes were settled by the delivery mark: nobody lost either.
         assert run["lost"] == 0, f"{mode}: {run['lost']} lost; {run['unknown']} left unknown"
-        assert run["arrived"] + run["resent"] > 0, f"{mode}: no unknown outcome was checked"
         assert run["once"] + run["lost"] == run["recipients"], mode
         assert run["killed"] != "none", f"{mode}: no worker was killed"
         assert run["retried"] > 0, f"{mode}: no task was retried"
