@@ -411,3 +411,30 @@ def test_sql_from_a_templated_file_with_positional_parameters(
         ids[2]: ["cho_giao_hang", "vip"],
         ids[3]: ["cho_giao_hang", "vip"],
     }
+
+
+def test_a_delivery_mark_rides_on_every_message_of_the_transfer(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    from airflow_provider_ahachat.bulk import Ledger
+    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
+
+    ids = sandbox.generate_users(3)
+    db = shop_db(
+        tmp_path / "shop.db", [(uid, None, f"DH{n}", None, None, None, None) for n, uid in enumerate(ids)]
+    )
+    with new_dag("sql_marked") as dag:
+        SqlToAhaChatOperator(
+            task_id="send",
+            sql_conn_id=SHOP,
+            sql="SELECT user_id, ma_don AS order_id FROM orders",
+            action="broadcast_block",
+            block_name="shipping_update",
+            ledger_path=str(tmp_path / "ledger"),
+            delivery_mark="da_gui",
+        )
+    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    assert result.succeeded, result.summary()
+    ledger = Ledger(result.xcoms["send"]["ledger"])
+    for uid in ids:  # what a retry of this task instance would look for
+        assert sandbox.user(uid)["attributes"]["da_gui"] == ledger.mark(f"user:{uid}")
