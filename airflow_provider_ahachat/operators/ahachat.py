@@ -20,7 +20,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_ahachat.actions import ACTIONS, build_call
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, ledger_lease_seconds
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, validate_user_id
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, tag_argument, validate_user_id
 
 if TYPE_CHECKING:
     import jinja2
@@ -621,7 +621,7 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
         super().__init__(**kwargs)
         self.block_name = block_name
         self.phone = phone
-        self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
+        self.message_tag = tag_argument(message_tag)
         self.attributes = attributes
 
 

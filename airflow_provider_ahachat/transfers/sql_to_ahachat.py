@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_ahachat.actions import ACTIONS, RECIPIENT_ACTIONS
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, tag_argument
 from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         self.attribute_columns = attribute_columns
         self.count_rows = count_rows
         self.block_name = block_name
-        self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
+        self.message_tag = tag_argument(message_tag)
         self.attributes = attributes
         self.tags = tags
         self.text = text
