@@ -477,7 +477,15 @@ class BaseAhaChatClient:
 
         :raises AhaChatValidationError: naming each bad argument.
         """
-        bound = self.bind(action, arguments)
+        return self.address(self.bind(action, arguments), user_id=user_id, phone=phone)
+
+    def address(self, bound: BoundAction, *, user_id: Any = None, phone: Any = None) -> ApiRequest:
+        """
+        The request of an action already bound (its shared arguments validated) for one customer,
+        ``user_id`` or ``phone``, validated; nothing sent. For sending one action to several customers.
+
+        :raises AhaChatValidationError: naming the bad recipient.
+        """
         if not bound.action.addresses_customer:
             return bound.request(self.bot_id, endpoints=self.endpoints)
         recipient = Recipient.of(user_id=user_id, phone=phone, country_code=self.default_country_code)

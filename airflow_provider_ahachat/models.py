@@ -120,6 +120,15 @@ class MessageTag(str, Enum):
 DEFAULT_MESSAGE_TAG = MessageTag.NON_PROMOTIONAL_SUBSCRIPTION
 
 
+def tag_argument(value: MessageTag | str) -> str:
+    """
+    A ``message_tag`` argument as operators and notifiers keep it until it is rendered and
+    validated: a :class:`MessageTag` by its name, anything else (a name in any case, a template) as
+    given.
+    """
+    return value.value if isinstance(value, MessageTag) else value
+
+
 def validate_user_id(value: Any, field: str = "user_id") -> str:
     """
     Return a messenger_user_id as a string of digits.

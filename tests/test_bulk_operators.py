@@ -53,6 +53,49 @@ def user_requests(sandbox: SandboxServer) -> Counter[str]:
     return counts
 
 
+def test_every_bulk_option_reaches_the_runner_or_the_columns() -> None:
+    """An option the audience operators take is handed on whole: none is dropped on the way."""
+    import dataclasses
+    import inspect
+
+    from airflow_provider_ahachat.bulk import BulkRunner
+    from airflow_provider_ahachat.operators.ahachat import (
+        AddTagsOperator,
+        AhaChatAudienceOperator,
+        BulkOptions,
+    )
+
+    given: dict[str, Any] = {
+        "concurrency": 3,
+        "rate_limit": 7.5,
+        "max_failures": 2,
+        "max_failure_ratio": 0.5,
+        "dry_run": True,
+        "progress_interval": 1.0,
+        "dedupe_on": "order_id",
+        "null_attributes": "omit",
+        "resolve_phones": True,
+        "delivery_mark": "airflow_delivery",
+    }
+    names = {field.name for field in dataclasses.fields(BulkOptions)}
+    assert names == set(given)
+    assert names <= set(inspect.signature(AhaChatAudienceOperator.__init__).parameters)
+    options = AddTagsOperator(task_id="tag", tags="vip", recipients=[LAN], **given).bulk_options
+    assert options == BulkOptions(**given)
+    runner_options = options.runner_options()
+    assert set(runner_options) <= set(inspect.signature(BulkRunner).parameters)
+    assert runner_options == {name: given[name] for name in names - {"dedupe_on", "null_attributes"}}
+    columns = options.columns()
+    assert (columns.dedupe_on, columns.null_attributes) == (("order_id",), "omit")
+
+    # The attributes the operators had before the options were one object still read them.
+    operator = AddTagsOperator(task_id="tag", tags="vip", recipients=[LAN], **given)
+    assert {name: getattr(operator, name) for name in names - {"dry_run"}} == {
+        name: value for name, value in given.items() if name != "dry_run"
+    }
+    assert operator.is_dry_run is True and callable(operator.dry_run)
+
+
 # --------------------------------------------------------------------------- 1. every operator
 
 

@@ -69,6 +69,16 @@ def full_text(err: BaseException) -> str:
 # --------------------------------------------------------------------------- the Broadcast API, exactly
 
 
+def test_a_bound_action_addressed_to_each_customer_is_the_prepared_request(client: AhaChatClient) -> None:
+    arguments = {"block_name": "shipping_update", "message_tag": "account_update", "attributes": {"a": 1}}
+    bound = client.bind("broadcast_block", arguments)
+    for who in ({"user_id": USER}, {"phone": "0908 071 111"}):
+        assert client.address(bound, **who) == client.prepare("broadcast_block", arguments, **who)
+    with pytest.raises(AhaChatValidationError, match="give exactly one"):
+        client.address(bound, user_id=USER, phone="0908 071 111")
+    assert client.address(client.bind("check_connection")) == client.prepare_check_connection()
+
+
 def test_broadcast_by_user_is_the_documented_request(client: AhaChatClient, server: RecordingServer) -> None:
     result = client.broadcast_block(
         "Giao hàng",

@@ -131,6 +131,26 @@ def test_a_failing_notification_is_logged_and_never_hides_the_failure(
     assert "AhaChat: notified 1 of 2 recipients" in result.log
 
 
+def test_bad_rendered_input_is_logged_once_and_spoils_only_what_it_touches(
+    dag_runner: Any, sandbox: SandboxServer
+) -> None:
+    # The shared arguments are checked once for every recipient; a bad recipient spoils only itself.
+    bad_tag = notifier(user_ids=[LAN, MAI], block_name="shipping_update", message_tag="{{ 'PROMOTION' }}")
+    bad_user = notifier(user_ids=["{{ 'khong-phai-so' }}", MAI], text="{{ ti.task_id }} thất bại")
+    dag = failing_dag("notify_bad_input", task_callbacks={"on_failure_callback": [bad_tag, bad_user]})
+
+    result = run(dag_runner, dag, sandbox)
+
+    assert_failed_with_the_original_error(result)
+    assert result.log.count("AhaChat: not notifying anyone: ") == 1
+    assert "'PROMOTION' is not a message tag" in result.log
+    assert "AhaChat: notified 0 of 2 recipients" in result.log
+    assert "AhaChat: not notifying user khong-phai-so: " in result.log
+    assert "AhaChat: notified 1 of 2 recipients" in result.log
+    assert sandbox.outbox(LAN) == []
+    assert [(e["kind"], e["text"]) for e in sandbox.outbox(MAI)] == [("text", "load_orders thất bại")]
+
+
 def test_a_wrong_token_is_logged_and_never_hides_the_failure(dag_runner: Any, sandbox: SandboxServer) -> None:
     alert = notifier(user_ids=LAN, text="{{ exception }}")
     dag = failing_dag("notify_wrong_token", task_callbacks={"on_failure_callback": alert})

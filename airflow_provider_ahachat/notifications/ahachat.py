@@ -14,7 +14,7 @@ from airflow.sdk import BaseNotifier
 
 from airflow_provider_ahachat.exceptions import AhaChatError, AhaChatValidationError
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MAX_TEXT, MessageTag
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MAX_TEXT, MessageTag, tag_argument
 
 if TYPE_CHECKING:
     import jinja2
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
 
-__all__ = ["AhaChatNotifier", "send_ahachat_notification"]
+__all__ = ["AhaChatBaseNotifier", "AhaChatNotifier", "send_ahachat_notification"]
 
 _ELLIPSIS = "…"
 
@@ -35,7 +35,34 @@ def _as_list(value: Any) -> list[Any]:
     return list(value)
 
 
-class AhaChatNotifier(BaseNotifier):
+class AhaChatBaseNotifier(BaseNotifier):
+    """
+    Base of the AhaChat notifiers: the connection, its hook, and the tag of the broadcasts they start.
+
+    :param ahachat_conn_id: the ``ahachat`` connection to use.
+    :param message_tag: the message tag of a broadcast the notifier starts; a
+        :class:`~airflow_provider_ahachat.models.MessageTag` is kept by its name.
+    """
+
+    def __init__(
+        self,
+        *,
+        ahachat_conn_id: str = AhaChatHook.default_conn_name,
+        message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
+        **kwargs: Any,
+    ) -> None:
+        # ``context`` comes as a keyword argument when Airflow runs a notifier for a deadline alert.
+        super().__init__(**kwargs)
+        self.ahachat_conn_id = ahachat_conn_id
+        self.message_tag = tag_argument(message_tag)
+
+    @cached_property
+    def hook(self) -> AhaChatHook:
+        """The hook for ``ahachat_conn_id``."""
+        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id)
+
+
+class AhaChatNotifier(AhaChatBaseNotifier):
     """
     Send a message to one or more people through an AhaChat bot when a DAG or a task fails,
     succeeds or retries, or a deadline is missed.
@@ -101,8 +128,7 @@ class AhaChatNotifier(BaseNotifier):
         ahachat_conn_id: str = AhaChatHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        # ``context`` comes as a keyword argument when Airflow runs the notifier for a deadline alert.
-        super().__init__(**kwargs)
+        super().__init__(ahachat_conn_id=ahachat_conn_id, message_tag=message_tag, **kwargs)
         problems = []
         if (text is None) == (block_name is None):
             problems.append("text, block_name: give exactly one of them")
@@ -116,13 +142,13 @@ class AhaChatNotifier(BaseNotifier):
             problems.append("attributes: only a block (block_name) takes attributes")
         if problems:
             raise AhaChatValidationError(problems)
+        #: What each recipient gets, an action of the action table.
+        self.action_name = "send_text" if text is not None else "broadcast_block"
         self.user_ids = user_ids
         self.phones = phones
         self.text = text
         self.block_name = block_name
-        self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
         self.attributes = attributes
-        self.ahachat_conn_id = ahachat_conn_id
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         """
@@ -139,38 +165,44 @@ class AhaChatNotifier(BaseNotifier):
             jinja_env = self.get_template_env()
         super().render_template_fields(context, jinja_env)
 
-    @cached_property
-    def hook(self) -> AhaChatHook:
-        """The hook for ``ahachat_conn_id``."""
-        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id)
-
     # -- what to send, once the templates are rendered
 
+    def _arguments(self) -> dict[str, Any]:
+        """The action's arguments, rendered: the text, cut to fit; or the block, its tag and attributes."""
+        if self.text is None:
+            return {
+                "block_name": self.block_name,
+                "message_tag": self.message_tag,
+                "attributes": self.attributes,
+            }
+        text = str(self.text)
+        if len(text) > MAX_TEXT:
+            text = text[: MAX_TEXT - len(_ELLIPSIS)] + _ELLIPSIS
+        return {"text": text}
+
     def _requests(self, client: AhaChatClient) -> list[tuple[str, ApiRequest | None]]:
-        """One request per recipient; a recipient whose input is invalid gets None (and is logged)."""
-        prepared: list[tuple[str, ApiRequest | None]] = []
+        """
+        One request per recipient, the shared arguments validated once; a recipient whose input is
+        invalid gets None (and is logged), every recipient does when the shared arguments are.
+        """
         recipients = [("user_id", value) for value in _as_list(self.user_ids)]
         recipients += [("phone", value) for value in _as_list(self.phones)]
-        for kind, value in recipients:
-            who = f"{'user' if kind == 'user_id' else 'phone'} {value}"
+        named = [
+            (f"{'user' if kind == 'user_id' else 'phone'} {value}", {kind: value})
+            for kind, value in recipients
+        ]
+        try:
+            bound = client.bind(self.action_name, self._arguments())
+        except AhaChatValidationError as err:
+            self.log.error("AhaChat: not notifying anyone: %s", err)
+            return [(who, None) for who, _ in named]
+        prepared: list[tuple[str, ApiRequest | None]] = []
+        for who, recipient in named:
             try:
-                if self.text is not None:
-                    text = str(self.text)
-                    if len(text) > MAX_TEXT:
-                        text = text[: MAX_TEXT - len(_ELLIPSIS)] + _ELLIPSIS
-                    request = client.prepare_send_text(value, text)
-                else:
-                    request = client.prepare_broadcast_block(
-                        self.block_name,
-                        message_tag=self.message_tag,
-                        attributes=self.attributes,
-                        **{kind: value},
-                    )
+                prepared.append((who, client.address(bound, **recipient)))
             except AhaChatValidationError as err:
                 self.log.error("AhaChat: not notifying %s: %s", who, err)
                 prepared.append((who, None))
-                continue
-            prepared.append((who, request))
         return prepared
 
     def _report(self, sent: int, total: int) -> None:

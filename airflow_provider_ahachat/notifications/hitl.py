@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-from airflow.sdk import BaseNotifier
 
 from airflow_provider_ahachat.exceptions import (
     AhaChatError,
@@ -21,6 +18,7 @@ from airflow_provider_ahachat.exceptions import (
 )
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 from airflow_provider_ahachat.models import MessageTag
+from airflow_provider_ahachat.notifications.ahachat import AhaChatBaseNotifier
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,7 +58,7 @@ def approvers_of(assigned_users: Any) -> list[str]:
     return [i[len(APPROVER_PREFIX) :] for i in ids if i.startswith(APPROVER_PREFIX)]
 
 
-class AhaChatHITLNotifier(BaseNotifier):
+class AhaChatHITLNotifier(AhaChatBaseNotifier):
     """
     Send a Human-in-the-loop task's question to its approvers in Messenger, with one button per
     option; a tap answers the task as the Airflow user ``ahachat:<messenger_user_id>``.
@@ -101,17 +99,10 @@ class AhaChatHITLNotifier(BaseNotifier):
         message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(ahachat_conn_id=ahachat_conn_id, message_tag=MessageTag.parse(message_tag), **kwargs)
         self.approvers = approvers
-        self.ahachat_conn_id = ahachat_conn_id
         self.option_labels = dict(option_labels or {})
         self.question_block = question_block
-        self.message_tag = MessageTag.parse(message_tag).value
-
-    @cached_property
-    def hook(self) -> AhaChatHook:
-        """The hook for ``ahachat_conn_id``."""
-        return AhaChatHook(ahachat_conn_id=self.ahachat_conn_id)
 
     def notify(self, context: Context) -> None:
         """Ask every approver; raise if none could be asked."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
@@ -23,6 +24,7 @@ from airflow_provider_ahachat.models import (
     DEFAULT_MESSAGE_TAG,
     MessageTag,
     attribute_name_problem,
+    tag_argument,
     validate_user_id,
 )
 
@@ -42,6 +44,7 @@ __all__ = [
     "AhaChatAudienceOperator",
     "AhaChatBaseOperator",
     "BroadcastBlockOperator",
+    "BulkOptions",
     "FindUserOperator",
     "RemoveTagsOperator",
     "ResetAttributesOperator",
@@ -152,6 +155,57 @@ class AhaChatBaseOperator(BaseOperator):
         return result.model_dump(mode="json")
 
 
+#: The options that shape how each row is read (:class:`~airflow_provider_ahachat.bulk.Columns`),
+#: not the runner itself.
+_COLUMN_OPTIONS = frozenset({"dedupe_on", "null_attributes"})
+
+
+@dataclass(frozen=True)
+class BulkOptions:
+    """
+    How an audience operator acts for many recipients: everything but who (``recipients``), what
+    (the action's arguments) and where the ledger lives (``ledger_path``, templated). The operator
+    holds them in one piece and hands them to the hook's runner in one piece; importing this class
+    loads nothing of the bulk engine. Each is the argument of the same name of
+    :class:`AhaChatAudienceOperator`, which says what it does:
+
+    :param concurrency: requests in flight at once.
+    :param rate_limit: requests per second.
+    :param max_failures: how many recipients not delivered fail the task.
+    :param max_failure_ratio: what share of recipients not delivered fails the task.
+    :param dry_run: send nothing, report what would be sent.
+    :param progress_interval: seconds between progress lines.
+    :param dedupe_on: the columns that, with the recipient, make a message distinct.
+    :param null_attributes: what a NULL attribute value does.
+    :param resolve_phones: look recipients given by phone up first.
+    :param delivery_mark: the attribute that settles an earlier try's unknown outcomes.
+    """
+
+    concurrency: int | None = None
+    rate_limit: float | None = None
+    max_failures: int | None = None
+    max_failure_ratio: float | None = None
+    dry_run: bool = False
+    progress_interval: float = 5.0
+    dedupe_on: str | Sequence[str] | None = None
+    null_attributes: str = "invalid"
+    resolve_phones: bool = False
+    delivery_mark: str | None = None
+
+    def columns(self, **more: Any) -> Columns:
+        """
+        ``dedupe_on`` and ``null_attributes`` checked, as the columns of a run (with ``more`` of
+        :meth:`Columns.of <airflow_provider_ahachat.bulk.Columns.of>`); imports the bulk engine.
+        """
+        from airflow_provider_ahachat.bulk.columns import Columns
+
+        return Columns.of(dedupe_on=self.dedupe_on, null_attributes=self.null_attributes, **more)
+
+    def runner_options(self) -> dict[str, Any]:
+        """The keywords of :meth:`AhaChatHook.bulk_runner` these options set (all but the columns')."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _COLUMN_OPTIONS}
+
+
 class AhaChatAudienceOperator(AhaChatBaseOperator):
     """
     Base of the operators that act on one user or, with ``recipients``, on many.
@@ -225,26 +279,26 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     ) -> None:
         if delivery_mark is not None and (reason := attribute_name_problem(delivery_mark, by_phone=True)):
             raise AhaChatValidationError(f"delivery_mark: {reason}")
+        bulk_options = BulkOptions(
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            max_failures=max_failures,
+            max_failure_ratio=max_failure_ratio,
+            dry_run=dry_run,
+            progress_interval=progress_interval,
+            dedupe_on=dedupe_on,
+            null_attributes=null_attributes,
+            resolve_phones=resolve_phones,
+            delivery_mark=delivery_mark,
+        )
         if recipients is not None or dedupe_on is not None or null_attributes != "invalid":
             # Wrong values fail at parse time; a single send never imports the bulk engine.
-            from airflow_provider_ahachat.bulk.columns import Columns
-
-            Columns.of(dedupe_on=dedupe_on, null_attributes=null_attributes)
+            bulk_options.columns()
         super().__init__(**kwargs)
         self.user_id = user_id
-        self.dedupe_on = dedupe_on
-        self.null_attributes = null_attributes
         self.recipients = recipients
-        self.resolve_phones = resolve_phones
-        self.delivery_mark = delivery_mark
-        self.concurrency = concurrency
-        self.rate_limit = rate_limit
         self.ledger_path = ledger_path
-        self.max_failures = max_failures
-        self.max_failure_ratio = max_failure_ratio
-        # Not ``self.dry_run``: that name is a method of BaseOperator.
-        self.is_dry_run = dry_run
-        self.progress_interval = progress_interval
+        self.bulk_options = bulk_options
         self._runner: BulkRunner | None = None
 
     def bulk_arguments(self) -> dict[str, Any]:
@@ -273,12 +327,12 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
 
     def execute(self, context: Context) -> Any:
         if self.recipients is None:
-            if self.delivery_mark is not None:
+            if self.bulk_options.delivery_mark is not None:
                 raise AhaChatValidationError(
                     "delivery_mark: works with recipients (a bulk run keeps the ledger the mark is "
                     "checked against); a single send has none: leave it out, or pass recipients=[...]"
                 )
-            if self.is_dry_run:
+            if self.bulk_options.dry_run:
                 request = self.prepare(self.hook.client)
                 self.log.info("AhaChat dry run: would send %s; nothing sent", request.describe())
                 return {"dry_run": True, "would_send": 1, "request": request.preview()}
@@ -305,10 +359,11 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         a list's own, ``user_id`` or ``phone``), with this operator's ``dedupe_on`` and
         ``null_attributes``. A file's header is checked against them before anything is sent.
         """
-        from airflow_provider_ahachat.bulk import AhaChatBulkError, Columns, Ledger, open_recipients
+        from airflow_provider_ahachat.bulk import AhaChatBulkError, Ledger, open_recipients
 
+        options = self.bulk_options
         if columns is None:
-            columns = Columns.of(dedupe_on=self.dedupe_on, null_attributes=self.null_attributes)
+            columns = options.columns()
 
         ti = context["ti"]
         folder = ledger_folder(
@@ -323,17 +378,10 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             action,
             arguments,
             ledger=Ledger(folder, wait=max(60.0, lease), lease_ttl=lease),
-            concurrency=self.concurrency,
-            rate_limit=self.rate_limit,
-            max_failures=self.max_failures,
-            max_failure_ratio=self.max_failure_ratio,
             resend_unknown=self.retry_unknown_outcome,
-            dry_run=self.is_dry_run,
-            progress_interval=self.progress_interval,
             logger=self.log,
             columns=columns,
-            resolve_phones=self.resolve_phones,
-            delivery_mark=self.delivery_mark,
+            **options.runner_options(),
         )
         rows, counted = open_recipients(
             recipients, columns=columns, takes_attributes=ACTIONS[action].takes_attributes
@@ -346,7 +394,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             runner.concurrency,
             f"{runner.limiter.limit:g}" if runner.limiter.limit else "no limit on",
             folder,
-            " (dry run: nothing is sent)" if self.is_dry_run else "",
+            " (dry run: nothing is sent)" if options.dry_run else "",
         )
         try:
             summary = runner.run(rows, total if total is not None else counted)
@@ -364,6 +412,16 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         """Stop a bulk run: requests in flight finish and are recorded; the rest are not sent."""
         if self._runner is not None:
             self._runner.stop()
+
+
+def _bulk_option(name: str) -> property:
+    return property(lambda operator: getattr(operator.bulk_options, name), doc=f"``bulk_options.{name}``")
+
+
+# The bulk settings' attribute names before ``bulk_options`` held them, kept as read-only aliases.
+for _attribute, _option in {**{f.name: f.name for f in fields(BulkOptions)}, "is_dry_run": "dry_run"}.items():
+    if _attribute != "dry_run":  # ``dry_run`` is a method of BaseOperator
+        setattr(AhaChatAudienceOperator, _attribute, _bulk_option(_option))
 
 
 class FindUserOperator(AhaChatBaseOperator):
@@ -597,7 +655,7 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
         super().__init__(**kwargs)
         self.block_name = block_name
         self.phone = phone
-        self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
+        self.message_tag = tag_argument(message_tag)
         self.attributes = attributes
 
 

@@ -33,6 +33,7 @@ from typing_extensions import Self
 from airflow_provider_ahachat.sandbox.app import create_app
 from airflow_provider_ahachat.sandbox.state import (
     ApiError,
+    OutboxQuery,
     SandboxConfig,
     SandboxState,
     build_bots,
@@ -268,9 +269,9 @@ class SandboxControl:
         since: int = 0,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """What the bots delivered, oldest first; see ``GET /_sandbox/outbox``."""
-        params = {"user_id": user_id, "bot_id": bot_id, "since": since or None, "limit": limit}
-        return list(self.control("GET", "/outbox", params=params))
+        """What the bots delivered, oldest first; see ``GET /_sandbox/outbox`` and :class:`OutboxQuery`."""
+        query = OutboxQuery(user_id, bot_id, since, limit)
+        return list(self.control("GET", "/outbox", params=query.params()))
 
     def outbox_counts(self, bot_id: str | None = None) -> dict[str, int]:
         """How many outbox entries each user has; see ``GET /_sandbox/outbox/counts``."""

@@ -60,7 +60,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -697,6 +697,43 @@ class OutboxEntry:
         }
 
 
+@dataclass(frozen=True)
+class OutboxQuery:
+    """
+    Which outbox entries to read, as ``GET /_sandbox/outbox`` takes them: those after ``since``, of
+    one user or bot if given, the last ``limit`` of them, oldest first.
+
+    :param user_id: only this user's entries.
+    :param bot_id: only this bot's entries.
+    :param since: only entries whose ``seq`` is greater.
+    :param limit: only the last this many; None for all.
+    """
+
+    user_id: str | None = None
+    bot_id: str | None = None
+    since: int = 0
+    limit: int | None = None
+
+    def matches(self, entry: OutboxEntry) -> bool:
+        """Whether ``entry`` is one of those asked for (``limit`` aside)."""
+        return (
+            entry.seq > self.since
+            and (self.user_id is None or entry.messenger_user_id == self.user_id)
+            and (self.bot_id is None or entry.bot_id == self.bot_id)
+        )
+
+    def select(self, entries: Iterable[OutboxEntry]) -> list[OutboxEntry]:
+        """The entries asked for, of ``entries`` in delivery order."""
+        chosen = [entry for entry in entries if self.matches(entry)]
+        if self.limit is not None:
+            chosen = chosen[-self.limit :] if self.limit else []
+        return chosen
+
+    def params(self) -> dict[str, Any]:
+        """The query string that asks for them; None leaves a name out."""
+        return {**asdict(self), "since": self.since or None}
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """
@@ -1012,11 +1049,8 @@ class SandboxState:
 
     def outbox_counts(self, *, bot_id: str | None = None) -> dict[str, int]:
         """How many outbox entries each user has, of one bot if given: to check nobody got two."""
-        counts: dict[str, int] = {}
-        for entry in self.outbox:
-            if bot_id is None or entry.bot_id == bot_id:
-                counts[entry.messenger_user_id] = counts.get(entry.messenger_user_id, 0) + 1
-        return counts
+        entries = OutboxQuery(bot_id=bot_id).select(self.outbox)
+        return dict(Counter(entry.messenger_user_id for entry in entries))
 
     def generate_users(self, bot: Bot, changes: Any) -> dict[str, Any]:
         """
@@ -1059,25 +1093,9 @@ class SandboxState:
             "last": synthetic_user_id(start + count - 1) if count else None,
         }
 
-    def outbox_json(
-        self,
-        *,
-        user_id: str | None = None,
-        bot_id: str | None = None,
-        since: int = 0,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Outbox entries after ``since``, oldest first, of one user or bot if given; the last ``limit``."""
-        entries = [
-            entry
-            for entry in self.outbox
-            if entry.seq > since
-            and (user_id is None or entry.messenger_user_id == user_id)
-            and (bot_id is None or entry.bot_id == bot_id)
-        ]
-        if limit is not None:
-            entries = entries[-limit:] if limit else []
-        return [entry.to_json() for entry in entries]
+    def outbox_json(self, query: OutboxQuery) -> list[dict[str, Any]]:
+        """The outbox entries ``query`` asks for, oldest first, as ``GET /_sandbox/outbox`` answers."""
+        return [entry.to_json() for entry in query.select(self.outbox)]
 
     # -- control API
 

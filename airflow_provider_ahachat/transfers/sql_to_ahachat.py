@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_ahachat.actions import ACTIONS, RECIPIENT_ACTIONS
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag
+from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, tag_argument
 from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
 
 if TYPE_CHECKING:
@@ -29,18 +29,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
     everything :class:`~airflow_provider_ahachat.operators.ahachat.AhaChatAudienceOperator` says
     about rate limits, the delivery ledger, failures and dry runs holds here too.
 
-    .. code-block:: python
-
-        SqlToAhaChatOperator(
-            task_id="shipping_update",
-            sql_conn_id="shop_postgres",
-            sql="SELECT messenger_user_id, tracking_number FROM orders WHERE shipped_on = %(day)s",
-            parameters={"day": "{{ dag_run.run_after | ds }}"},
-            user_id_column="messenger_user_id",
-            action="broadcast_block",
-            block_name="shipping_update",
-            message_tag="POST_PURCHASE_UPDATE",
-        )
+    .. seealso::
+        The examples in the README's "Many recipients at once" (the test suite builds them in a
+        DAG, and runs the mapped one against PostgreSQL and the sandbox), and
+        ``example_dags/example_ahachat_bulk_shipping.py``.
 
     :param sql: the query (templated; a path ending in ``.sql`` is read as a template).
     :param sql_conn_id: the connection of any SQL database Airflow has a ``DbApiHook`` for.
@@ -161,7 +153,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         self.attribute_columns = attribute_columns
         self.count_rows = count_rows
         self.block_name = block_name
-        self.message_tag = message_tag.value if isinstance(message_tag, MessageTag) else message_tag
+        self.message_tag = tag_argument(message_tag)
         self.attributes = attributes
         self.tags = tags
         self.text = text
@@ -210,14 +202,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
 
     def columns(self) -> Columns:
         """The columns this task is told to use, before the query says which it returns."""
-        from airflow_provider_ahachat.bulk.columns import Columns
-
         chosen = self.attribute_columns
         if chosen is not None and not isinstance(chosen, Mapping):
             chosen = {column: column for column in chosen}
-        return Columns.of(
-            dedupe_on=self.dedupe_on,
-            null_attributes=self.null_attributes,
+        return self.bulk_options.columns(
             user_id=(self.user_id_column,),
             phone=self.phone_column,
             attributes=dict(chosen) if chosen is not None else None,

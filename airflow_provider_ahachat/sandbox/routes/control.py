@@ -59,7 +59,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow_provider_ahachat.sandbox.routes.answers import json_body, json_object, ok
-from airflow_provider_ahachat.sandbox.state import ApiError, Bot, SandboxState
+from airflow_provider_ahachat.sandbox.state import ApiError, Bot, OutboxQuery, SandboxState
 
 #: Where the control API lives; requests under it skip the knobs.
 CONTROL_PREFIX = "/_sandbox"
@@ -94,7 +94,7 @@ def control_router(sandbox: SandboxState) -> APIRouter:
     ) -> JSONResponse:
         if limit is not None and limit < 0:
             raise ApiError(400, "limit: must be 0 or more")
-        return ok(sandbox.outbox_json(user_id=user_id, bot_id=bot_id, since=since, limit=limit))
+        return ok(sandbox.outbox_json(OutboxQuery(user_id, bot_id, since, limit)))
 
     @router.get("/outbox/counts")
     async def outbox_counts(bot_id: str | None = None) -> JSONResponse:
