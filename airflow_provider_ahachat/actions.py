@@ -576,6 +576,18 @@ def _body_of(argument: str) -> Builder:
 
 _TAGS = (Argument("tags", _tag_argument),)
 
+
+def _message_action(name: str, argument: str, check: Callable[[Any, str], Any]) -> Action:
+    """An action that sends the message its one argument holds (a text is a one-line message)."""
+    return Action(
+        name,
+        "send_message",
+        arguments=(Argument(argument, check),),
+        build=_body_of(argument),
+        marks_with="set_attributes",
+    )
+
+
 #: Every action, by the name operators, the bulk engine, the SQL transfer and the notifier use.
 ACTIONS: Mapping[str, Action] = MappingProxyType(
     {
@@ -611,20 +623,8 @@ ACTIONS: Mapping[str, Action] = MappingProxyType(
                 arguments=(Argument("names", _names_argument, aliases=("attributes",)),),
                 build=_json_of("attributes", "names"),
             ),
-            Action(
-                "send_text",
-                "send_message",
-                arguments=(Argument("text", _text_argument),),
-                build=_body_of("text"),
-                marks_with="set_attributes",
-            ),
-            Action(
-                "send_message",
-                "send_message",
-                arguments=(Argument("message", _message_argument),),
-                build=_body_of("message"),
-                marks_with="set_attributes",
-            ),
+            _message_action("send_text", "text", _text_argument),
+            _message_action("send_message", "message", _message_argument),
         )
     }
 )
