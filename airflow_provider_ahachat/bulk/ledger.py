@@ -123,6 +123,9 @@ class Ledger:
         A value unique to this ledger and the recipient ``key``, the same in every try: what a
         run's ``delivery_mark`` attribute is set to, so that a later try can tell whether the
         message it could not confirm reached AhaChat. It starts with :attr:`mark_prefix`.
+
+        The format must never change: a try run by a new release would take the marks its earlier
+        try left for another message's, and send those messages again.
         """
         return self.mark_prefix + hashlib.sha256(key.encode()).hexdigest()[:12]
 
