@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -190,6 +191,78 @@ class AirflowProcesses:
         self._alive()
         dag = self.get_json(f"/api/v2/dags/{dag_id}")
         return dag if dag and not dag.get("is_paused") else None
+
+    def asset(self, uri: str) -> dict[str, Any] | None:
+        """The asset whose URI is ``uri``, as the public API shows it (with its consumers)."""
+        answer = self.get_json(f"/api/v2/assets?uri_pattern={urllib.parse.quote(uri, safe='')}&limit=100")
+        found = [a for a in (answer or {}).get("assets", []) if a.get("uri") == uri]
+        return found[0] if found else None
+
+    def wait_for_asset_consumer(
+        self, uri: str, dag_id: str, timeout: float = START_TIMEOUT
+    ) -> dict[str, Any]:
+        """
+        Wait until ``dag_id`` is parsed, unpaused and among the DAGs scheduled on the asset ``uri``.
+
+        Only then does an event of the asset queue a run of the DAG: Airflow queues an event for the
+        consumers it knows, unpaused, when the event is recorded, and never for one that comes later.
+        """
+
+        def consuming() -> dict[str, Any] | None:
+            asset = self.asset(uri)
+            dags = {d.get("dag_id") for d in (asset or {}).get("scheduled_dags", [])}
+            return asset if dag_id in dags and self._unpaused(dag_id) else None
+
+        result: dict[str, Any] = wait_until(
+            consuming, timeout, f"the DAG {dag_id} to be parsed, unpaused and scheduled on {uri}", 0.5
+        )
+        return result
+
+    def asset_report(self, dag_id: str, uri: str) -> str:
+        """
+        What Airflow holds about a DAG scheduled on an asset, to tell why a run is missing: the DAG,
+        the asset and its consumers, its events and the runs they triggered, the DAG's queued events,
+        and each run with the events it took and its task instances.
+        """
+        dag = self.get_json(f"/api/v2/dags/{dag_id}")
+        lines = [
+            f"DAG {dag_id}: "
+            + (
+                json.dumps({k: dag.get(k) for k in ("is_paused", "is_stale", "has_import_errors")})
+                if dag
+                else "not found"
+            )
+        ]
+        asset = self.asset(uri)
+        if asset is None:
+            lines.append(f"asset {uri}: not found")
+        else:
+            consumers = [d.get("dag_id") for d in asset.get("scheduled_dags", [])]
+            lines.append(f"asset {uri} (id {asset['id']}): scheduled DAGs {consumers}")
+            events = self.get_json(
+                f"/api/v2/assets/events?asset_id={asset['id']}&limit=100&order_by=timestamp"
+            )
+            for event in (events or {}).get("asset_events", []):
+                runs = [r.get("run_id") for r in event.get("created_dagruns", [])]
+                lines.append(
+                    f"  event {event['id']} at {event['timestamp']}: {event.get('extra')}; runs {runs}"
+                )
+        queued = self.get_json(f"/api/v2/dags/{dag_id}/assets/queuedEvents")
+        lines.append(f"queued for {dag_id}: {(queued or {}).get('queued_events', [])}")
+        for run in self.dag_runs(dag_id):
+            run_id = run["dag_run_id"]
+            taken = self.get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")
+            lines.append(
+                f"run {run_id}: {run['state']} ({run['run_type']}, run_after {run.get('run_after')}); events "
+                + str([e["id"] for e in (taken or {}).get("asset_events", [])])
+            )
+            tis = self.get_json(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
+            for ti in (tis or {}).get("task_instances", []):
+                lines.append(
+                    f"  {ti['task_id']}[{ti.get('map_index')}]: {ti.get('state')}"
+                    f" (try {ti.get('try_number')})"
+                )
+        return "\n".join(lines)
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """The DAG's runs, as the public API lists them."""

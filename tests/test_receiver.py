@@ -86,11 +86,15 @@ def consumer_dag(airflow_db: Any) -> str:
 
 @pytest.fixture(scope="module")
 def receiver_url(consumer_dag: str) -> Iterator[str]:
+    from airflow_provider_ahachat.plugins import asset_change
     from airflow_provider_ahachat.plugins.ahachat import load_webhook_settings
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event
 
-    app = create_receiver_app(load_settings=load_webhook_settings, record=record_asset_event, cache_seconds=0)
-    with AppServer(app) as server:
+    app = create_receiver_app(
+        load_settings=load_webhook_settings, record=asset_change.record_asset_event, cache_seconds=0
+    )
+    # No follow-up thread writing to this worker's database behind later tests (tested on its own).
+    with pytest.MonkeyPatch.context() as patch, AppServer(app) as server:
+        patch.setattr(asset_change.follow_up, "watch", lambda asset_id, dag_ids: None)
         yield server.url
 
 
