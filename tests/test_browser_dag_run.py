@@ -161,11 +161,21 @@ def test_switch_on_trigger_and_watch_a_run_succeed(
                     raise
         switch = toggle.locator("input[type=checkbox]")
         assert not switch.is_checked(), "a new DAG should start paused"
-        toggle.click()
-        page.wait_for_function("e => e.checked", arg=switch.element_handle())
+        # The switch flips on the screen at once; Airflow hears of it by a PATCH that a busy machine
+        # may answer seconds later: wait for that answer before reloading.
+        with page.expect_response(
+            lambda r: r.request.method == "PATCH" and f"/dags/{DAG_ID}" in r.url, timeout=120_000
+        ) as patched:
+            toggle.click()
+        assert patched.value.ok, f"switching the DAG on: {patched.value.status} {patched.value.text()[:300]}"
         page.reload()  # switched on in Airflow, not only on the screen
         toggle.wait_for()
-        assert switch.is_checked(), "the DAG is still paused after switching it on"
+        try:  # the page may draw the switch before it has read the DAG's state
+            page.wait_for_function(
+                "e => e.checked", arg=toggle.locator("input[type=checkbox]").element_handle()
+            )
+        except PlaywrightTimeout:
+            raise AssertionError("the DAG is still paused after switching it on") from None
 
         page.get_by_role("button", name="Trigger Dag").click()
         dialog = page.get_by_role("dialog")
