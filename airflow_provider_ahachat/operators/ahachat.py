@@ -206,6 +206,16 @@ class BulkOptions:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _COLUMN_OPTIONS}
 
 
+class _BulkOption:
+    """A read-only alias of ``bulk_options.<name>``, under the attribute name it had before."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, operator: Any, owner: type | None = None) -> Any:
+        return self if operator is None else getattr(operator.bulk_options, self.name)
+
+
 class AhaChatAudienceOperator(AhaChatBaseOperator):
     """
     Base of the operators that act on one user or, with ``recipients``, on many.
@@ -255,6 +265,18 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         unknown outcome; for the actions that message (broadcasts, text and dynamic messages), with
         ``recipients`` (or the SQL transfer's rows).
     """
+
+    # The bulk settings as attributes, as they were before ``bulk_options`` held them.
+    concurrency = _BulkOption("concurrency")
+    rate_limit = _BulkOption("rate_limit")
+    max_failures = _BulkOption("max_failures")
+    max_failure_ratio = _BulkOption("max_failure_ratio")
+    is_dry_run = _BulkOption("dry_run")  # not ``dry_run``: that is a method of BaseOperator
+    progress_interval = _BulkOption("progress_interval")
+    dedupe_on = _BulkOption("dedupe_on")
+    null_attributes = _BulkOption("null_attributes")
+    resolve_phones = _BulkOption("resolve_phones")
+    delivery_mark = _BulkOption("delivery_mark")
 
     #: The bulk engine's name for this operator's action.
     bulk_action: ClassVar[str] = ""
@@ -412,16 +434,6 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         """Stop a bulk run: requests in flight finish and are recorded; the rest are not sent."""
         if self._runner is not None:
             self._runner.stop()
-
-
-def _bulk_option(name: str) -> property:
-    return property(lambda operator: getattr(operator.bulk_options, name), doc=f"``bulk_options.{name}``")
-
-
-# The bulk settings' attribute names before ``bulk_options`` held them, kept as read-only aliases.
-for _attribute, _option in {**{f.name: f.name for f in fields(BulkOptions)}, "is_dry_run": "dry_run"}.items():
-    if _attribute != "dry_run":  # ``dry_run`` is a method of BaseOperator
-        setattr(AhaChatAudienceOperator, _attribute, _bulk_option(_option))
 
 
 class FindUserOperator(AhaChatBaseOperator):
