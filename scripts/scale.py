@@ -522,6 +522,7 @@ class Result:
     arrived: int
     resent: int
     unknown: int
+    failed: int
     timeline: list[int]
     states: dict[str, str]
     retried: int
@@ -601,13 +602,15 @@ def run_mode(
     times = sorted(datetime.datetime.fromisoformat(entry["time"].replace("Z", "+00:00")) for entry in outbox)
     window = (times[-1] - times[0]).total_seconds() if len(times) > 1 else 0.0
     timeline = Counter(int((t - times[0]).total_seconds() // TIMELINE_STEP) for t in times)
-    unknown = arrived = resent = retried = 0
+    unknown = arrived = resent = failed = retried = 0
     for dag_id, run_id in runs.items():
         for ti in airflow.task_instances(dag_id, run_id):
             retried += int((ti.get("try_number") or 1) > 1)
             summary = airflow.summary(dag_id, run_id, ti["task_id"], ti.get("map_index", -1))
             if summary:
                 unknown += int(summary.get("outcomes", {}).get("unknown", 0))
+                # AhaChat refused them to the end (429s past max_retries, say): reported, not lost silently.
+                failed += sum(int(summary.get("outcomes", {}).get(o, 0)) for o in ("failed", "not_sent"))
                 arrived += int(summary.get("unknown_checked", {}).get("arrived", 0))
                 resent += int(summary.get("unknown_checked", {}).get("not_arrived", 0))
     return Result(
@@ -624,6 +627,7 @@ def run_mode(
         arrived=arrived,
         resent=resent,
         unknown=unknown,
+        failed=failed,
         timeline=[timeline.get(step, 0) for step in range(max(timeline, default=-1) + 1)],
         states=states,
         retried=retried,
@@ -634,15 +638,18 @@ def table(results: list[Result]) -> str:
     header = (
         "| Rate limit | Recipients | Delivered exactly once | Lost | Doubled | 429s | Messages/s "
         "| Of the bot's limit | Wall time | Unknown after the kill: arrived / sent again / still unknown "
-        "| Tasks retried | Worker killed |"
+        "| Failed (reported) | Tasks retried | Worker killed |"
     )
-    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        header,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     names = {"shared": "shared (Redis)", "per_task": "per task"}
     for r in results:
         lines.append(
             f"| {names.get(r.mode, r.mode)} | {r.recipients:,} | {r.once:,} | {r.lost:,} | {r.doubled:,} "
             f"| {r.rate_limited:,} | {r.rate:.1f} | {r.share:.1%} | {r.seconds:.0f} s "
-            f"| {r.arrived:,} / {r.resent:,} / {r.unknown:,} "
+            f"| {r.arrived:,} / {r.resent:,} / {r.unknown:,} | {r.failed:,} "
             f"| {r.retried} | {r.killed} |"
         )
     return "\n".join(lines)

@@ -83,7 +83,7 @@ class S3Task(Task):
         super().__init__(dag_id, sandbox, ids, tmp_path)
         self.ledger_url = ledger
         recipients = str(tmp_path / "audience.jsonl")
-        self.file.write_text(DAG_FILE.format(dag_id=dag_id, recipients=recipients, ledger=ledger))
+        self.file.write_text(DAG_FILE.format(dag_id=dag_id, recipients=recipients, ledger=ledger, extra=""))
 
     def run(self) -> str:
         # Each claim batch is an object written to S3: slower than a local journal, and the child

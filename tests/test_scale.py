@@ -69,8 +69,10 @@ def test_scale_scenario(tmp_path: Path) -> None:
     for mode, run in runs.items():
         assert run["recipients"] == 12_000, mode
         assert run["doubled"] == 0, f"{mode}: {run['doubled']} recipients got the message twice"
-        # The killed worker's unknown outcomes were settled by the delivery mark: nobody lost either.
-        assert run["lost"] == 0, f"{mode}: {run['lost']} lost; {run['unknown']} left unknown"
+        # The killed worker's unknown outcomes were settled by the delivery mark: whoever the sandbox
+        # never reached is one a task reported failed (AhaChat refused them to the end: the per-task
+        # limit's 429s past max_retries), never one lost silently.
+        assert run["lost"] <= run["failed"], f"{mode}: {run['lost']} lost, {run['failed']} reported failed"
         assert run["once"] + run["lost"] == run["recipients"], mode
         assert run["killed"] != "none", f"{mode}: no worker was killed"
         assert run["retried"] > 0, f"{mode}: no task was retried"
@@ -78,4 +80,5 @@ def test_scale_scenario(tmp_path: Path) -> None:
     # No 429 storm: requests keep to one schedule for the bot. A handful may still meet a 429 on a
     # starved machine, where threads that waited for their turn together send at once.
     shared = runs["shared"]
+    assert shared["lost"] == shared["failed"] == 0, shared  # with the shared limit, everyone is reached
     assert shared["rate_limited"] <= shared["recipients"] // 100, f"{shared['rate_limited']} answers 429"
