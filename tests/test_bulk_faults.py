@@ -121,7 +121,14 @@ class Task:
     """One task of a DAG file in the DAGs folder, run by ``airflow tasks test`` in a child process."""
 
     def __init__(
-        self, dag_id: str, sandbox: SandboxServer, ids: list[str], tmp_path: Path, extra: str = ""
+        self,
+        dag_id: str,
+        sandbox: SandboxServer,
+        ids: list[str],
+        tmp_path: Path,
+        *,
+        extra: str = "",
+        ledger: str | None = None,
     ) -> None:
         from airflow.configuration import conf
 
@@ -131,9 +138,10 @@ class Task:
         )
         self.ledger = tmp_path / "ledger"
         self.file = Path(conf.get("core", "dags_folder")) / f"{dag_id}.py"
-        self.file.write_text(
-            DAG_FILE.format(dag_id=dag_id, recipients=str(audience), ledger=str(self.ledger), extra=extra)
+        text = DAG_FILE.format(
+            dag_id=dag_id, recipients=str(audience), ledger=ledger or str(self.ledger), extra=extra
         )
+        self.file.write_text(text)  # last: a Task that failed to build leaves no DAG file behind
         # The same logical date both times: the second run is the same DAG run's task again, as
         # when Airflow retries it or someone clears it.
         self.command = [sys.executable, "-m", "airflow", "tasks", "test", dag_id, "send", "2026-11-22"]
@@ -202,26 +210,20 @@ def users(lines: list[dict[str, Any]], **match: Any) -> set[str]:
     }
 
 
-def kill_and_run_again(task: Task, sandbox: SandboxServer) -> tuple[set[str], str]:
-    """
-    Start the task, SIGKILL it after 150 deliveries with requests in flight, run it again: who the
-    killed try reached, and the second run's log.
-    """
+def kill_with_requests_in_flight(task: Task, sandbox: SandboxServer, *, after: int, total: int) -> set[str]:
+    """Start the task and SIGKILL it after ``after`` deliveries, requests in flight; who it reached."""
     # AhaChat takes 100 ms to answer, so requests are in flight when the process dies: the sandbox
     # still processes them, but the task never hears back.
     sandbox.configure(latency_ms=100)
-    try:
-        first = task.start()
-        kill_part_way(first, sandbox, signal.SIGKILL, after=150)
-        first.wait(timeout=30)
-        assert first.returncode == -signal.SIGKILL
-        time.sleep(0.5)  # the requests in flight land
-        sandbox.configure(latency_ms=0)
-        reached_first = set(sandbox.outbox_counts())
-        assert 150 <= len(reached_first) < 600
-        return reached_first, task.run()
-    finally:
-        task.remove()
+    first = task.start()
+    kill_part_way(first, sandbox, signal.SIGKILL, after=after)
+    first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    time.sleep(0.5)  # the requests in flight land
+    sandbox.configure(latency_ms=0)
+    reached_first = set(sandbox.outbox_counts())
+    assert after <= len(reached_first) < total
+    return reached_first
 
 
 @pytest.mark.slow
@@ -230,7 +232,11 @@ def test_a_task_killed_outright_and_run_again_messages_nobody_twice(
 ) -> None:
     ids = sandbox.generate_users(600)
     task = Task("bulk_killed_outright", sandbox, ids, tmp_path)
-    reached_first, log = kill_and_run_again(task, sandbox)
+    try:
+        reached_first = kill_with_requests_in_flight(task, sandbox, after=150, total=600)
+        log = task.run()
+    finally:
+        task.remove()
     counts = sandbox.outbox_counts()
     assert max(counts.values()) == 1, log[-3000:]  # nobody twice
 
@@ -254,7 +260,11 @@ def test_with_a_delivery_mark_a_task_killed_outright_loses_and_doubles_nobody(
     ids = sandbox.generate_users(600)
     mark = '\n        delivery_mark="airflow_delivery",'
     task = Task("bulk_killed_marked", sandbox, ids, tmp_path, extra=mark)
-    reached_first, log = kill_and_run_again(task, sandbox)
+    try:
+        reached_first = kill_with_requests_in_flight(task, sandbox, after=150, total=600)
+        log = task.run()
+    finally:
+        task.remove()
     # Everyone got exactly one message: the killed try's unknown outcomes were settled by looking
     # for the mark, not by guessing.
     assert sandbox.outbox_counts() == dict.fromkeys(ids, 1), log[-3000:]

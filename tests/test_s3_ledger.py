@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_bulk_faults import DAG_FILE, Task, communicate_or_kill, kill_part_way, users
+from test_bulk_faults import Task, communicate_or_kill, kill_with_requests_in_flight, users
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
@@ -80,10 +80,8 @@ class S3Task(Task):
     """The killed-part-way task of ``test_bulk_faults``, with its ledger in the bucket."""
 
     def __init__(self, dag_id: str, sandbox: SandboxServer, ids: list[str], tmp_path: Path, ledger: str):
-        super().__init__(dag_id, sandbox, ids, tmp_path)
+        super().__init__(dag_id, sandbox, ids, tmp_path, ledger=ledger)
         self.ledger_url = ledger
-        recipients = str(tmp_path / "audience.jsonl")
-        self.file.write_text(DAG_FILE.format(dag_id=dag_id, recipients=recipients, ledger=ledger, extra=""))
 
     def run(self) -> str:
         # Each claim batch is an object written to S3: slower than a local journal, and the child
@@ -113,16 +111,8 @@ def test_a_worker_killed_outright_and_the_retry_on_another_messages_nobody_twice
 ) -> None:
     ids = sandbox.generate_users(200)
     task = S3Task("bulk_s3_killed", sandbox, ids, tmp_path, s3_connection)
-    sandbox.configure(latency_ms=100)  # requests are in flight when the first worker dies
     try:
-        first = task.start()
-        kill_part_way(first, sandbox, signal.SIGKILL, after=50)
-        first.wait(timeout=30)
-        assert first.returncode == -signal.SIGKILL
-        time.sleep(0.5)  # the requests in flight land
-        sandbox.configure(latency_ms=0)
-        reached_first = set(sandbox.outbox_counts())
-        assert 50 <= len(reached_first) < 200
+        reached_first = kill_with_requests_in_flight(task, sandbox, after=50, total=200)
         first_journals = task.journals()
         assert first_journals  # the first worker's claims are in the bucket
 

@@ -325,6 +325,7 @@ class BulkRunner:
             final(row.key, who, WOULD_SEND, None)
             return None
         index.add(number, row.key, who, None)
+        # Only with a delivery mark does an earlier unknown outcome get this far (see above).
         confirm = earlier is not None and earlier[0] == UNKNOWN and not self.resend_unknown
         return _Job(row, request, confirm=confirm)
 
