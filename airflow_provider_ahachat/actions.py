@@ -28,7 +28,6 @@ from urllib.parse import quote, urlencode
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import (
     DynamicMessage,
-    MessageTag,
     Recipient,
     attribute_name_problem,
     attribute_query_value,
@@ -37,6 +36,7 @@ from airflow_provider_ahachat.models import (
     validate_attribute_names,
     validate_attributes,
     validate_block_name,
+    validate_message_tag,
     validate_tags,
 )
 
@@ -416,10 +416,19 @@ class Action:
         """Every name an argument is accepted under, aliases included."""
         return tuple(name for argument in self.arguments for name in (argument.name, *argument.aliases))
 
-    def bind(self, arguments: Mapping[str, Any] | None = None, /, **more: Any) -> BoundAction:
+    def bind(
+        self,
+        arguments: Mapping[str, Any] | None = None,
+        /,
+        *,
+        checks: Mapping[str, Callable[[Any, str], Any]] | None = None,
+        **more: Any,
+    ) -> BoundAction:
         """
         Validate the shared arguments once; return the action ready to build requests.
 
+        :param checks: validators that replace the table's for some arguments, by argument name: a
+            connection's own rules (its message tags).
         :raises AhaChatValidationError: naming every bad or unknown argument and its rule.
         """
         given = {**(arguments or {}), **more}
@@ -439,8 +448,9 @@ class Action:
                 problems.append(f"{argument.name}: required by the action {self.name!r}")
                 continue
             name = names[0] if names else argument.name
+            check = (checks or {}).get(argument.name, argument.check)
             try:
-                validated[argument.name] = argument.check(given.get(name), name)
+                validated[argument.name] = check(given.get(name), name)
             except AhaChatValidationError as err:
                 problems.extend(err.problems)
         if problems:
@@ -540,8 +550,8 @@ def _message_argument(value: Any, field: str) -> dict[str, Any]:
     return DynamicMessage.parse(value, field).to_payload()
 
 
-def _message_tag(value: Any, field: str) -> str:
-    return MessageTag.parse(value, field).value
+def _message_tag(value: Any, field: str) -> str | None:
+    return validate_message_tag(value, field)
 
 
 def _attributes_body(shared: Mapping[str, Any], own: Mapping[str, Any], who: Recipient | None) -> Parts:
@@ -552,7 +562,9 @@ def _attributes_body(shared: Mapping[str, Any], own: Mapping[str, Any], who: Rec
 
 
 def _broadcast_query(shared: Mapping[str, Any], own: Mapping[str, Any], who: Recipient | None) -> Parts:
-    params = [("ahachat_message_tag", shared["message_tag"]), ("ahachat_block_name", shared["block_name"])]
+    # No tag: a standard message, which Messenger delivers only inside the customer's 24-hour window.
+    tag = [("ahachat_message_tag", shared["message_tag"])] if shared.get("message_tag") else []
+    params = [*tag, ("ahachat_block_name", shared["block_name"])]
     params += _phone_query(who)
     merged = {**(shared.get("attributes") or {}), **own}
     if who is not None and who.phone is not None:  # in the by-phone form, phone is the recipient's

@@ -35,6 +35,7 @@ from airflow_provider_ahachat.actions import (
     endpoint_table,
 )
 from airflow_provider_ahachat.exceptions import (
+    OUTSIDE_WINDOW_RULE,
     AhaChatAPIError,
     AhaChatAuthError,
     AhaChatConnectionError,
@@ -49,11 +50,13 @@ from airflow_provider_ahachat.exceptions import (
 from airflow_provider_ahachat.models import (
     DEFAULT_COUNTRY_CODE,
     MessageTag,
+    MessageTagRule,
     Recipient,
     SendResult,
     User,
     validate_country_code,
 )
+from airflow_provider_ahachat.refusals import find_refusal, refusal_error
 from airflow_provider_ahachat.transport import (
     DEFAULT_HEADERS,
     REDACTED,
@@ -169,6 +172,10 @@ def interpret_response(
     answer, its JSON or else its text, the token removed. An answer in Chatfuel's shape,
     ``{"success": true, "result": "..."}``, gives its ``result``. The reason of a failure is read
     from ``message``, ``result`` or ``error``.
+
+    A failure that passes on one of Messenger's refusals (outside the 24-hour window, the person not
+    available, a refused message tag), in any shape and at any status, raises the error for it
+    (:mod:`airflow_provider_ahachat.refusals`); a 422 says the customer cannot be messaged now.
     """
     payload: Any = None
     if body.strip():
@@ -177,6 +184,12 @@ def interpret_response(
         except ValueError:
             payload = None
     api_message = _answer_reason(payload, token)
+    refused = not 200 <= status < 300 or (isinstance(payload, Mapping) and payload.get("success") is False)
+    if refused and not 300 <= status < 400:
+        # Messenger's own refusals first, whatever the status AhaChat chose to pass them on with.
+        refusal = find_refusal(payload, body)
+        if refusal is not None:
+            raise refusal_error(request, status, refusal, token=token)
     if 200 <= status < 300:
         if isinstance(payload, Mapping) and payload.get("success") is False:
             raise AhaChatAPIError(
@@ -218,6 +231,11 @@ def interpret_response(
         raise AhaChatServerError(text, status=status, api_message=api_message, outcome_unknown=unknown)
     if status in (401, 403):
         text += " (check the Bot ID and the Bot Token in the connection; the token can be reset in AhaChat)"
+    if status == 422:
+        text += (
+            "; the customer cannot be messaged now: they last wrote more than 24 hours ago, or "
+            f"unsubscribed. {OUTSIDE_WINDOW_RULE}"
+        )
     error_class = _ERRORS_BY_STATUS.get(status, AhaChatAPIError)
     raise error_class(text, status=status, api_message=api_message)
 
@@ -395,6 +413,10 @@ class BaseAhaChatClient:
         (a mapping or a JSON object string); see :func:`~airflow_provider_ahachat.actions.endpoint_table`.
     :param default_country_code: the country of phone numbers written without a country code
         (``84``, Vietnam); every phone is sent, compared and recorded in E.164.
+    :param message_tags: the message tags the page may use, instead of Meta's rule as of December
+        2026 (``HUMAN_AGENT`` only): a list, a JSON list or names separated by commas.
+    :param default_message_tag: the tag of a broadcast that names none; none by default (a
+        standard message, for customers inside the 24-hour window).
     """
 
     def __init__(
@@ -408,6 +430,8 @@ class BaseAhaChatClient:
         retry: RetryPolicy | None = None,
         endpoints: Any = None,
         default_country_code: str = DEFAULT_COUNTRY_CODE,
+        message_tags: Any = None,
+        default_message_tag: Any = None,
     ) -> None:
         if isinstance(bot_id, int):
             bot_id = str(bot_id)
@@ -418,6 +442,11 @@ class BaseAhaChatClient:
             problems.append("token: the Bot Token must not be empty")
         try:
             default_country_code = validate_country_code(default_country_code)
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
+        rule = MessageTagRule()
+        try:
+            rule = MessageTagRule.of(message_tags, default_message_tag)
         except AhaChatValidationError as err:
             problems.extend(err.problems)
         if problems:
@@ -434,6 +463,8 @@ class BaseAhaChatClient:
         #: Every endpoint's method and path, the connection's corrections applied.
         self.endpoints: Mapping[str, Endpoint] = endpoint_table(endpoints)
         self.default_country_code = default_country_code
+        #: Which message tags this bot's page may send, and the one a broadcast carries by default.
+        self.message_tag_rule = rule
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bot_id={self.bot_id!r}, base_url={self.base_url!r})"
@@ -462,7 +493,9 @@ class BaseAhaChatClient:
         """
         from airflow_provider_ahachat.actions import action as find_action
 
-        return find_action(action).bind(arguments, **more)
+        return find_action(action).bind(
+            arguments, checks={"message_tag": self.message_tag_rule.check}, **more
+        )
 
     def prepare(
         self,
@@ -534,7 +567,10 @@ class BaseAhaChatClient:
         message_tag: MessageTag | str | None = None,
         attributes: Any = None,
     ) -> ApiRequest:
-        """The Broadcast API request, exactly as AhaChat documents it."""
+        """
+        The Broadcast API request, exactly as AhaChat documents it; with no ``message_tag``, the
+        connection's ``default_message_tag``, else no tag (a standard message).
+        """
         arguments = {"block_name": block_name, "message_tag": message_tag, "attributes": attributes}
         return self.prepare("broadcast_block", arguments, user_id=user_id, phone=phone)
 
@@ -705,9 +741,9 @@ class AhaChatClient(BaseAhaChatClient):
         Start the block ``block_name`` for one user, by ``user_id`` or ``phone`` (exactly one).
 
         The options are those of :meth:`prepare_broadcast_block`: ``user_id``, ``phone``,
-        ``message_tag`` and ``attributes``. The message tag lets the block reach users outside the
-        24-hour window. ``attributes`` are saved on the user before the block runs, so the block can
-        use them.
+        ``message_tag`` and ``attributes``. Without a tag the block reaches only customers who wrote
+        in the last 24 hours (Messenger's window); ``HUMAN_AGENT`` is a person's reply within 7 days.
+        ``attributes`` are saved on the user before the block runs, so the block can use them.
         """
         return self.perform(self.prepare_broadcast_block(block_name, **options))
 
@@ -740,6 +776,8 @@ class AsyncAhaChatClient(BaseAhaChatClient):
             retry=client.retry,
             endpoints=client.endpoints,
             default_country_code=client.default_country_code,
+            message_tags=client.message_tag_rule.allowed,
+            default_message_tag=client.message_tag_rule.default,
             **kwargs,
         )
 

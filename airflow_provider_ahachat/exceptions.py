@@ -18,6 +18,7 @@ class AhaChatError(Exception):
     :param api_message: the reason AhaChat gave, from its ``message``, ``result`` or ``error`` field.
     :param outcome_unknown: True when the request may or may not have been processed (a read
         timeout or a 500 after a message was sent). Such a request is not retried unless asked.
+    :param meta_code: Meta's error code, when AhaChat passed a Messenger refusal on (10, 100, 551).
     """
 
     def __init__(
@@ -27,6 +28,7 @@ class AhaChatError(Exception):
         status: int | None = None,
         api_message: str | None = None,
         outcome_unknown: bool = False,
+        meta_code: int | None = None,
     ) -> None:
         from airflow_provider_ahachat.transport import MAX_KEPT, bounded
 
@@ -36,6 +38,7 @@ class AhaChatError(Exception):
         self.status = status
         self.api_message = None if api_message is None else bounded(api_message)
         self.outcome_unknown = outcome_unknown
+        self.meta_code = meta_code
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keep keyword-only state when pickled (Airflow sends exceptions across processes).
@@ -82,6 +85,15 @@ class AhaChatInvalidRequestError(AhaChatAPIError):
     """400: AhaChat rejected the input (unknown message tag, malformed message, reserved name)."""
 
 
+class AhaChatMessageTagRefusedError(AhaChatInvalidRequestError):
+    """
+    Messenger refused the message's tag (Meta's error 100, ``(#100) Invalid parameter``, to a
+    request that carried one): Meta retired ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``
+    and ``ACCOUNT_UPDATE`` on 27 April 2026, and allows ``NON_PROMOTIONAL_SUBSCRIPTION`` only to
+    news pages. Every message with the tag is refused alike: never retried.
+    """
+
+
 class AhaChatAuthError(AhaChatAPIError):
     """401 or 403: the token is wrong, or does not belong to this bot."""
 
@@ -90,8 +102,29 @@ class AhaChatNotFoundError(AhaChatAPIError):
     """404: no such bot, user, phone or block."""
 
 
+#: What Meta allows once a customer's 24-hour window has closed, as errors say it.
+OUTSIDE_WINDOW_RULE = (
+    "Meta allows a standard message (no tag) only within 24 hours of the customer's last message or "
+    "tap on a button; after that, only a person's reply tagged HUMAN_AGENT (within 7 days) or Meta's "
+    "utility messages"
+)
+
+
 class AhaChatOutsideWindowError(AhaChatAPIError):
-    """422: the user cannot be messaged now (outside the 24-hour window without a tag, or unsubscribed)."""
+    """
+    Messenger will not let the bot message this customer now: they last wrote more than 24 hours
+    ago (Meta's error 10, subcode 2018278), or AhaChat answered 422 (outside the window, or
+    unsubscribed). Only the customer can open the window again, by writing or tapping a button:
+    never retried. A run for many reports such customers as ``outside_window``.
+    """
+
+
+class AhaChatRecipientUnavailableError(AhaChatOutsideWindowError):
+    """
+    Meta's error 551, ``This person isn't available right now``: the customer blocked the page, or
+    cannot receive its messages now. Treated as outside the window: unreachable now, not retried,
+    reported as ``outside_window`` in a run for many.
+    """
 
 
 class AhaChatRateLimitError(AhaChatAPIError):

@@ -31,6 +31,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "rate_limit": "20",
         "concurrency": "16",
         "endpoints": '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}',
+        "message_tags": "HUMAN_AGENT",
+        "default_message_tag": "empty: no tag",
     },
 }
 
@@ -85,6 +87,22 @@ CONN_FIELDS: dict[str, Any] = {
         '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}. Endpoints: broadcast_by_user, '
         "broadcast_by_phone, check_connection, find_user, find_user_by_phone, add_tags, remove_tags, "
         "add_attributes, reset_attributes, send_message.",
+    },
+    "message_tags": {
+        "label": "Message tags the page may use",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. The Messenger message tags this bot's page may still send, "
+        "separated by commas (or a JSON list), instead of Meta's rule as of December 2026: HUMAN_AGENT "
+        "only (a person's reply within 7 days, with Meta's Human Agent permission). Meta retired "
+        "CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE and ACCOUNT_UPDATE on 27 April 2026; "
+        "NON_PROMOTIONAL_SUBSCRIPTION is for News Page Index pages only. Default: Meta's rule.",
+    },
+    "default_message_tag": {
+        "label": "Default message tag",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. The tag of a broadcast whose task names none; it must be one the "
+        "page may use (above). Default: none, a standard message, which reaches customers who wrote "
+        "in the last 24 hours.",
     },
     "webhook_secret": {
         "label": "Webhook secret",

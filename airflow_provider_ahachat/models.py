@@ -12,9 +12,11 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,29 +85,38 @@ def load_json(value: Any, field: str) -> Any:
 
 class MessageTag(str, Enum):
     """
-    The Messenger message tags the Broadcast API accepts. Each allows sending outside 24 hours.
+    The Messenger message tags AhaChat's Broadcast API names. Meta's rules as of December 2026:
 
-    Meta's policy: a tagged message may never be promotional, and since 4 March 2020
-    ``NON_PROMOTIONAL_SUBSCRIPTION`` is only for pages in Meta's News Page Index.
+    - ``HUMAN_AGENT``: a person's reply to the customer, within 7 days of the customer's last
+      message; the page's app needs Meta's Human Agent permission; never for automated messages.
+    - ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE`` and ``ACCOUNT_UPDATE``: retired by Meta
+      on 27 April 2026; Messenger refuses a message carrying one with error 100, inside the 24-hour
+      window as well as outside it.
+    - ``NON_PROMOTIONAL_SUBSCRIPTION``: only for pages in Meta's News Page Index, since 4 March 2020.
+
+    The provider sends no tag unless told (a standard message, for customers inside the 24-hour
+    window). :data:`RETIRED_MESSAGE_TAGS` says why each refused tag is refused; a connection's
+    extra ``message_tags`` replaces the built-in rule (:class:`MessageTagRule`).
     """
 
-    #: Reminders of an event or appointment the user registered for, bookings, itinerary changes.
+    #: Retired by Meta on 27 April 2026. Was: reminders of an event the user registered for.
     CONFIRMED_EVENT_UPDATE = "CONFIRMED_EVENT_UPDATE"
-    #: Receipts, order and shipping status, changes to an order.
+    #: Retired by Meta on 27 April 2026. Was: receipts, order and shipping status.
     POST_PURCHASE_UPDATE = "POST_PURCHASE_UPDATE"
-    #: Changes to the user's account or application status, payment details, fraud alerts.
+    #: Retired by Meta on 27 April 2026. Was: changes to the user's account, payment, fraud alerts.
     ACCOUNT_UPDATE = "ACCOUNT_UPDATE"
-    #: A person's answer to the user's question, within 7 days of the user's last message.
+    #: A person's reply to the user, within 7 days of the user's last message (Meta's Human Agent
+    #: permission; never automated).
     HUMAN_AGENT = "HUMAN_AGENT"
-    #: Non-promotional news the user subscribed to. AhaChat's recommended default, but Meta allows
-    #: it only for pages in its News Page Index.
+    #: Only for pages in Meta's News Page Index since 4 March 2020.
     NON_PROMOTIONAL_SUBSCRIPTION = "NON_PROMOTIONAL_SUBSCRIPTION"
 
     @classmethod
-    def parse(cls, value: MessageTag | str | None, field: str = "message_tag") -> MessageTag:
-        """Return the tag named by ``value`` (any case); ``None`` gives the default."""
-        if value is None:
-            return DEFAULT_MESSAGE_TAG
+    def parse(cls, value: MessageTag | str, field: str = "message_tag") -> MessageTag:
+        """
+        The tag of this list named by ``value`` (any case, spaces around ignored), whether Meta
+        still allows it or not; :func:`validate_message_tag` says whether it may be sent.
+        """
         if isinstance(value, MessageTag):
             return value
         if isinstance(value, str):
@@ -117,16 +128,168 @@ class MessageTag(str, Enum):
         raise AhaChatValidationError(f"{field}: {value!r} is not a message tag; use one of {names}")
 
 
-DEFAULT_MESSAGE_TAG = MessageTag.NON_PROMOTIONAL_SUBSCRIPTION
+_RETIRED_IN_2026 = "Meta retired it on 27 April 2026 (announced 10 February 2026)"
+#: Why each tag Meta no longer allows is refused, as errors say it.
+RETIRED_MESSAGE_TAGS: Mapping[str, str] = MappingProxyType(
+    {
+        MessageTag.CONFIRMED_EVENT_UPDATE.value: _RETIRED_IN_2026,
+        MessageTag.POST_PURCHASE_UPDATE.value: _RETIRED_IN_2026,
+        MessageTag.ACCOUNT_UPDATE.value: _RETIRED_IN_2026,
+        MessageTag.NON_PROMOTIONAL_SUBSCRIPTION.value: (
+            "Meta has allowed it only for pages in its News Page Index since 4 March 2020"
+        ),
+    }
+)
+#: The tags Meta allows any page (with the permission each needs), when a connection names none.
+ALLOWED_MESSAGE_TAGS = frozenset({MessageTag.HUMAN_AGENT.value})
+#: What to do instead of a refused tag, as errors say it.
+INSTEAD_OF_A_TAG = (
+    "send without a tag (the default) to customers who wrote in the last 24 hours; a person's reply "
+    "within 7 days may carry HUMAN_AGENT; outside the window Meta allows only its utility messages, "
+    "which AhaChat's API does not offer (README, \"Messenger's rules\"). A page that may still use the "
+    "tag names it in its connection's extra fields message_tags and default_message_tag"
+)
+_TAG_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+#: What marks a string as a Jinja template, which is rendered (and so checked) only when the task runs.
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
 
-def tag_argument(value: MessageTag | str) -> str:
+def _tag_name(value: Any, field: str) -> str:
+    """``value`` as a tag name, upper case; a name that cannot be a tag's is refused."""
+    if isinstance(value, MessageTag):
+        return value.value
+    name = value.strip().upper() if isinstance(value, str) else None
+    if name is None or not _TAG_NAME.fullmatch(name):
+        raise AhaChatValidationError(
+            f"{field}: {value!r} is not a message tag (a name such as HUMAN_AGENT: letters, digits and _)"
+        )
+    return name
+
+
+def validate_message_tag(
+    value: Any, field: str = "message_tag", *, allowed: Iterable[str] | None = None
+) -> str | None:
     """
-    A ``message_tag`` argument as operators and notifiers keep it until it is rendered and
-    validated: a :class:`MessageTag` by its name, anything else (a name in any case, a template) as
-    given.
+    The message tag to send for ``value``, upper case, or None for no tag (``None`` or ``""``).
+
+    :param allowed: the tags the page may use, from its connection (:class:`MessageTagRule`);
+        None for Meta's rule as of December 2026: ``HUMAN_AGENT`` only.
+    :raises AhaChatValidationError: for a tag Meta retired (saying when, and what to do instead),
+        one the connection does not list, or a name that is no tag.
     """
-    return value.value if isinstance(value, MessageTag) else value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    name = _tag_name(value, field)
+    names = ALLOWED_MESSAGE_TAGS if allowed is None else frozenset(allowed)
+    if name in names:
+        return name
+    if name in RETIRED_MESSAGE_TAGS:
+        raise AhaChatValidationError(
+            f"{field}: Messenger refuses the message tag {name}: {RETIRED_MESSAGE_TAGS[name]}. Instead, "
+            f"{INSTEAD_OF_A_TAG}"
+        )
+    if allowed is not None:
+        listed = ", ".join(sorted(names)) or "none"
+        raise AhaChatValidationError(
+            f"{field}: {name} is not among the tags the connection's message_tags allow ({listed})"
+        )
+    raise AhaChatValidationError(
+        f"{field}: {value!r} is not a message tag Messenger accepts; use HUMAN_AGENT (a person's reply "
+        "within 7 days) or no tag. A tag Meta allows your page that the provider does not know can "
+        "be named in the connection's extra message_tags"
+    )
+
+
+def literal_message_tag(value: MessageTag | str | None, field: str = "message_tag") -> str | None:
+    """
+    A ``message_tag`` argument as operators and notifiers keep it until it is rendered: checked now,
+    when the DAG is parsed, if it is a literal (a tag Meta retired, or no tag name at all, fails
+    here); a template, or a name only a connection can allow, is checked when the task runs.
+    """
+    if value is None or (isinstance(value, str) and any(marker in value for marker in TEMPLATE_MARKERS)):
+        return value
+    if isinstance(value, str) and not value.strip():
+        return None
+    name = _tag_name(value, field)
+    if name in RETIRED_MESSAGE_TAGS:
+        validate_message_tag(name, field)  # raises, saying why
+    return name
+
+
+@dataclass(frozen=True)
+class MessageTagRule:
+    """
+    Which message tags one connection may send, and the tag a message carries when it names none.
+
+    :param allowed: the tags the page may use (the connection's extra ``message_tags``); None for
+        Meta's rule as of December 2026 (:data:`ALLOWED_MESSAGE_TAGS`).
+    :param default: the tag of a message that names none (the extra ``default_message_tag``);
+        None sends no tag.
+    """
+
+    allowed: frozenset[str] | None = None
+    default: str | None = None
+
+    @classmethod
+    def of(cls, message_tags: Any = None, default_message_tag: Any = None) -> MessageTagRule:
+        """
+        The rule a connection's extra fields give, checked: ``message_tags`` a list (or a JSON list,
+        or names separated by commas), ``default_message_tag`` one of the tags allowed.
+
+        :raises AhaChatValidationError: naming the field and the rule.
+        """
+        allowed = None
+        if message_tags not in (None, "", []):
+            listed = message_tags
+            if isinstance(listed, str) and listed.lstrip().startswith("["):
+                listed = load_json(listed, "message_tags")
+            if isinstance(listed, str):
+                listed = [part for part in listed.split(",") if part.strip()]
+            if not isinstance(listed, list | tuple | set | frozenset):
+                raise AhaChatValidationError(
+                    f'message_tags: must be a list of tag names, such as ["HUMAN_AGENT"], got {_kind(listed)}'
+                )
+            problems: list[str] = []
+            names: set[str] = set()
+            for index, item in enumerate(listed):
+                try:
+                    names.add(_tag_name(item, f"message_tags[{index}]"))
+                except AhaChatValidationError as err:
+                    problems.extend(err.problems)
+            if problems:
+                raise AhaChatValidationError(problems)
+            allowed = frozenset(names)
+        return cls(allowed, validate_message_tag(default_message_tag, "default_message_tag", allowed=allowed))
+
+    def check(self, value: Any, field: str = "message_tag") -> str | None:
+        """The tag a message carries for ``value`` (None: the default); see :func:`validate_message_tag`."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return self.default
+        return validate_message_tag(value, field, allowed=self.allowed)
+
+
+#: What a task does about a customer Messenger will not let the bot message now (they last wrote
+#: more than 24 hours ago, or Meta says they are not available), by ``outside_window``. One place,
+#: so that a new choice is one more entry here.
+OUTSIDE_WINDOW_CHOICES: Mapping[str, str] = MappingProxyType(
+    {
+        "fail": "a single send fails the task (AhaChatOutsideWindowError, without Airflow's retries); "
+        "in a run for many they count against max_failures and max_failure_ratio",
+        "skip": "a single send skips the task; in a run for many they are reported as outside_window "
+        "and do not count against the failure limits",
+    }
+)
+#: ``outside_window`` when not given: a single customer fails the task, a run for many goes on.
+OUTSIDE_WINDOW_SINGLE_DEFAULT = "fail"
+OUTSIDE_WINDOW_BULK_DEFAULT = "skip"
+
+
+def validate_outside_window(value: Any, field: str = "outside_window") -> str | None:
+    """``value`` if it is one of :data:`OUTSIDE_WINDOW_CHOICES` (or None, the default)."""
+    if value is None or value in OUTSIDE_WINDOW_CHOICES:
+        return value
+    choices = ", ".join(f'"{choice}"' for choice in OUTSIDE_WINDOW_CHOICES)
+    raise AhaChatValidationError(f"{field}: must be one of {choices}, got {value!r}")
 
 
 def validate_user_id(value: Any, field: str = "user_id") -> str:

@@ -70,7 +70,7 @@ def full_text(err: BaseException) -> str:
 
 
 def test_a_bound_action_addressed_to_each_customer_is_the_prepared_request(client: AhaChatClient) -> None:
-    arguments = {"block_name": "shipping_update", "message_tag": "account_update", "attributes": {"a": 1}}
+    arguments = {"block_name": "shipping_update", "message_tag": "human_agent", "attributes": {"a": 1}}
     bound = client.bind("broadcast_block", arguments)
     for who in ({"user_id": USER}, {"phone": "0908 071 111"}):
         assert client.address(bound, **who) == client.prepare("broadcast_block", arguments, **who)
@@ -83,7 +83,7 @@ def test_broadcast_by_user_is_the_documented_request(client: AhaChatClient, serv
     result = client.broadcast_block(
         "Giao hàng",
         user_id=USER,
-        message_tag="POST_PURCHASE_UPDATE",
+        message_tag="HUMAN_AGENT",
         attributes={"order_id": "Đơn hàng #123", "ten": "Nguyễn Thị Lan", "so_luong": 2, "vip": True},
     )
 
@@ -92,7 +92,7 @@ def test_broadcast_by_user_is_the_documented_request(client: AhaChatClient, serv
     assert req.path == f"/api/bots/{BOT}/users/{USER}/send"
     assert req.query == [
         ("ahachat_token", TOKEN),
-        ("ahachat_message_tag", "POST_PURCHASE_UPDATE"),
+        ("ahachat_message_tag", "HUMAN_AGENT"),
         ("ahachat_block_name", "Giao hàng"),
         ("order_id", "Đơn hàng #123"),
         ("ten", "Nguyễn Thị Lan"),
@@ -112,9 +112,8 @@ def test_broadcast_by_phone_is_the_documented_request(client: AhaChatClient, ser
     (req,) = server.requests
     assert req.method == "POST"
     assert req.path == f"/api/bots/{BOT}/phones/send"
-    assert req.query == [
+    assert req.query == [  # no tag by default: a standard message
         ("ahachat_token", TOKEN),
-        ("ahachat_message_tag", "NON_PROMOTIONAL_SUBSCRIPTION"),
         ("ahachat_block_name", "welcome"),
         ("phone", "+84908071111"),
         ("ma_don", "A1"),

@@ -150,10 +150,13 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
         "concurrency",
         "rate_limit_redis_conn_id",
         "endpoints",
+        "message_tags",
+        "default_message_tag",
         *WEBHOOK_FIELDS,
         "approval_secret",
     }
     assert extra["timeout"]["schema"]["title"] == "Read timeout (seconds)"
+    assert extra["message_tags"]["schema"]["title"] == "Message tags the page may use"
     assert extra["endpoints"]["schema"]["title"] == "Endpoint overrides (JSON)"
     assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
 

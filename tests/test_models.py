@@ -18,6 +18,7 @@ from airflow_provider_ahachat.models import (
     validate_attributes,
     validate_tags,
     validate_user_id,
+    validate_message_tag,
 )
 
 #: The example of the contract, verbatim.
@@ -273,12 +274,16 @@ def test_tags_and_attributes() -> None:
 
 
 def test_message_tags() -> None:
-    assert MessageTag.parse(None) is MessageTag.NON_PROMOTIONAL_SUBSCRIPTION
+    """``MessageTag.parse`` names AhaChat's list; ``validate_message_tag`` says what may be sent."""
     assert MessageTag.parse(" post_purchase_update ") is MessageTag.POST_PURCHASE_UPDATE
     with pytest.raises(
         AhaChatValidationError, match="use one of CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE"
     ):
         MessageTag.parse("PROMOTION")
+    assert validate_message_tag(None) is None
+    assert validate_message_tag(" human_agent ") == "HUMAN_AGENT"
+    with pytest.raises(AhaChatValidationError, match="Meta retired it on 27 April 2026"):
+        validate_message_tag("post_purchase_update")
 
 
 def test_recipient_needs_exactly_one() -> None:

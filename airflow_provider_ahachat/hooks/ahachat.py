@@ -155,9 +155,12 @@ class AhaChatHook(BaseHook):
     ``https://ahachat.com``, for example at the local sandbox. Extra fields: ``timeout`` (read
     timeout, seconds), ``connect_timeout``, ``max_retries``, ``rate_limit``, ``concurrency``,
     ``default_country_code`` (the country of phone numbers written without one; ``84``, Vietnam, by
-    default), and ``endpoints``, a JSON object that corrects any endpoint's method and path
-    (``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``); an unknown endpoint, method
-    or placeholder is an error when the hook builds its client, before any request.
+    default), ``endpoints``, a JSON object that corrects any endpoint's method and path
+    (``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``), ``message_tags``, the
+    message tags the bot's page may use instead of Meta's rule as of December 2026 (``HUMAN_AGENT``
+    only), and ``default_message_tag``, the tag of a broadcast that names none (none by default). A
+    bad value (an unknown endpoint, method or placeholder, a retired tag) is an error when the hook
+    builds its client, before any request.
 
     .. code-block:: python
 
@@ -227,6 +230,7 @@ class AhaChatHook(BaseHook):
         """
         from airflow_provider_ahachat.actions import endpoint_table
         from airflow_provider_ahachat.client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, RetryPolicy
+        from airflow_provider_ahachat.models import MessageTagRule
         from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
@@ -275,9 +279,18 @@ class AhaChatHook(BaseHook):
             )
         except AhaChatValidationError as err:
             problems.extend(f"extra field {problem}" for problem in err.problems)
+        tags = {
+            name: extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
+            for name in ("message_tags", "default_message_tag")
+        }
+        try:
+            MessageTagRule.of(**tags)  # checked here, with the rest of the connection
+        except AhaChatValidationError as err:
+            problems.extend(f"extra field {problem}" for problem in err.problems)
         if problems:
             raise AhaChatValidationError(problems)
         return {
+            **tags,
             "endpoints": endpoints,
             "default_country_code": country_code,
             "bot_id": bot_id,
@@ -299,6 +312,8 @@ class AhaChatHook(BaseHook):
         max_retries: int,
         endpoints: Any = None,
         default_country_code: str | None = None,
+        message_tags: Any = None,
+        default_message_tag: Any = None,
     ) -> AhaChatClient:
         # Imported here, not at the top: DAG files import the operators, and so this module, at
         # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
@@ -314,6 +329,8 @@ class AhaChatHook(BaseHook):
             retry=RetryPolicy(max_retries=max_retries, retry_unknown_outcome=self.retry_unknown_outcome),
             endpoints=endpoints,
             default_country_code=default_country_code or DEFAULT_COUNTRY_CODE,
+            message_tags=message_tags,
+            default_message_tag=default_message_tag,
         )
 
     def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
