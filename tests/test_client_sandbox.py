@@ -15,12 +15,14 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatNotFoundError,
     AhaChatOutsideWindowError,
     AhaChatRateLimitError,
+    AhaChatRecipientUnavailableError,
     AhaChatServerError,
 )
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 LAN = "3824547807572463"  # wrote 30 minutes ago
 BAO = "5310298476123984"  # wrote 3 days ago
+MINH = "4102938475610293"  # wrote 2 hours ago
 ANH = "3069285714039285"  # unsubscribed
 OTHER_BOT = "20517736"
 FAST = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_max=0.05, max_retry_time=10)
@@ -54,16 +56,15 @@ def test_every_action(client: AhaChatClient, sandbox: SandboxServer) -> None:
     client.send_message(LAN, {"messages": [{"text": "Chọn size:"}], "set_attributes": {"size_asked": "yes"}})
     result = client.broadcast_block(
         "shipping_update",
-        phone="+84 903 456 789",
-        message_tag="POST_PURCHASE_UPDATE",
+        phone="+84 912 345 678",
         attributes={"order_id": "Đơn #9", "tracking_number": "GHN1"},
     )
-    assert result.phone == "+84903456789"
+    assert result.phone == "+84912345678"
     delivered = sandbox.outbox()
     assert [(e["messenger_user_id"], e["kind"]) for e in delivered] == [
         (LAN, "text"),
         (LAN, "dynamic"),
-        (BAO, "broadcast"),
+        (MINH, "broadcast"),
     ]
     assert "Đơn #9" in delivered[2]["text"]
     assert client.find_user(user_id=LAN).attributes["size_asked"] == "yes"
@@ -85,6 +86,8 @@ def test_every_error_class(client: AhaChatClient, sandbox: SandboxServer) -> Non
         client.send_text(BAO, "Chào")
     assert window.value.status == 422
     with pytest.raises(AhaChatOutsideWindowError):
+        client.broadcast_block("welcome", user_id=BAO)
+    with pytest.raises(AhaChatRecipientUnavailableError):
         client.broadcast_block("welcome", user_id=ANH)
     with (
         AhaChatClient(sandbox.bot_id, "0" * 64, sandbox.url) as wrong,
@@ -102,10 +105,10 @@ def test_every_error_class(client: AhaChatClient, sandbox: SandboxServer) -> Non
     assert sandbox.outbox() == []
 
 
-def test_a_broadcast_outside_the_window_reaches_the_customer(
+def test_a_persons_reply_outside_the_window_reaches_the_customer_within_7_days(
     client: AhaChatClient, sandbox: SandboxServer
 ) -> None:
-    client.broadcast_block("welcome", user_id=BAO, message_tag="ACCOUNT_UPDATE")
+    client.broadcast_block("welcome", user_id=BAO, message_tag="HUMAN_AGENT")
     assert [e["kind"] for e in sandbox.outbox(BAO)] == ["broadcast"]
 
 
@@ -170,7 +173,7 @@ def test_the_sandbox_serves_every_endpoint_and_action_of_the_table(
         "reset_attributes": {"names": ["ma_don"]},
         "send_text": {"text": "Chào Lan"},
         "send_message": {"message": [{"text": "Đơn hàng #123"}]},
-        "broadcast_block": {"block_name": "shipping_update", "message_tag": "post_purchase_update"},
+        "broadcast_block": {"block_name": "shipping_update", "message_tag": "human_agent"},
     }
     assert set(arguments) | {"check_connection", "find_user"} == set(ACTIONS)
     sandbox.reset()

@@ -90,11 +90,22 @@ def error(response: requests.Response, status: int) -> str:
 
 
 def broadcast(
-    sandbox: SandboxServer, user_id: str, block: str, tag: str = "POST_PURCHASE_UPDATE", **attrs: Any
+    sandbox: SandboxServer, user_id: str, block: str, tag: str | None = None, **attrs: Any
 ) -> requests.Response:
-    """A Broadcast API request by user ID; ``attrs`` become attributes."""
-    params = {"ahachat_message_tag": tag, "ahachat_block_name": block, **attrs}
+    """A Broadcast API request by user ID, without a tag unless given; ``attrs`` become attributes."""
+    params = {"ahachat_block_name": block, **attrs}
+    if tag is not None:
+        params["ahachat_message_tag"] = tag
     return call(sandbox, "POST", f"/users/{user_id}/send", params=params)
+
+
+def meta_error(response: requests.Response, status: int, code: int) -> str:
+    """Messenger's refusal as the sandbox passes it on: Meta's text, and Meta's object in ``error``."""
+    text = error(response, status)
+    meta = response.json()["error"]
+    assert (meta["code"], meta["type"], meta["message"]) == (code, "OAuthException", text)
+    assert text.startswith(f"(#{code}) ") and meta["fbtrace_id"]
+    return text
 
 
 # --------------------------------------------------------------------------- connection and users
@@ -170,11 +181,8 @@ def test_every_endpoint_requires_the_token(sandbox: SandboxServer) -> None:
         ("GET", ""),
         ("GET", f"/users/{LAN}"),
         ("GET", "/users?phone=0908071111"),
-        ("POST", f"/users/{LAN}/send?ahachat_message_tag=ACCOUNT_UPDATE&ahachat_block_name=welcome"),
-        (
-            "POST",
-            "/phones/send?ahachat_message_tag=ACCOUNT_UPDATE&ahachat_block_name=welcome&phone=0908071111",
-        ),
+        ("POST", f"/users/{LAN}/send?ahachat_message_tag=HUMAN_AGENT&ahachat_block_name=welcome"),
+        ("POST", "/phones/send?ahachat_block_name=welcome&phone=0908071111"),
         ("POST", f"/users/{LAN}/tags"),
         ("POST", f"/users/{LAN}/tags/remove"),
         ("POST", f"/users/{LAN}/attributes"),
@@ -302,12 +310,13 @@ def test_malformed_message_is_400_naming_each_field(sandbox: SandboxServer) -> N
     assert sandbox.outbox() == []
 
 
-def test_message_outside_the_window_or_unsubscribed_is_422(sandbox: SandboxServer) -> None:
+def test_message_outside_the_window_or_unsubscribed_is_metas_refusal(sandbox: SandboxServer) -> None:
     text = {"messages": [{"text": "Xin chào"}]}
-    assert "24 hours" in error(call(sandbox, "POST", f"/users/{BAO}/messages", json=text), 422)
-    assert "unsubscribed" in error(
-        call(sandbox, "POST", f"/users/{ANH_UNSUBSCRIBED}/messages", json=text), 422
-    )
+    response = call(sandbox, "POST", f"/users/{BAO}/messages", json=text)
+    assert meta_error(response, 422, 10) == "(#10) This message is sent outside of allowed window"
+    assert response.json()["error"]["error_subcode"] == 2018278
+    response = call(sandbox, "POST", f"/users/{ANH_UNSUBSCRIBED}/messages", json=text)
+    assert meta_error(response, 422, 551) == "(#551) This person isn't available right now"
     error(call(sandbox, "POST", f"/users/{UNKNOWN_USER}/messages", json=text), 404)
     redirect = {"messages": [{"text": "x"}], "redirect_to_blocks": ["no_such_block"]}
     error(call(sandbox, "POST", f"/users/{LAN}/messages", json=redirect), 404)
@@ -332,13 +341,12 @@ def test_broadcast_saves_query_attributes_before_the_block_runs(sandbox: Sandbox
         broadcast(sandbox, LAN, "shipping_update", order_id="DH-2024-0815", tracking_number="GHN12345")
     )
     assert result == (
-        f"Block 'shipping_update' sent to user {LAN} with the tag POST_PURCHASE_UPDATE: "
-        "1 message(s), outbox #1"
+        f"Block 'shipping_update' sent to user {LAN} without a tag: 1 message(s), outbox #1"
     )
     [entry] = sandbox.outbox(LAN)
     assert entry["kind"] == "broadcast"
     assert entry["block_name"] == "shipping_update"
-    assert entry["message_tag"] == "POST_PURCHASE_UPDATE"
+    assert entry["message_tag"] is None
     assert entry["text"] == ("Đơn hàng DH-2024-0815 đã được giao cho đơn vị vận chuyển, mã vận đơn GHN12345.")
     assert entry["attributes"] == {"order_id": "DH-2024-0815", "tracking_number": "GHN12345"}
     assert entry["unresolved"] == []
@@ -347,8 +355,9 @@ def test_broadcast_saves_query_attributes_before_the_block_runs(sandbox: Sandbox
     assert attributes["tracking_number"] == "GHN12345"
 
 
-def test_broadcast_reaches_users_outside_the_window(sandbox: SandboxServer) -> None:
-    sent(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH777"))
+def test_broadcast_reaches_users_outside_the_window_only_as_a_persons_reply(sandbox: SandboxServer) -> None:
+    meta_error(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH777"), 422, 10)
+    sent(broadcast(sandbox, BAO, "confirm_delivery", tag="HUMAN_AGENT", order_id="DH777"))
     [entry] = sandbox.outbox(BAO)
     assert entry["text"] == "Chào Bảo, bạn đã nhận được đơn hàng DH777 chưa? [Đã nhận | Chưa nhận]"
 
@@ -374,7 +383,7 @@ def test_broadcast_leaves_unknown_placeholders_visible(sandbox: SandboxServer) -
 
 
 def test_broadcast_runs_redirect_blocks(sandbox: SandboxServer) -> None:
-    sent(broadcast(sandbox, MINH, "welcome", tag="NON_PROMOTIONAL_SUBSCRIPTION"))
+    sent(broadcast(sandbox, MINH, "welcome"))
     [entry] = sandbox.outbox(MINH)
     assert entry["blocks"] == ["welcome", "menu"]
     assert entry["text"].splitlines() == [
@@ -385,7 +394,6 @@ def test_broadcast_runs_redirect_blocks(sandbox: SandboxServer) -> None:
 
 def test_broadcast_by_phone(sandbox: SandboxServer) -> None:
     params = {
-        "ahachat_message_tag": "POST_PURCHASE_UPDATE",
         "ahachat_block_name": "shipping_update",
         "phone": "0935 123 456",
         "order_id": "DH55",
@@ -400,29 +408,32 @@ def test_broadcast_by_phone(sandbox: SandboxServer) -> None:
 
 
 def test_broadcast_by_phone_errors(sandbox: SandboxServer) -> None:
-    base = {"ahachat_message_tag": "ACCOUNT_UPDATE", "ahachat_block_name": "welcome"}
+    base = {"ahachat_message_tag": "HUMAN_AGENT", "ahachat_block_name": "welcome"}
     assert "phone" in error(call(sandbox, "POST", "/phones/send", params=base), 400)
     error(call(sandbox, "POST", "/phones/send", params={**base, "phone": "not a phone"}), 400)
     assert "no user with phone" in error(
         call(sandbox, "POST", "/phones/send", params={**base, "phone": "+84999000111"}), 404
     )
     unsubscribed = {**base, "phone": "+84901234567"}
-    assert "unsubscribed" in error(call(sandbox, "POST", "/phones/send", params=unsubscribed), 422)
+    meta_error(call(sandbox, "POST", "/phones/send", params=unsubscribed), 422, 551)
+    outside = {"ahachat_block_name": "welcome", "phone": "0903 456 789"}  # Bảo, 3 days ago, no tag
+    meta_error(call(sandbox, "POST", "/phones/send", params=outside), 422, 10)
     assert sandbox.outbox() == []
 
 
 def test_broadcast_errors_change_nothing(sandbox: SandboxServer) -> None:
     before = sandbox.user(LAN)
     assert "ahachat_message_tag" in error(broadcast(sandbox, LAN, "welcome", tag="PROMOTION", x="1"), 400)
-    params = {"ahachat_block_name": "welcome", "x": "1"}
-    assert "ahachat_message_tag" in error(call(sandbox, "POST", f"/users/{LAN}/send", params=params), 400)
-    params = {"ahachat_message_tag": "ACCOUNT_UPDATE", "x": "1"}
+    meta_error(broadcast(sandbox, LAN, "welcome", tag="account_update", x="1"), 400, 100)
+    meta_error(broadcast(sandbox, BAO, "welcome", x="1"), 422, 10)
+    params = {"ahachat_message_tag": "HUMAN_AGENT", "x": "1"}
     assert "ahachat_block_name" in error(call(sandbox, "POST", f"/users/{LAN}/send", params=params), 400)
     assert "block 'nope' not found" in error(broadcast(sandbox, LAN, "nope", x="1"), 404)
     error(broadcast(sandbox, UNKNOWN_USER, "welcome", x="1"), 404)
-    assert "unsubscribed" in error(broadcast(sandbox, ANH_UNSUBSCRIBED, "welcome", x="1"), 422)
+    meta_error(broadcast(sandbox, ANH_UNSUBSCRIBED, "welcome", x="1"), 422, 551)
     assert sandbox.user(LAN) == before
     assert "x" not in sandbox.user(ANH_UNSUBSCRIBED)["attributes"]
+    assert "x" not in sandbox.user(BAO)["attributes"]
     assert sandbox.outbox() == []
 
 
@@ -433,14 +444,14 @@ def test_broadcast_rejects_reserved_attribute_names(sandbox: SandboxServer) -> N
     # A reserved name given twice means an attribute took that name.
     url = (
         f"{sandbox.url}/api/bots/{BOT}/users/{LAN}/send?ahachat_token={sandbox.token}"
-        "&ahachat_message_tag=ACCOUNT_UPDATE&ahachat_block_name=welcome&ahachat_block_name=menu"
+        "&ahachat_message_tag=HUMAN_AGENT&ahachat_block_name=welcome&ahachat_block_name=menu"
     )
     assert "reserved" in error(_session.post(url, timeout=10), 400)
     assert "attributes" in error(
         call(
             sandbox,
             "POST",
-            f"/users/{LAN}/send?=x&ahachat_message_tag=ACCOUNT_UPDATE&ahachat_block_name=welcome",
+            f"/users/{LAN}/send?=x&ahachat_message_tag=HUMAN_AGENT&ahachat_block_name=welcome",
         ),
         400,
     )
@@ -448,8 +459,8 @@ def test_broadcast_rejects_reserved_attribute_names(sandbox: SandboxServer) -> N
 
 
 def test_broadcast_tag_is_case_insensitive_like_the_provider(sandbox: SandboxServer) -> None:
-    assert "with the tag ACCOUNT_UPDATE" in sent(broadcast(sandbox, LAN, "welcome", tag="account_update"))
-    assert sandbox.outbox(LAN)[-1]["message_tag"] == "ACCOUNT_UPDATE"
+    assert "with the tag HUMAN_AGENT" in sent(broadcast(sandbox, LAN, "welcome", tag="human_agent"))
+    assert sandbox.outbox(LAN)[-1]["message_tag"] == "HUMAN_AGENT"
 
 
 # --------------------------------------------------------------------------- knobs
@@ -543,6 +554,7 @@ def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
         {"fail_next": [700]},
         {"retry_after": -1},
         {"error_status": [503, 200]},
+        {"messenger_rules": "2024"},
     ):
         with pytest.raises(SandboxControlError) as caught:
             sandbox.configure(**knobs)
@@ -556,6 +568,7 @@ def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
         "error_status": 503,
         "deliver_before_fail": False,
         "fail_next": [],
+        "messenger_rules": "2026",
     }
 
 
@@ -595,7 +608,7 @@ def test_outbox_filters(sandbox: SandboxServer) -> None:
 
 
 def test_customer_taps_a_quick_reply(sandbox: SandboxServer) -> None:
-    sent(broadcast(sandbox, BAO, "confirm_delivery", order_id="DH9"))
+    sent(broadcast(sandbox, BAO, "confirm_delivery", tag="HUMAN_AGENT", order_id="DH9"))
     user = sandbox.update_user(BAO, run_block="delivery_received")
     assert user["attributes"]["delivery_confirmed"] == "yes"
     last = sandbox.outbox(BAO)[-1]
@@ -736,7 +749,9 @@ def test_custom_seed_in_process() -> None:
                 "name": "Nhỏ",
                 "token": "t" * 10,
                 "blocks": {"hi": {"messages": [{"text": "Chào {{first_name}}"}]}},
-                "users": [{"messenger_user_id": "1000000000000001", "first_name": "Bình"}],
+                "users": [
+                    {"messenger_user_id": "1000000000000001", "first_name": "Bình", "last_interaction_minutes_ago": 1}
+                ],
             }
         ]
     }
@@ -747,7 +762,6 @@ def test_custom_seed_in_process() -> None:
             f"{server.url}/api/bots/42/users/1000000000000001/send",
             params={
                 "ahachat_token": "t" * 10,
-                "ahachat_message_tag": "ACCOUNT_UPDATE",
                 "ahachat_block_name": "hi",
             },
             timeout=10,

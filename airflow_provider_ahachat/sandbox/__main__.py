@@ -5,6 +5,7 @@ Once it accepts requests it prints, and flushes::
 
     AhaChat sandbox listening on http://127.0.0.1:8790
     Bot 12404829 (Shop Thời Trang Lan Anh): 12 users, 12 blocks
+    Messenger's rules: as of December 2026 (no retired tag; 24-hour window; HUMAN_AGENT within 7 days)
     The example DAGs use the connection ahachat_sandbox:
     AIRFLOW_CONN_AHACHAT_SANDBOX='ahachat://12404829:<token>@127.0.0.1:8790/http'
     Control API: http://127.0.0.1:8790/_sandbox/docs
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from types import FrameType
 import uvicorn
 
 from airflow_provider_ahachat.sandbox.app import create_app
+from airflow_provider_ahachat.sandbox.messenger import MESSENGER_RULES, RULES_2026, RULES_ENV
 from airflow_provider_ahachat.sandbox.server import (
     READY_PREFIX,
     bind_socket,
@@ -92,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="process a request before answering it with an injected error",
     )
     parser.add_argument(
+        "--messenger-rules",
+        choices=MESSENGER_RULES,
+        default=os.environ.get(RULES_ENV) or RULES_2026,
+        help=f"Messenger's rules to enforce: {RULES_2026}, Meta's as of December 2026 (no retired tag, "
+        "24-hour window, HUMAN_AGENT within 7 days), or 2025, those before 27 April 2026 (tagged "
+        f"broadcasts reach anyone), for comparison (default: ${RULES_ENV}, else %(default)s)",
+    )
+    parser.add_argument(
         "--customers",
         type=int,
         default=0,
@@ -142,6 +153,12 @@ def exposure_warning(address: str) -> str | None:
     )
 
 
+def _rules_line(rules: str) -> str:
+    if rules == RULES_2026:
+        return "as of December 2026 (no retired tag; 24-hour window; HUMAN_AGENT within 7 days)"
+    return "before 27 April 2026 (tagged broadcasts reach anyone), for comparison"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sandbox; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -156,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             error_rate=args.error_rate,
             error_status=args.error_status,
             deliver_before_fail=args.deliver_before_fail,
+            messenger_rules=args.messenger_rules,
         )
         state = SandboxState(seed, config)
         if args.customers:
@@ -176,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"{READY_PREFIX}{url}",
         f"Bot {bot.id} ({bot.name}): {len(bot.users)} users, {len(bot.blocks)} blocks",
+        f"Messenger's rules: {_rules_line(args.messenger_rules)}",
         f"The example DAGs use the connection {EXAMPLES_CONN_ID}:"
         if args.conn_id == EXAMPLES_CONN_ID
         else f"The connection {args.conn_id}:",

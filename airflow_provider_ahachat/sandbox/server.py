@@ -454,6 +454,8 @@ class SandboxProcess(SandboxControl):
     :param rate_limit: the ``--rate-limit`` knob (requests per second, 0 off).
     :param error_rate: the ``--error-rate`` knob.
     :param error_status: the ``--error-status`` knob.
+    :param messenger_rules: the ``--messenger-rules`` knob: ``"2026"`` or ``"2025"``; by default the
+        child's ``AHACHAT_SANDBOX_MESSENGER_RULES``, else ``"2026"``.
     :param log_level: the child's uvicorn log level.
     :param extra_args: more command-line arguments for the child.
     :param python: the interpreter to run.
@@ -472,6 +474,7 @@ class SandboxProcess(SandboxControl):
         rate_limit: float = 0.0,
         error_rate: float = 0.0,
         error_status: int = 503,
+        messenger_rules: str | None = None,
         log_level: str = "warning",
         extra_args: Sequence[str] = (),
         python: str = sys.executable,
@@ -499,6 +502,7 @@ class SandboxProcess(SandboxControl):
             log_level,
             "--conn-id",
             conn_id,
+            *(["--messenger-rules", messenger_rules] if messenger_rules else []),
             *extra_args,
         ]
         self._custom_seed = isinstance(seed, Mapping)

@@ -81,12 +81,17 @@ from airflow_provider_ahachat.models import (
     validate_tags,
     validate_user_id,
 )
+from airflow_provider_ahachat.sandbox.messenger import (
+    MESSAGING_WINDOW,
+    MESSENGER_RULES,
+    RULES_2026,
+    Refusal,
+    refusal,
+)
 
 #: The seed that ships with the package.
 DEFAULT_SEED_PATH = Path(__file__).with_name("seed.json")
 
-#: How long after a user's last message the bot may still send text and dynamic messages.
-MESSAGING_WINDOW = timedelta(hours=24)
 
 #: Entries kept in the outbox and in the request log; the oldest are dropped first.
 OUTBOX_LIMIT = 1_000_000
@@ -112,6 +117,7 @@ class ApiError(Exception):
     :param message: the ``message`` of the answer.
     :param problems: for invalid input, one line per problem, each naming its field.
     :param headers: extra response headers, such as ``Retry-After``.
+    :param meta: Meta's error object, when the answer passes on Messenger's refusal.
     """
 
     def __init__(
@@ -121,23 +127,32 @@ class ApiError(Exception):
         *,
         problems: list[str] | None = None,
         headers: dict[str, str] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.problems = problems
         self.headers = headers or {}
+        self.meta = meta
 
     @classmethod
     def invalid(cls, err: AhaChatValidationError) -> ApiError:
         """A 400 answer listing the problems of a failed input rule."""
         return cls(400, str(err), problems=list(err.problems))
 
+    @classmethod
+    def refused(cls, refused: Refusal) -> ApiError:
+        """Messenger's refusal, passed on: Meta's text as the message, Meta's object as ``error``."""
+        return cls(refused.status, refused.text, meta=refused.error)
+
     def to_json(self) -> dict[str, Any]:
         """The answer body."""
         body: dict[str, Any] = {"success": False, "message": self.message}
         if self.problems:
             body["problems"] = self.problems
+        if self.meta is not None:
+            body["error"] = self.meta
         return body
 
 
@@ -234,6 +249,16 @@ class SandboxUser(User):
     def within_window(self, now: datetime) -> bool:
         """Whether the user wrote to the bot in the last 24 hours."""
         return self.last_interaction_at is not None and now - self.last_interaction_at <= MESSAGING_WINDOW
+
+    def refusal(self, tag: MessageTag | None, rules: str) -> Refusal | None:
+        """Why Messenger refuses a message with ``tag`` to this user now, under ``rules``; None if not."""
+        return refusal(
+            last_interaction_at=self.last_interaction_at,
+            subscribed=self.subscribed,
+            tag=tag,
+            now=utcnow(),
+            rules=rules,
+        )
 
     def context(self) -> dict[str, Any]:
         """The values placeholders may name: profile fields, overlaid by attributes."""
@@ -535,6 +560,8 @@ class SandboxConfig:
     :param deliver_before_fail: whether a request answered with an injected error was processed
         first (the message was delivered, the tag added) or not at all.
     :param fail_next: the next API requests to fail, in order, one status each.
+    :param messenger_rules: Messenger's rules the sandbox enforces: ``"2026"``, Meta's as of
+        December 2026, or ``"2025"``, those before 27 April 2026 (see :mod:`.messenger`).
     """
 
     latency_ms: float = 0.0
@@ -544,6 +571,7 @@ class SandboxConfig:
     error_status: int | list[int] = 503
     deliver_before_fail: bool = False
     fail_next: list[Fault] = field(default_factory=list)
+    messenger_rules: str = RULES_2026
 
     def to_json(self) -> dict[str, Any]:
         """The knobs as ``GET /_sandbox/config`` answers with them."""
@@ -579,6 +607,11 @@ class SandboxConfig:
                 new.deliver_before_fail = value
             elif name == "fail_next":
                 new.fail_next = _faults(value)
+            elif name == "messenger_rules":
+                if value not in MESSENGER_RULES:
+                    rules = " or ".join(f'"{rule}"' for rule in MESSENGER_RULES)
+                    raise ApiError(400, f"{name}: must be {rules}, got {value!r}")
+                new.messenger_rules = value
             else:
                 knobs = ", ".join(self.to_json())
                 raise ApiError(400, f"{name}: unknown knob; expected one of {knobs}")
@@ -968,31 +1001,38 @@ class SandboxState:
 
     # -- actions
 
+    def messenger_check(self, user: SandboxUser, tag: MessageTag | None) -> None:
+        """Messenger's rules: raise its refusal of a message with ``tag`` to ``user`` now, if any."""
+        refused = user.refusal(tag, self.config.messenger_rules)
+        if refused is not None:
+            raise ApiError.refused(refused)
+
     def broadcast(
-        self, bot: Bot, user: SandboxUser, *, tag: MessageTag, block_name: str, attributes: Mapping[str, Any]
+        self,
+        bot: Bot,
+        user: SandboxUser,
+        *,
+        tag: MessageTag | None,
+        block_name: str,
+        attributes: Mapping[str, Any],
     ) -> OutboxEntry:
-        """Save ``attributes`` on the user, then run the block; 422 if the user unsubscribed."""
-        if not user.subscribed:
-            raise ApiError(422, f"user {user.messenger_user_id} has unsubscribed")
+        """
+        Save ``attributes`` on the user, then run the block; Messenger's refusal (a retired tag, the
+        user unavailable or outside the window for ``tag``) changes nothing.
+        """
+        self.messenger_check(user, tag)
         user.attributes.update(attributes)
         entry = self._deliver(bot, user, "broadcast", [], [block_name], dict(attributes))
         entry.block_name = block_name
-        entry.message_tag = tag.value
+        entry.message_tag = tag.value if tag is not None else None
         return entry
 
     def send_message(self, bot: Bot, user: SandboxUser, message: DynamicMessage) -> OutboxEntry:
-        """Send a text or dynamic message; 422 if unsubscribed or outside the 24-hour window."""
+        """Send a text or dynamic message (never tagged); Messenger refuses it outside the 24-hour window."""
         redirects = list(message.redirect_to_blocks or ())
         for name in redirects:
             self.block(bot, name, "redirect_to_blocks")
-        if not user.subscribed:
-            raise ApiError(422, f"user {user.messenger_user_id} has unsubscribed")
-        if not user.within_window(utcnow()):
-            raise ApiError(
-                422,
-                f"user {user.messenger_user_id} last wrote more than 24 hours ago; "
-                "only a broadcast with a message tag can reach them now",
-            )
+        self.messenger_check(user, None)
         is_text = (
             not message.set_attributes and not redirects and all(set(m) == {"text"} for m in message.messages)
         )

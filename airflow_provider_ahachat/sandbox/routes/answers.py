@@ -2,7 +2,8 @@
 How the sandbox answers: the success envelope, the JSON body readers, and every error handler.
 
 Every answer is ``{"success": true, "data": ...}`` or ``{"success": false, "message": "..."}``;
-answers to invalid input also carry ``problems``, one line per problem, each naming its field. The
+answers to invalid input also carry ``problems``, one line per problem, each naming its field, and
+Messenger's refusals carry Meta's error object in ``error`` (:mod:`..messenger`). The
 Broadcast API, a copy of Chatfuel's Broadcasting API, answers in Chatfuel's shape instead:
 ``{"success": true|false, "result": "..."}``, the reason of a refusal in ``result``.
 """
@@ -36,6 +37,8 @@ def broadcast_refused(err: ApiError) -> JSONResponse:
     body: dict[str, Any] = {"success": False, "result": err.message}
     if err.problems:
         body["problems"] = err.problems
+    if err.meta is not None:
+        body["error"] = err.meta
     return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 

@@ -42,12 +42,14 @@ _BROADCAST_PARAMETERS = frozenset({"ahachat_token", "ahachat_message_tag", "ahac
 
 def broadcast_parameters(
     state: SandboxState, bot: Bot, request: Request, *, by_phone: bool
-) -> tuple[MessageTag, str, dict[str, Any]]:
+) -> tuple[MessageTag | None, str, dict[str, Any]]:
     """
-    The message tag, block name and attributes of a Broadcast API request.
+    The message tag (None: none, a standard message), block name and attributes of a Broadcast API
+    request.
 
-    A reserved name given twice means an attribute took a reserved name: 400. A missing or unknown
-    message tag is 400, a missing block name 400, an unknown block 404.
+    A reserved name given twice means an attribute took a reserved name: 400. A message tag AhaChat
+    does not list is 400 (one it lists that Meta retired is Messenger's to refuse), a missing block
+    name 400, an unknown block 404.
     """
     items = request.query_params.multi_items()
     repeated = Counter(name for name, _ in items if name in RESERVED_ATTRIBUTE_NAMES)
@@ -59,10 +61,7 @@ def broadcast_parameters(
                 f"(the query gives it {times} times)",
             )
     raw_tag = request.query_params.get("ahachat_message_tag")
-    if not raw_tag:
-        tags = ", ".join(tag.value for tag in MessageTag)
-        raise ApiError(400, f"ahachat_message_tag: required; use one of {tags}")
-    tag = checked(MessageTag.parse, raw_tag, "ahachat_message_tag")
+    tag = checked(MessageTag.parse, raw_tag, "ahachat_message_tag") if raw_tag else None
     given = {
         name: value
         for name, value in items
@@ -112,8 +111,9 @@ def api_router(sandbox: SandboxState) -> APIRouter:
             entry = sandbox.broadcast(bot, user, tag=tag, block_name=block_name, attributes=attributes)
         except ApiError as err:
             return broadcast_refused(err)
+        how = f"with the tag {tag.value}" if tag is not None else "without a tag"
         return broadcast_ok(
-            f"Block {block_name!r} sent to user {entry.messenger_user_id} with the tag {tag.value}: "
+            f"Block {block_name!r} sent to user {entry.messenger_user_id} {how}: "
             f"{len(entry.messages)} message(s), outbox #{entry.seq}"
         )
 
