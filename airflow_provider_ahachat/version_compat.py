@@ -47,6 +47,15 @@ def skip(message: str) -> Exception:
     return AirflowSkipException(message)
 
 
+def fail_exception() -> type[Exception]:
+    """The exception class that fails a task without its retries."""
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+    return AirflowFailException
+
+
 def object_storage_path(url: str) -> Any:
     """An ``ObjectStoragePath`` for ``url`` (``s3://conn_id@bucket/key``)."""
     from airflow.sdk import ObjectStoragePath

@@ -2,9 +2,12 @@
 Ask a customer to confirm delivery, wait for the answer without holding a worker, then tag them.
 
 - ``BroadcastBlockOperator`` starts the ``confirm_delivery`` block ("did you receive order
-  DH10231?", with the quick replies "Đã nhận" and "Chưa nhận"). The ``POST_PURCHASE_UPDATE`` tag
-  lets it reach a customer who has not written in 24 hours. It also sets ``delivery_confirmed`` to
-  ``pending``, so that an answer to an earlier order does not count.
+  DH10231?", with the quick replies "Đã nhận" and "Chưa nhận"). It carries no message tag (Meta
+  retired ``POST_PURCHASE_UPDATE`` on 27 April 2026), so Messenger delivers it only to a customer
+  who wrote to the bot or tapped one of its buttons in the last 24 hours; with
+  ``outside_window="skip"`` the run skips the rest for a customer outside the window instead of
+  failing. It also sets ``delivery_confirmed`` to ``pending``, so that an answer to an earlier
+  order does not count.
 - ``UserSensor(deferrable=True)`` waits, in the triggerer, until the customer taps "Đã nhận": the
   block ``delivery_received`` sets ``delivery_confirmed=yes``. It checks every 5 minutes and gives
   up after 3 days.
@@ -25,7 +28,6 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG
 
-from airflow_provider_ahachat.models import MessageTag
 from airflow_provider_ahachat.notifications.ahachat import send_ahachat_notification
 from airflow_provider_ahachat.operators.ahachat import (
     AddTagsOperator,
@@ -61,8 +63,8 @@ with DAG(
         task_id="ask_to_confirm",
         user_id="{{ params.customer_id }}",
         block_name="confirm_delivery",
-        message_tag=MessageTag.POST_PURCHASE_UPDATE,
         attributes={"order_id": "{{ params.order_id }}", "delivery_confirmed": "pending"},
+        outside_window="skip",  # nobody to wait for: the sensor and the tags are skipped too
     )
 
     wait = UserSensor(

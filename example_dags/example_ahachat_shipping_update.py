@@ -3,9 +3,13 @@ Every morning, tell the customers whose orders shipped yesterday, and look after
 
 The DAG uses all eight AhaChat operators:
 
-- ``BroadcastBlockOperator``, mapped over yesterday's shipped orders: starts the ``shipping_update``
-  block for each customer, by phone, with the order and tracking number saved as attributes first.
-  The ``POST_PURCHASE_UPDATE`` tag lets it reach customers who have not written in 24 hours.
+- ``AddAttributesOperator`` with ``recipients``: saves each order and its tracking number on its
+  customer (found by phone), so that the bot can show them whenever the customer next writes.
+- ``BroadcastBlockOperator`` with the same ``recipients``: starts the ``shipping_update`` block for
+  each of them, without a message tag. Since Meta retired ``POST_PURCHASE_UPDATE`` on 27 April 2026,
+  Messenger delivers it only to customers who wrote to the bot (or tapped one of its buttons) in
+  the last 24 hours; the others are reported as ``outside_window`` (in the task's summary line, its
+  XCom and its report) and the task succeeds. Here Bảo, who last wrote 3 days ago, is one.
 - ``FindUserOperator`` looks a customer up by phone; the others act on the ``messenger_user_id`` it
   returns: ``AddAttributesOperator``, ``AddTagsOperator``, ``RemoveTagsOperator``,
   ``ResetAttributesOperator``, ``SendTextMessageOperator`` and ``SendDynamicMessageOperator`` (the
@@ -23,7 +27,6 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, task
 
-from airflow_provider_ahachat.models import MessageTag
 from airflow_provider_ahachat.operators.ahachat import (
     AddAttributesOperator,
     AddTagsOperator,
@@ -50,22 +53,28 @@ with DAG(
 
     @task
     def orders_shipped_yesterday() -> list[dict[str, Any]]:
-        """One broadcast per order. In production this is a query on your warehouse."""
+        """One row per order. In production this is a query on your warehouse."""
         orders = [
             ("+84 908 071 111", "DH10231", "GHN8123456VN"),
             ("0912.345.678", "DH10232", "GHN8123457VN"),
-            ("0903-456-789", "DH10233", "GHN8123458VN"),  # last wrote 3 days ago: the tag still reaches
+            ("0903-456-789", "DH10233", "GHN8123458VN"),  # last wrote 3 days ago: outside the window
         ]
         return [
             {"phone": phone, "attributes": {"order_id": order_id, "tracking_number": tracking}}
             for phone, order_id, tracking in orders
         ]
 
-    notify_shipped = BroadcastBlockOperator.partial(
+    orders = orders_shipped_yesterday()
+    save_orders = AddAttributesOperator(
+        task_id="save_orders",
+        recipients=orders,  # each row's own order_id and tracking_number, and:
+        attributes={"shipped_on": "{{ dag_run.run_after | ds }}"},
+    )
+    notify_shipped = BroadcastBlockOperator(
         task_id="notify_shipped",
         block_name="shipping_update",
-        message_tag=MessageTag.POST_PURCHASE_UPDATE,
-    ).expand_kwargs(orders_shipped_yesterday())
+        recipients=orders,  # outside_window="skip", the default for many: reported, not a failure
+    )
 
     find_vip = FindUserOperator(task_id="find_vip", phone="{{ params.vip_phone }}")
     vip_id = find_vip.output["messenger_user_id"]
@@ -119,5 +128,5 @@ with DAG(
         },
     )
 
-    notify_shipped >> find_vip
+    save_orders >> notify_shipped >> find_vip
     find_vip >> [mark_shipped, tag_shipped, untag_waiting, clear_cart] >> thank_vip >> ask_about_delivery

@@ -7,6 +7,7 @@ recording function in place of Airflow's HITL answer path (tests/test_hitl_answe
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -232,63 +233,130 @@ def test_a_failure_in_airflow_is_answered_plainly() -> None:
 # -- asking outside Messenger's 24-hour window
 
 
-@pytest.mark.usefixtures("airflow_db")
-def test_an_approver_outside_the_window_is_asked_by_a_tagged_broadcast(
-    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """
-    Within 24 hours of their last message an approver gets the question with its buttons; outside
-    it (a message is refused, 422) the question block is broadcast with the message tag, carrying the
-    question and each button's signed URL as attributes. Sent for real to the sandbox.
-    """
-    import json
-    import time
+def ask(
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    approvers: list[str],
+    extra: dict[str, Any] | None = None,
+    **notifier_args: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """Ask ``approvers`` a refund question through the sandbox, as a task would; the task and its context."""
     import types
-    from urllib.parse import unquote
 
     from airflow_provider_ahachat.notifications.hitl import AhaChatHITLNotifier
+    from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator
 
-    lan, bao = "3824547807572463", "5310298476123984"  # wrote 30 minutes ago; 3 days ago
     conn = {
         "conn_type": "ahachat",
         "login": sandbox.bot_id,
         "password": sandbox.token,
         "host": sandbox.url,
-        "extra": {"approval_secret": SECRET},
+        "extra": {"approval_secret": SECRET, **(extra or {})},
     }
     monkeypatch.setenv("AIRFLOW_CONN_HITL_ASK", json.dumps(conn))
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.shop.vn")
-    task = types.SimpleNamespace(
-        assigned_users=[{"id": f"ahachat:{who}", "name": who} for who in (lan, bao)],
-        options=["Approve", "Reject"],
-        subject="Duyệt hoàn tiền 450.000đ cho đơn DH10231?",
-        body=None,
-        multiple=False,
-        response_timeout=None,
-        hitl_summary_extra=None,
+    task = AhaChatApprovalOperator(
+        task_id="approve", subject="Duyệt hoàn tiền 450.000đ cho đơn DH10231?", approvers=approvers
     )
+    task.assigned_users = [{"id": f"ahachat:{who}", "name": who} for who in approvers]
     ti = types.SimpleNamespace(
         dag_id="refunds", run_id="manual__1", task_id="approve", map_index=-1, try_number=1
     )
-    notifier = AhaChatHITLNotifier(
-        approvers=[lan, bao], ahachat_conn_id="hitl_ask", question_block="payment_reminder"
-    )
-    sandbox.reset()
-    context: Any = {"task": task, "ti": ti}  # what notify() reads of a task's context
+    notifier = AhaChatHITLNotifier(approvers=approvers, ahachat_conn_id="hitl_ask", **notifier_args)
+    context: Any = {"task": task, "ti": ti, "task_instance": ti}  # what notify() reads of a context
     notifier.notify(context)
+    return task, context
 
-    (to_lan,) = sandbox.outbox(lan)
-    (to_bao,) = sandbox.outbox(bao)
+
+LAN_ID, BAO_ID = "3824547807572463", "5310298476123984"  # wrote 30 minutes ago; 3 days ago
+REQUIRED_ACTIONS = "https://airflow.shop.vn/dags/refunds/runs/manual__1/tasks/approve/required_actions?map_index=-1"
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_an_approver_outside_the_window_is_named_with_the_link_to_answer_in_airflow(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """
+    Within 24 hours of their last message an approver gets the question; outside it Messenger
+    refuses it, once, and the log names them with the link to answer in Airflow's UI. No retired
+    tag is sent, and a question_block without a tag is not tried (Messenger would refuse it alike).
+    """
+    sandbox.reset()
+    ask(sandbox, monkeypatch, [LAN_ID, BAO_ID], question_block="payment_reminder")
+    logged = capfd.readouterr().out
+
+    (to_lan,) = sandbox.outbox(LAN_ID)
+    assert to_lan["kind"] == "dynamic"
+    assert sandbox.outbox(BAO_ID) == []
+    to_bao = [r for r in sandbox.request_log() if f"/users/{BAO_ID}/" in r["path"]]
+    assert [(r["path"].rsplit("/", 1)[-1], r["status"]) for r in to_bao] == [("messages", 422)]
+    assert not any("ahachat_message_tag" in r["query"] for r in sandbox.request_log())
+    assert (
+        f"approver {BAO_ID} is outside Messenger's 24-hour window, so was not asked in Messenger "
+        f"((#10) This message is sent outside of allowed window). They can answer in Airflow's UI: "
+        f"{REQUIRED_ACTIONS}"
+    ) in logged
+    assert f"asked 1 of 2 approvers: {LAN_ID}" in logged
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_when_every_approver_is_outside_the_window_the_task_waits_for_the_ui(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.reset()
+    ask(sandbox, monkeypatch, [BAO_ID])  # no raise: the task stays answerable in Airflow's UI
+    logged = capfd.readouterr().out
+    assert sandbox.outbox() == []
+    assert (
+        f"no approver could be asked in Messenger ({BAO_ID} outside the 24-hour window); the task "
+        f"waits for an answer in Airflow's UI: {REQUIRED_ACTIONS}"
+    ) in logged
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_page_that_may_still_use_a_tag_asks_by_the_question_block(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A connection whose page may still use a tag (its extra ``message_tags`` and
+    ``default_message_tag``; here under the sandbox's rules before April 2026) asks an approver
+    outside the window with the question block, carrying the question and each button's signed URL.
+    """
+    import time
+    from urllib.parse import unquote
+
+    sandbox.reset()
+    sandbox.configure(messenger_rules="2025")
+    tags = {"message_tags": "ACCOUNT_UPDATE", "default_message_tag": "account_update"}
+    ask(sandbox, monkeypatch, [LAN_ID, BAO_ID], extra=tags, question_block="payment_reminder")
+
+    (to_lan,) = sandbox.outbox(LAN_ID)
+    (to_bao,) = sandbox.outbox(BAO_ID)
     assert to_bao["kind"] == "broadcast" != to_lan["kind"]  # a message to Lan, a broadcast to Bảo
     assert to_bao["message_tag"] == "ACCOUNT_UPDATE"
     assert to_bao["block_name"] == "payment_reminder"
     attributes = to_bao["attributes"]
     assert attributes["airflow_hitl_text"].startswith("Duyệt hoàn tiền 450.000đ")
+    assert attributes["airflow_hitl_ui_url"] == REQUIRED_ACTIONS
     assert [attributes["airflow_hitl_title_1"], attributes["airflow_hitl_title_2"]] == ["Đồng ý", "Từ chối"]
     for n in (1, 2):
         url = attributes[f"airflow_hitl_url_{n}"]
         assert url.startswith("https://airflow.shop.vn/ahachat/approvals/answer?t=")
         token = url.split("t=", 1)[1].split("&", 1)[0]
         signed = verify(unquote(token), SECRET, now=time.time())
-        assert (signed.approver, signed.dag_id, signed.try_number) == (bao, "refunds", 1)
+        assert (signed.approver, signed.dag_id, signed.try_number) == (BAO_ID, "refunds", 1)
     assert SECRET not in json.dumps(sandbox.outbox(), ensure_ascii=False)
+
+
+def test_approvals_never_send_a_retired_tag() -> None:
+    """The question's tag is none by default; a retired one fails when the DAG is parsed."""
+    from airflow_provider_ahachat.notifications.hitl import DEFAULT_QUESTION_TAG, AhaChatHITLNotifier
+    from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator, AhaChatHITLOperator
+
+    assert DEFAULT_QUESTION_TAG is None
+    assert AhaChatHITLNotifier(approvers="1").message_tag is None
+    for tag in ("ACCOUNT_UPDATE", "account_update", "Confirmed_Event_Update", "NON_PROMOTIONAL_SUBSCRIPTION"):
+        with pytest.raises(AhaChatValidationError, match="Meta"):
+            AhaChatApprovalOperator(task_id="a", subject="?", approvers="1", message_tag=tag)
+        with pytest.raises(AhaChatValidationError, match="Meta"):
+            AhaChatHITLOperator(task_id="h", subject="?", options=["A"], approvers="1", message_tag=tag)

@@ -39,11 +39,13 @@ CASES = (
     "ahachat_hitl_timeout_fail",
     "ahachat_hitl_retry",
     "ahachat_hitl_nobody",
+    "ahachat_hitl_outside_window",
     "ahachat_hitl_many_options",
 )
 CONN_ID = "ahachat_sandbox"
 SECRET = "approval-secret-7c2e91d4-keep-out-of-logs"
 OWNER, LAN, MINH = "6620193847561029", "3824547807572463", "4102938475610293"
+BAO = "5310298476123984"  # last wrote 3 days ago: outside Messenger's 24-hour window
 WAIT = 900.0
 # The options of the questions of ahachat_hitl_many_options (tests/hitl_dags): 4 and 13 of them.
 SLOTS = ["8h-10h", "10h-12h", "14h-16h", "19h-21h"]
@@ -401,6 +403,31 @@ def test_a_question_nobody_receives_fails_the_task(setup: Setup) -> None:
     assert finished(setup, "ahachat_hitl_nobody") == "failed"
     assert task_states(setup, "ahachat_hitl_nobody")["ask"] == ("failed", 1)
     assert not [e for e in setup.sandbox.outbox() if e["messenger_user_id"] == "1111111111111111"]
+
+
+def test_an_approver_outside_the_window_is_named_with_the_link_and_the_task_is_answered_in_the_ui(
+    setup: Setup,
+) -> None:
+    """
+    Messenger refuses the question (Bảo last wrote 3 days ago): the task does not fail, its log
+    names Bảo with the link to answer in Airflow's UI, and an answer given there resumes it.
+    """
+    dag_id, run_id = setup.runs["ahachat_hitl_outside_window"]
+    wait_for_park(setup, dag_id, run_id, "ask")
+    asked = [r for r in setup.sandbox.request_log(limit=10_000) if f"/users/{BAO}/" in r["path"]]
+    assert [(r["path"].rsplit("/", 1)[-1], r["status"]) for r in asked] == [("messages", 422)]  # once
+    assert not setup.sandbox.outbox(user_id=BAO)
+    logs = "".join(p.read_text(errors="replace") for p in (setup.airflow.home / "logs").rglob("*.log"))
+    assert f"approver {BAO} is outside Messenger's 24-hour window" in logs
+    link = f"/dags/{dag_id}/runs/{run_id}/tasks/ask/required_actions?map_index=-1"
+    assert f"They can answer in Airflow's UI: http" in logs and link in logs, logs[-3000:]
+    answer = requests.patch(
+        f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask/-1/hitlDetails",
+        json={"chosen_options": ["Approve"], "params_input": {}},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    assert finished(setup, "ahachat_hitl_outside_window") == "success"
 
 
 def test_more_options_than_buttons_go_as_quick_replies_or_a_link_to_the_ui(setup: Setup) -> None:

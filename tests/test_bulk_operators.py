@@ -150,7 +150,6 @@ def test_every_audience_operator_acts_once_on_each_recipient(
             task_id="broadcast",
             recipients=groups["broadcast"],
             block_name="shipping_update",
-            message_tag="POST_PURCHASE_UPDATE",
             attributes={"order_id": "DH1", "tracking_number": "GHN1"},
             ledger_path=ledger,
         )
@@ -187,7 +186,7 @@ def test_every_audience_operator_acts_once_on_each_recipient(
     for entry in sandbox.outbox():
         assert entry["kind"] == messaged[entry["messenger_user_id"]]
         if entry["kind"] == "broadcast":
-            assert entry["message_tag"] == "POST_PURCHASE_UPDATE"
+            assert entry["message_tag"] is None  # no tag by default: a standard message
             assert "DH1" in entry["text"] and "GHN1" in entry["text"]
 
 
@@ -226,7 +225,6 @@ def test_every_form_of_recipients(dag_runner: Any, sandbox: SandboxServer, tmp_p
     ledger = str(tmp_path / "ledger")
     broadcast = {
         "block_name": "shipping_update",
-        "message_tag": "POST_PURCHASE_UPDATE",
         "ledger_path": ledger,
     }
 
@@ -410,7 +408,6 @@ def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path
             ]
             + [{"phone": "090-ABC"}],
             block_name="shipping_update",
-            message_tag="POST_PURCHASE_UPDATE",
             dry_run=True,
             max_failures=1,
             ledger_path=str(ledger),
@@ -432,7 +429,6 @@ def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path
     assert samples[0]["row"] == 1
     assert samples[0]["request"] == f"POST /api/bots/{sandbox.bot_id}/users/{ids[0]}/send"
     assert samples[0]["query"] == {
-        "ahachat_message_tag": "POST_PURCHASE_UPDATE",
         "ahachat_block_name": "shipping_update",
         "order_id": "DH0",
         "tracking_number": "X",
@@ -582,7 +578,7 @@ BAD_SHARED: list[tuple[str, str, dict[str, Any], str]] = [
         "BroadcastBlockOperator",
         "bad_tag",
         {"block_name": "welcome", "message_tag": "PROMOTION"},
-        "message_tag: 'PROMOTION' is not a message tag",
+        "message_tag: 'PROMOTION' is not a message tag Messenger accepts",
     ),
     (
         "SendTextMessageOperator",

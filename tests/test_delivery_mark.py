@@ -24,7 +24,7 @@ MARK = "airflow_delivery"
 CONFIRMED = f"its {MARK} is on the customer"
 
 MESSAGES: dict[str, dict[str, Any]] = {
-    "broadcast_block": {"block_name": "shipping_update", "message_tag": "POST_PURCHASE_UPDATE"},
+    "broadcast_block": {"block_name": "shipping_update"},
     "send_text": {"text": "Đơn hàng của bạn đã được giao."},
     "send_message": {"message": {"messages": [{"text": "Chào bạn!"}], "set_attributes": {"hoi": "roi"}}},
 }

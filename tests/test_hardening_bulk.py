@@ -260,7 +260,7 @@ def test_one_customer_written_many_ways_is_messaged_once_and_keyed_once(
     server: RecordingServer, tmp_path: Path
 ) -> None:
     rows = [{"phone": form} for form in SAME_NUMBER]
-    arguments = {"block_name": "welcome", "message_tag": "ACCOUNT_UPDATE"}
+    arguments = {"block_name": "welcome", "message_tag": "HUMAN_AGENT"}
     summary, _ = run(server, rows, ledger=tmp_path, action="broadcast_block", arguments=arguments)
     assert summary["outcomes"] == {"delivered": 1, "duplicate": len(SAME_NUMBER) - 1}
     (sent,) = server.requests

@@ -89,14 +89,13 @@ def test_task_failure_sends_the_rendered_text_once(dag_runner: Any, sandbox: San
     assert "AhaChat: notified 2 of 2 recipients" in result.log
 
 
-def test_a_broadcast_block_reaches_people_outside_the_24_hour_window(
+def test_a_broadcast_block_reaches_people_inside_the_window_and_names_the_others(
     dag_runner: Any, sandbox: SandboxServer
 ) -> None:
     alert = notifier(
         user_ids=BAO,
         phones=["0908 071 111"],
         block_name="shipping_update",
-        message_tag="ACCOUNT_UPDATE",
         attributes={"order_id": "{{ dag.dag_id }}", "tracking_number": "{{ ti.task_id }}"},
     )
     dag = failing_dag("notify_block", task_callbacks={"on_failure_callback": alert})
@@ -104,21 +103,21 @@ def test_a_broadcast_block_reaches_people_outside_the_24_hour_window(
     result = run(dag_runner, dag, sandbox)
 
     assert_failed_with_the_original_error(result)
-    for user_id in (BAO, LAN):
-        (entry,) = sandbox.outbox(user_id)
-        assert (entry["kind"], entry["block_name"], entry["message_tag"]) == (
-            "broadcast",
-            "shipping_update",
-            "ACCOUNT_UPDATE",
-        )
-        assert "Đơn hàng notify_block đã được giao" in json.dumps(entry, ensure_ascii=False)
-        assert "mã vận đơn load_orders" in json.dumps(entry, ensure_ascii=False)
+    (entry,) = sandbox.outbox(LAN)
+    assert (entry["kind"], entry["block_name"], entry["message_tag"]) == ("broadcast", "shipping_update", None)
+    assert "Đơn hàng notify_block đã được giao" in json.dumps(entry, ensure_ascii=False)
+    assert "mã vận đơn load_orders" in json.dumps(entry, ensure_ascii=False)
+    assert sandbox.outbox(BAO) == []
+    assert "1 of 2 recipients are outside Messenger's 24-hour window" in result.log
+    assert f"so were not notified: user {BAO}. The run in Airflow's UI: http" in result.log
+    assert "/dags/notify_block/runs/" in result.log
+    assert [r["query"].get("ahachat_message_tag") for r in sandbox.request_log()] == [None, None]
 
 
 def test_a_failing_notification_is_logged_and_never_hides_the_failure(
     dag_runner: Any, sandbox: SandboxServer
 ) -> None:
-    # Bảo is outside the 24-hour window: AhaChat refuses the text. Lan still gets hers.
+    # Bảo is outside the 24-hour window: Messenger refuses the text. Lan still gets hers.
     alert = notifier(user_ids=[BAO, LAN], text="{{ ti.task_id }}: {{ exception }}")
     dag = failing_dag("notify_outside_window", task_callbacks={"on_failure_callback": alert})
 
@@ -127,7 +126,8 @@ def test_a_failing_notification_is_logged_and_never_hides_the_failure(
     assert_failed_with_the_original_error(result)
     assert sandbox.outbox(BAO) == []
     assert len(sandbox.outbox(LAN)) == 1
-    assert f"AhaChat: could not notify user {BAO}: AhaChat answered 422" in result.log
+    assert f"outside Messenger's 24-hour window (they last wrote or tapped a button of the bot more" in result.log
+    assert f"so were not notified: user {BAO}" in result.log
     assert "AhaChat: notified 1 of 2 recipients" in result.log
 
 

@@ -17,6 +17,7 @@ from airflow_provider_ahachat.sandbox.server import connection_uri
 
 LAN = "3824547807572463"  # Nguyễn Thị Lan: wrote 30 minutes ago, tags khach_quen and vip
 BAO = "5310298476123984"  # Phạm Quốc Bảo: last wrote 3 days ago
+MINH = "4102938475610293"  # Trần Văn Minh: wrote 2 hours ago
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -71,9 +72,8 @@ def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
         )
         broadcast = BroadcastBlockOperator(
             task_id="broadcast",
-            user_id=BAO,
+            user_id=MINH,
             block_name="shipping_update",
-            message_tag="POST_PURCHASE_UPDATE",
             attributes={"order_id": "DH777", "tracking_number": "GHN0001VN"},
         )
         find >> add_attrs >> reset >> add_tags >> remove_tags >> text >> dynamic >> broadcast
@@ -94,12 +94,13 @@ def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
     assert lan["attributes"]["codeso"] == 99999 and lan["attributes"]["s_d_t"] == "0908071111"
     assert "city" not in lan["attributes"]
     assert set(lan["tags"]) == {"khach_quen", "cho_giao_hang", "da_mua_hang", "loyal"}
-    assert sandbox.user(BAO)["attributes"]["tracking_number"] == "GHN0001VN"
+    assert sandbox.user(MINH)["attributes"]["tracking_number"] == "GHN0001VN"
 
     delivered = [(e["messenger_user_id"], e["kind"]) for e in sandbox.outbox()]
-    assert delivered == [(LAN, "text"), (LAN, "dynamic"), (BAO, "broadcast")]
-    broadcast_entry = sandbox.outbox(BAO)[0]
-    assert broadcast_entry["message_tag"] == "POST_PURCHASE_UPDATE"
+    assert delivered == [(LAN, "text"), (LAN, "dynamic"), (MINH, "broadcast")]
+    broadcast_entry = sandbox.outbox(MINH)[0]
+    assert broadcast_entry["message_tag"] is None  # no tag by default: a standard message
+    assert ("ahachat_message_tag" in api_requests(sandbox)[-1]["query"]) is False
     assert "DH777" in json.dumps(broadcast_entry, ensure_ascii=False)
     assert "GHN0001VN" in json.dumps(broadcast_entry, ensure_ascii=False)
 
@@ -146,9 +147,9 @@ def test_templates_and_xcom_args_are_rendered_before_validation(
             message_tag="{{ params.tag }}",
             attributes='{"order_id": "{{ params.order }}", "tracking_number": "X1"}',
             params={
-                "phone": "+84 903 456 789",
+                "phone": "+84 912 345 678",
                 "block": "shipping_update",
-                "tag": "post_purchase_update",
+                "tag": "human_agent",
                 "order": "A9",
             },
         )
@@ -165,14 +166,14 @@ def test_templates_and_xcom_args_are_rendered_before_validation(
     assert {"mua_{{ not rendered }}", "thang_11"} <= set(lan["tags"])
     (dynamic_entry,) = [e for e in sandbox.outbox(LAN) if e["kind"] == "dynamic"]
     assert "Chào Nguyễn Thị Lan" in json.dumps(dynamic_entry, ensure_ascii=False)
-    (broadcast_entry,) = sandbox.outbox(BAO)
-    assert broadcast_entry["block_name"] == "shipping_update"
+    (broadcast_entry,) = sandbox.outbox(MINH)
+    assert (broadcast_entry["block_name"], broadcast_entry["message_tag"]) == ("shipping_update", "HUMAN_AGENT")
     assert "A9" in json.dumps(broadcast_entry, ensure_ascii=False)
     # The rendered fields, as the UI shows them, hold the rendered values and no token.
     rendered = rendered_fields("templated")
     assert rendered["attrs"]["user_id"] == LAN
     assert rendered["attrs"]["attributes"]["run"] == "templated"
-    assert rendered["broadcast"]["message_tag"] == "post_purchase_update"
+    assert rendered["broadcast"]["message_tag"] == "human_agent"
     assert sandbox.token not in json.dumps(rendered, default=str, ensure_ascii=False)
 
 
@@ -230,7 +231,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], str]] = [
         "BroadcastBlockOperator",
         "broadcast_tag",
         {"user_id": LAN, "block_name": "welcome", "message_tag": "PROMOTION"},
-        "message_tag: 'PROMOTION' is not a message tag",
+        "message_tag: 'PROMOTION' is not a message tag Messenger accepts",
     ),
     (
         "BroadcastBlockOperator",
@@ -346,15 +347,14 @@ def test_the_example_dag_runs_end_to_end(dag_runner: Any, sandbox: SandboxServer
 
     assert result.succeeded, result.summary()
     kinds = sorted((e["kind"], e["messenger_user_id"]) for e in sandbox.outbox())
-    assert kinds == sorted(
-        [
-            ("broadcast", LAN),
-            ("broadcast", "4102938475610293"),
-            ("broadcast", BAO),
-            ("text", LAN),
-            ("dynamic", LAN),
-        ]
-    )
+    assert kinds == sorted([("broadcast", LAN), ("broadcast", MINH), ("text", LAN), ("dynamic", LAN)])
+    # Bảo last wrote 3 days ago: asked once, refused by Messenger, reported by name, not a failure.
+    summary = result.xcoms["notify_shipped"]
+    assert summary["outcomes"] == {"delivered": 2, "outside_window": 1}
+    assert summary["outside_window"] == [{"row": 3, "recipient": "phone +84903456789"}]
+    assert "1 outside the 24-hour window, not counted as failures" in result.log
+    assert [r["status"] for r in api_requests(sandbox) if r["path"].endswith("/phones/send")] == [200, 200, 422]
+    assert sandbox.user(BAO)["attributes"]["tracking_number"] == "GHN8123458VN"  # saved for later
     lan = sandbox.user(LAN)
     assert "da_giao_van" in lan["tags"] and "cho_giao_hang" not in lan["tags"]
     assert "gio_hang" not in lan["attributes"]

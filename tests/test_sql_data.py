@@ -527,7 +527,6 @@ def test_postgres_broadcast_with_named_parameters(
             sql_conn_id=SHOP,
             action="broadcast_block",
             block_name="shipping_update",
-            message_tag="POST_PURCHASE_UPDATE",
             ledger_path=str(tmp_path / "ledger"),
         )
 

@@ -52,7 +52,6 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
         "sql_conn_id": SHOP,
         "action": "broadcast_block",
         "block_name": "shipping_update",
-        "message_tag": "POST_PURCHASE_UPDATE",
         "ledger_path": str(tmp_path / "ledger"),
     }
     with new_dag("sql_broadcast") as dag:
@@ -82,7 +81,7 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
         (entry,) = sandbox.outbox(uid)
         # Only the chosen columns are attributes: ``ten`` is not sent.
         assert entry["attributes"] == {"order_id": f"DH{n}", "tracking_number": f"GHN{n}"}
-        assert entry["message_tag"] == "POST_PURCHASE_UPDATE"
+        assert entry["message_tag"] is None
         assert entry["text"] == f"Đơn hàng DH{n} đã được giao cho đơn vị vận chuyển, mã vận đơn GHN{n}."
         assert sandbox.user(uid)["attributes"] == entry["attributes"]
 

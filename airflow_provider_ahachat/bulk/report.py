@@ -20,19 +20,25 @@ from airflow_provider_ahachat.exceptions import AhaChatError
 
 #: The final outcome of one input row.
 DELIVERED = "delivered"  # AhaChat accepted the request (now or in an earlier try of the task)
-FAILED = "failed"  # AhaChat refused it for this recipient (unknown user, outside the window, ...)
+FAILED = "failed"  # AhaChat refused it for this recipient (unknown user, a server error, ...)
+#: Messenger will not let the bot message them now: they last wrote more than 24 hours ago, or Meta
+#: says they are not available. Asked once; a later try of the task does not ask them again.
+OUTSIDE_WINDOW = "outside_window"
 INVALID = "invalid"  # the row itself is wrong (no user_id, a bad phone, a reserved attribute)
 UNKNOWN = "unknown"  # sent, but whether AhaChat processed it is unknown; not resent by default
 DUPLICATE = "duplicate"  # the same recipient came earlier in the input
 NOT_SENT = "not_sent"  # the run stopped before this recipient's turn
 WOULD_SEND = "would_send"  # a dry run's outcome for a row it would send
-OUTCOMES = (DELIVERED, FAILED, INVALID, UNKNOWN, DUPLICATE, NOT_SENT, WOULD_SEND)
+OUTCOMES = (DELIVERED, FAILED, OUTSIDE_WINDOW, INVALID, UNKNOWN, DUPLICATE, NOT_SENT, WOULD_SEND)
 
-#: Outcomes that count against ``max_failures`` and ``max_failure_ratio``.
+#: Outcomes that count against ``max_failures`` and ``max_failure_ratio``; ``outside_window`` too
+#: when the run's ``outside_window`` is ``"fail"``.
 COUNTED_AS_FAILURES = (FAILED, INVALID, UNKNOWN, NOT_SENT)
 
 #: Outcomes listed among the summary's first failures.
 _LISTED = (FAILED, INVALID, UNKNOWN)
+#: How many failures, and how many customers outside the window, the summary names (the report
+#: names every one); the summary stays small whatever the audience.
 _FIRST_FAILURES = 20
 
 
@@ -64,6 +70,7 @@ class Tally:
     :param progress_interval: seconds between progress lines.
     :param sample_size: how many requests a dry run shows.
     :param dedupe_on: the columns that, with the recipient, make a message distinct.
+    :param outside_window_fails: whether customers outside Messenger's window count as failures.
     """
 
     action: str
@@ -73,11 +80,14 @@ class Tally:
     progress_interval: float
     sample_size: int
     dedupe_on: tuple[str, ...] = ()
+    outside_window_fails: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     nulls: Counter[str] = field(default_factory=Counter)  # attribute columns NULL, left out or sent empty
     failures: list[dict[str, Any]] = field(default_factory=list)
+    outside: list[dict[str, Any]] = field(default_factory=list)  # the first customers outside the window
     samples: list[dict[str, Any]] = field(default_factory=list)
     already: int = 0  # delivered in an earlier try of the task
+    already_outside: int = 0  # found outside the window by an earlier try, not asked again
     checked: Counter[str] = field(default_factory=Counter)  # earlier unknowns, by what their mark showed
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -88,6 +98,10 @@ class Tally:
         self.counts[outcome] += 1
         if earlier and outcome == DELIVERED:
             self.already += 1
+        if outcome == OUTSIDE_WINDOW:
+            self.already_outside += int(earlier)
+            if len(self.outside) < _FIRST_FAILURES:
+                self.outside.append({"row": number, "recipient": who})
         if outcome in _LISTED and len(self.failures) < _FIRST_FAILURES:
             self.failures.append({"row": number, "recipient": who, "outcome": outcome, "reason": reason})
 
@@ -99,12 +113,14 @@ class Tally:
     @property
     def failed(self) -> int:
         """Rows that count against the failure limits."""
-        return sum(self.counts[outcome] for outcome in COUNTED_AS_FAILURES)
+        counted = COUNTED_AS_FAILURES + ((OUTSIDE_WINDOW,) if self.outside_window_fails else ())
+        return sum(self.counts[outcome] for outcome in counted)
 
     @property
     def sent(self) -> int:
         """Requests this try sent (with an outcome known or not)."""
-        return self.counts[DELIVERED] + self.counts[FAILED] + self.counts[UNKNOWN] - self.already
+        answered = self.counts[DELIVERED] + self.counts[OUTSIDE_WINDOW] - self.already - self.already_outside
+        return answered + self.counts[FAILED] + self.counts[UNKNOWN]
 
     @property
     def repeat_reason(self) -> str:
@@ -131,8 +147,9 @@ class Tally:
             of = f" / {self.total:,} ({100 * done / self.total:.1f}%)"
             if rate > 0 and done < self.total and not final:
                 eta = f", about {_duration((self.total - done) / rate)} left"
+        outside = self.counts[OUTSIDE_WINDOW]
         self.logger.info(
-            "AhaChat %s: %s%s %s, %.1f requests/s, %d delivered, %d failed, %d unknown, %d invalid%s",
+            "AhaChat %s: %s%s %s, %.1f requests/s, %d delivered, %d failed, %d unknown, %d invalid%s%s",
             self.action,
             f"{done:,}",
             of,
@@ -142,6 +159,7 @@ class Tally:
             self.counts[FAILED],
             self.counts[UNKNOWN],
             self.counts[INVALID],
+            f", {outside} outside the 24-hour window" if outside else "",
             eta,
         )
 
@@ -167,6 +185,8 @@ class Tally:
             "nulls": dict(self.nulls),
             # Workers finish out of order: list the failures kept by their row, as the input has them.
             "first_failures": sorted(self.failures, key=lambda failure: failure["row"]),
+            # Who Messenger would not let the bot message now (the report names every one).
+            "outside_window": sorted(self.outside, key=lambda row: row["row"]),
             "report": report,
             "ledger": ledger,
         }
@@ -197,6 +217,14 @@ class Tally:
             f"{self.counts[DELIVERED]:,} delivered"
             + (f" ({self.already:,} in earlier tries)" if self.already else ""),
             f"{self.counts[FAILED]:,} failed",
+        ]
+        if self.counts[OUTSIDE_WINDOW]:
+            parts.append(
+                f"{self.counts[OUTSIDE_WINDOW]:,} outside the 24-hour window"
+                + (f" ({self.already_outside:,} found by earlier tries)" if self.already_outside else "")
+                + (", counted as failures" if self.outside_window_fails else ", not counted as failures")
+            )
+        parts += [
             f"{self.counts[INVALID]:,} invalid",
             f"{repeats:,} repeats",
             f"{self.counts[UNKNOWN]:,} unknown",

@@ -24,17 +24,34 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatAuthError,
     AhaChatError,
     AhaChatLedgerBusyError,
+    AhaChatMessageTagRefusedError,
+    AhaChatOutsideWindowError,
     AhaChatRateLimitError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.models import Recipient, attribute_name_problem
+from airflow_provider_ahachat.models import (
+    OUTSIDE_WINDOW_BULK_DEFAULT,
+    Recipient,
+    attribute_name_problem,
+    validate_outside_window,
+)
 
 from .columns import Columns
 from .index import RunIndex
 from .ledger import Claims, Ledger
 from .pacing import PaceUnavailable, RateLimiter, RetryCounter, Stopped, WorkerPace
 from .recipients import Row, describe_raw, parse_row, printable, unencodable
-from .report import DELIVERED, DUPLICATE, FAILED, INVALID, NOT_SENT, UNKNOWN, WOULD_SEND, Tally
+from .report import (
+    DELIVERED,
+    DUPLICATE,
+    FAILED,
+    INVALID,
+    NOT_SENT,
+    OUTSIDE_WINDOW,
+    UNKNOWN,
+    WOULD_SEND,
+    Tally,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +111,11 @@ class BulkRunner:
         holds the value, the message reached AhaChat and is counted delivered; if not, it never did
         and is sent now. Unknown outcomes then end neither lost nor doubled. Needs a ledger and an
         action that messages (``broadcast_block``, ``send_text``, ``send_message``).
+    :param outside_window: what a customer Messenger will not let the bot message now does:
+        ``"skip"`` (the default) records them as ``outside_window``, named in the report and the
+        summary, not counted against the failure limits; ``"fail"`` counts them. Either way the
+        ledger keeps them, so that a later try does not ask them again. A refused message tag
+        stops the run: every other message would be refused alike.
     """
 
     def __init__(
@@ -115,8 +137,13 @@ class BulkRunner:
         columns: Columns | None = None,
         resolve_phones: bool = False,
         delivery_mark: str | None = None,
+        outside_window: str = OUTSIDE_WINDOW_BULK_DEFAULT,
     ) -> None:
         problems = []
+        try:
+            validate_outside_window(outside_window)
+        except AhaChatValidationError as err:
+            problems += err.problems
         if delivery_mark is not None:
             problems += _mark_problems(delivery_mark, action, ledger)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 256:
@@ -148,6 +175,7 @@ class BulkRunner:
         self.columns = columns or Columns()
         self.resolve_phones = resolve_phones
         self.delivery_mark = delivery_mark
+        self.outside_window = outside_window
         self.claims = Claims(ledger, dry_run=dry_run)
         self.retries = RetryCounter()
         self.stop_event = threading.Event()
@@ -188,6 +216,7 @@ class BulkRunner:
             progress_interval=self.progress_interval,
             sample_size=self.sample_size,
             dedupe_on=self.columns.dedupe_on,
+            outside_window_fails=self.outside_window == "fail",
         )
         index = RunIndex()
         workers = [
@@ -312,8 +341,8 @@ class BulkRunner:
         earlier = index.earlier(row.key)
         if earlier is not None:
             before, before_reason = earlier
-            if before == DELIVERED:
-                final(row.key, who, DELIVERED, before_reason, earlier=True)
+            if before in (DELIVERED, OUTSIDE_WINDOW):  # reached, or refused by Messenger: never asked again
+                final(row.key, who, before, before_reason, earlier=True)
                 return None
             if before == UNKNOWN and not self.resend_unknown and not self.delivery_mark:
                 why = "an earlier try's outcome is unknown; not resent (resend_unknown=True resends)"
@@ -536,6 +565,11 @@ class BulkRunner:
                 status=error.status,
             )
             return _Outcome(row, FAILED, stop.message, fatal=stop)
+        if isinstance(error, AhaChatOutsideWindowError):  # Messenger refused: an outcome, not an error
+            return _Outcome(row, OUTSIDE_WINDOW, reason)
+        if isinstance(error, AhaChatMessageTagRefusedError):  # every other message would be refused too
+            self.stop_event.set()
+            return _Outcome(row, FAILED, reason, fatal=error)
         if sent and error.outcome_unknown:
             return _Outcome(row, UNKNOWN, reason)
         if self.stop_event.is_set() and not sent:

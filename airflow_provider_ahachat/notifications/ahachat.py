@@ -12,9 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_provider_ahachat.exceptions import AhaChatError, AhaChatValidationError
+from airflow_provider_ahachat.exceptions import (
+    AhaChatError,
+    AhaChatOutsideWindowError,
+    AhaChatValidationError,
+)
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MAX_TEXT, MessageTag, tag_argument
+from airflow_provider_ahachat.models import MAX_TEXT, MessageTag, literal_message_tag
 
 if TYPE_CHECKING:
     import jinja2
@@ -40,21 +44,22 @@ class AhaChatBaseNotifier(BaseNotifier):
     Base of the AhaChat notifiers: the connection, its hook, and the tag of the broadcasts they start.
 
     :param ahachat_conn_id: the ``ahachat`` connection to use.
-    :param message_tag: the message tag of a broadcast the notifier starts; a
-        :class:`~airflow_provider_ahachat.models.MessageTag` is kept by its name.
+    :param message_tag: the message tag of a broadcast the notifier starts: none by default (or
+        the connection's ``default_message_tag``); a tag Meta retired fails when the DAG is parsed.
     """
 
     def __init__(
         self,
         *,
         ahachat_conn_id: str = AhaChatHook.default_conn_name,
-        message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
+        message_tag: MessageTag | str | None = None,
         **kwargs: Any,
     ) -> None:
+        tag = literal_message_tag(message_tag)  # a tag Meta retired fails here, when the DAG is parsed
         # ``context`` comes as a keyword argument when Airflow runs a notifier for a deadline alert.
         super().__init__(**kwargs)
         self.ahachat_conn_id = ahachat_conn_id
-        self.message_tag = tag_argument(message_tag)
+        self.message_tag = tag
 
     @cached_property
     def hook(self) -> AhaChatHook:
@@ -72,10 +77,11 @@ class AhaChatNotifier(AhaChatBaseNotifier):
     with the callback's context: ``{{ dag.dag_id }}``, ``{{ ti.task_id }}``, ``{{ exception }}``,
     ``{{ run_id }}`` and so on.
 
-    **The 24-hour rule.** Messenger lets a bot send a text only to people who wrote to it in the
-    last 24 hours; AhaChat refuses others (422). A block started with a message tag reaches people
-    at any time: for alerts, build a block in AhaChat that shows ``{{alert}}`` (say) and pass
-    ``attributes={"alert": "..."}``.
+    **The 24-hour rule.** Messenger lets a bot message people only within 24 hours of their last
+    message or tap on one of its buttons, a text and a block alike: a team that wants its alerts
+    keeps its window open, each person tapping a button of the bot (a block ending with a quick
+    reply such as "Đã xem") when they read one. Someone outside the window is named in the log as
+    such, with a link to the task in Airflow's UI.
 
     A failure to notify (wrong token, someone outside the 24-hour window, AhaChat down) is logged
     and never raised, so it never hides the failure being reported. A text longer than Messenger's
@@ -98,9 +104,9 @@ class AhaChatNotifier(AhaChatBaseNotifier):
         (templated).
     :param text: the text to send (templated). Give this or ``block_name``.
     :param block_name: the block to start for each person (templated). Give this or ``text``.
-    :param message_tag: the message tag of the broadcast, ``NON_PROMOTIONAL_SUBSCRIPTION`` by
-        default, which Meta allows only for pages in its News Page Index; ``ACCOUNT_UPDATE`` or
-        ``CONFIRMED_EVENT_UPDATE`` may suit your alerts (templated).
+    :param message_tag: the message tag of the broadcast: none by default, a standard message
+        (templated). Meta allows no tag for automated alerts since 27 April 2026; a tag Meta
+        retired fails when the DAG is parsed.
     :param attributes: attributes saved on each person before the block runs, for the block to show
         (templated, values too).
     :param ahachat_conn_id: the ``ahachat`` connection to use (templated).
@@ -123,7 +129,7 @@ class AhaChatNotifier(AhaChatBaseNotifier):
         phones: str | Sequence[str] | None = None,
         text: str | None = None,
         block_name: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
+        message_tag: MessageTag | str | None = None,
         attributes: dict[str, Any] | None = None,
         ahachat_conn_id: str = AhaChatHook.default_conn_name,
         **kwargs: Any,
@@ -205,8 +211,18 @@ class AhaChatNotifier(AhaChatBaseNotifier):
                 prepared.append((who, None))
         return prepared
 
-    def _report(self, sent: int, total: int) -> None:
-        if sent == total:
+    def _report(self, sent: int, total: int, outside: list[str], context: Context) -> None:
+        if outside:
+            link = ui_link(context)
+            self.log.warning(
+                "AhaChat: %d of %d recipients are outside Messenger's 24-hour window (they last wrote "
+                "or tapped a button of the bot more than 24 hours ago), so were not notified: %s%s",
+                len(outside),
+                total,
+                ", ".join(outside),
+                f". The run in Airflow's UI: {link}" if link else "",
+            )
+        if sent + len(outside) == total:
             self.log.info("AhaChat: notified %d of %d recipients", sent, total)
         else:
             self.log.error("AhaChat: notified %d of %d recipients; see the errors above", sent, total)
@@ -221,17 +237,20 @@ class AhaChatNotifier(AhaChatBaseNotifier):
             self.log.error("AhaChat: could not notify anyone: %s: %s", type(err).__name__, err)
             return
         prepared = self._requests(client)
-        sent = 0
+        sent, outside = 0, []
         for who, request in prepared:
             if request is None:
                 continue
             try:
                 client.perform(request)
+            except AhaChatOutsideWindowError:
+                outside.append(who)
+                continue
             except AhaChatError as err:
                 self.log.error("AhaChat: could not notify %s: %s", who, err)
                 continue
             sent += 1
-        self._report(sent, len(prepared))
+        self._report(sent, len(prepared), outside, context)
 
     async def async_notify(self, context: Context) -> None:
         """
@@ -242,6 +261,16 @@ class AhaChatNotifier(AhaChatBaseNotifier):
         from asgiref.sync import sync_to_async
 
         await sync_to_async(self.notify)(context)
+
+
+def ui_link(context: Any) -> str | None:
+    """The task instance's page in Airflow's UI, from a callback's context, when it has one."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    try:
+        link = getattr(ti, "log_url", None)
+    except Exception:  # a context without a full task instance (a DAG-level callback, say)
+        return None
+    return link if isinstance(link, str) and link.startswith(("http://", "https://")) else None
 
 
 #: The notifier under the name Airflow's other providers use for theirs (``send_slack_notification``).

@@ -29,9 +29,10 @@ __all__ = ["APPROVER_PREFIX", "DEFAULT_QUESTION_TAG", "MAX_TOKEN_LIFETIME", "Aha
 APPROVER_PREFIX = "ahachat:"
 #: How long a button works when the task has no ``response_timeout``.
 MAX_TOKEN_LIFETIME = timedelta(days=7)
-#: The tag of the broadcast that asks an approver outside the 24-hour window: a question about the
-#: shop's own orders and account is an account update, never promotion.
-DEFAULT_QUESTION_TAG = MessageTag.ACCOUNT_UPDATE
+#: The tag of the broadcast of ``question_block``: none (or the connection's ``default_message_tag``).
+#: Meta allows no tag for an automated question since 27 April 2026 (``ACCOUNT_UPDATE``, which this
+#: was, is retired), so the question reaches approvers inside the 24-hour window only.
+DEFAULT_QUESTION_TAG: MessageTag | None = None
 #: Where the buttons point, under ``[api] base_url``.
 ANSWER_PATH = "/ahachat/approvals/answer"
 #: The attributes a question block (``question_block``) reads: the question, then per option its
@@ -70,21 +71,27 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
 
     Each button carries a token signed with the connection's ``approval_secret`` (or its
     ``webhook_secret``), bound to the task instance, its try, the option and the approver, which
-    stops working at the task's response deadline. Within the 24-hour window the question goes as
-    a message; outside it, if ``question_block`` is given, that block is broadcast with
-    ``message_tag`` and the attributes ``airflow_hitl_text``, ``airflow_hitl_title_1..3``,
-    ``airflow_hitl_url_1..3`` and ``airflow_hitl_ui_url``. If no approver can be asked, the
-    notifier raises, so the task fails (and retries) rather than wait for an answer nobody was
-    asked for.
+    stops working at the task's response deadline. The question goes as a message, which Messenger
+    delivers to approvers who wrote to the bot or tapped one of its buttons in the last 24 hours
+    (every tap on a button is an interaction: an approver who answers keeps their window open).
+    An approver outside the window is named in the task log with the link to answer in Airflow's
+    UI, where the task stays answerable. With a ``message_tag`` the page may use (one its
+    connection's ``message_tags`` allows) and a ``question_block``, such an approver gets that
+    block instead, with the attributes ``airflow_hitl_text``, ``airflow_hitl_title_1..3``,
+    ``airflow_hitl_url_1..3`` and ``airflow_hitl_ui_url``. If no approver can be asked for any
+    other reason (a wrong token, AhaChat down), the notifier raises, so the task fails (and
+    retries) rather than wait for an answer nobody was asked for.
 
     :param approvers: ``messenger_user_id`` of each person to ask, a string or a list (templated);
         by default, every assigned user whose ID starts with ``ahachat:``.
     :param ahachat_conn_id: the ``ahachat`` connection (templated).
     :param option_labels: option to button title (20 characters at most); ``Approve`` and
         ``Reject`` read "Đồng ý" and "Từ chối" unless given.
-    :param question_block: the block to broadcast to an approver outside the 24-hour window; None
-        (the default) skips such approvers.
-    :param message_tag: the tag of that broadcast, ``ACCOUNT_UPDATE`` by default.
+    :param question_block: the block to broadcast, with ``message_tag``, to an approver outside the
+        24-hour window; None (the default) leaves such approvers to Airflow's UI.
+    :param message_tag: the tag of that broadcast: none by default (or the connection's
+        ``default_message_tag``), and then the block is not tried, since Messenger would refuse it
+        alike. A tag Meta retired fails when the DAG is parsed.
     """
 
     template_fields: Sequence[str] = ("approvers", "ahachat_conn_id", "question_block")
@@ -96,10 +103,10 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
         ahachat_conn_id: str = AhaChatHook.default_conn_name,
         option_labels: dict[str, str] | None = None,
         question_block: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
+        message_tag: MessageTag | str | None = DEFAULT_QUESTION_TAG,
         **kwargs: Any,
     ) -> None:
-        super().__init__(ahachat_conn_id=ahachat_conn_id, message_tag=MessageTag.parse(message_tag), **kwargs)
+        super().__init__(ahachat_conn_id=ahachat_conn_id, message_tag=message_tag, **kwargs)
         self.approvers = approvers
         self.option_labels = dict(option_labels or {})
         self.question_block = question_block
@@ -141,6 +148,7 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
         ui_url = _ui_url(context, base_url)
         client = self.hook.client
         asked: list[str] = []
+        outside: list[str] = []
         for approver in approvers:
 
             def answer_url(option: str, label: str, approver: str = approver) -> str:
@@ -170,27 +178,62 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
                 multiple=bool(task.multiple),
             )
             try:
-                try:
-                    client.send_message(approver, message)
-                except AhaChatOutsideWindowError:
-                    if not self.question_block:
-                        raise
-                    client.broadcast_block(
-                        self.question_block,
-                        user_id=approver,
-                        message_tag=self.message_tag,
-                        attributes=_block_attributes(message, ui_url),
-                    )
+                self._ask(client, approver, message, ui_url)
+            except AhaChatOutsideWindowError as err:
+                outside.append(approver)
+                self.log.warning(
+                    "AhaChat: approver %s is outside Messenger's 24-hour window, so was not asked in "
+                    "Messenger (%s). They can answer in Airflow's UI: %s",
+                    approver,
+                    err.api_message or err.message,
+                    ui_url or "the task's Required actions page",
+                )
+                continue
             except AhaChatError as err:
                 self.log.error("AhaChat: could not ask approver %s: %s", approver, err)
                 continue
             asked.append(approver)
-        if not asked:
+        self._report(approvers, asked, outside, ui_url)
+
+    def _ask(self, client: Any, approver: str, message: dict[str, Any], ui_url: str | None) -> None:
+        """
+        Ask one approver: the question as a message; outside the window, ``question_block`` with a
+        tag the page may use, if there are both.
+
+        :raises AhaChatOutsideWindowError: when Messenger refuses to message them now.
+        """
+        try:
+            client.send_message(approver, message)
+        except AhaChatOutsideWindowError:
+            tag = client.message_tag_rule.check(self.message_tag)
+            if not self.question_block or tag is None:
+                raise  # a block without a tag is refused alike: not tried
+            client.broadcast_block(
+                self.question_block,
+                user_id=approver,
+                message_tag=tag,
+                attributes=_block_attributes(message, ui_url),
+            )
+
+    def _report(self, approvers: list[str], asked: list[str], outside: list[str], ui_url: str | None) -> None:
+        """Log who was asked; raise when nobody was, for a reason other than Messenger's window."""
+        if asked:
+            self.log.info(
+                "AhaChat: asked %d of %d approvers: %s", len(asked), len(approvers), ", ".join(asked)
+            )
+        elif outside:
+            # The task stays answerable in Airflow's UI: waiting there is better than failing it.
+            self.log.warning(
+                "AhaChat: no approver could be asked in Messenger (%s outside the 24-hour window); the "
+                "task waits for an answer in Airflow's UI: %s",
+                ", ".join(outside),
+                ui_url or "the task's Required actions page",
+            )
+        else:
             raise AhaChatError(
                 f"AhaChat: the question reached none of the approvers ({', '.join(approvers)});"
                 " see the errors above"
             )
-        self.log.info("AhaChat: asked %d of %d approvers: %s", len(asked), len(approvers), ", ".join(asked))
 
 
 def _deadline(task: Any) -> datetime:

@@ -18,13 +18,21 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 from airflow.sdk import BaseOperator
 
 from airflow_provider_ahachat.actions import ACTIONS, build_call
-from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.exceptions import (
+    AhaChatError,
+    AhaChatMessageTagRefusedError,
+    AhaChatOutsideWindowError,
+    AhaChatValidationError,
+)
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, ledger_lease_seconds
 from airflow_provider_ahachat.models import (
-    DEFAULT_MESSAGE_TAG,
+    OUTSIDE_WINDOW_BULK_DEFAULT,
+    OUTSIDE_WINDOW_SINGLE_DEFAULT,
+    TEMPLATE_MARKERS,
     MessageTag,
     attribute_name_problem,
-    tag_argument,
+    literal_message_tag,
+    validate_outside_window,
     validate_user_id,
 )
 
@@ -115,7 +123,7 @@ class AhaChatBaseOperator(BaseOperator):
         """
         if (
             isinstance(content, str)
-            and not any(marker in content for marker in ("{{", "{%", "{#"))
+            and not any(marker in content for marker in TEMPLATE_MARKERS)
             and not content.endswith(tuple(self.template_ext))
         ):
             return content
@@ -153,6 +161,42 @@ class AhaChatBaseOperator(BaseOperator):
             bounded(json.dumps(result.data, ensure_ascii=False, default=str), client.token, 300),
         )
         return result.model_dump(mode="json")
+
+
+_WITHOUT_RETRIES: dict[type[AhaChatError], type[AhaChatError]] = {}
+
+
+def without_retries(error: AhaChatError) -> AhaChatError:
+    """
+    ``error``, as an error of its own class that is also Airflow's ``AirflowFailException``: the
+    task fails without Airflow's retries. For refusals a retry would only meet again (a customer
+    outside Messenger's window opens it only by writing; a refused tag stays refused).
+    """
+    from airflow_provider_ahachat.version_compat import fail_exception
+
+    if isinstance(error, fail_exception()):
+        return error
+    cls = type(error)
+    final = _WITHOUT_RETRIES.get(cls)
+    if final is None:
+        final = type(cls.__name__, (cls, fail_exception()), {"__reduce__": _reduce_without_retries})
+        _WITHOUT_RETRIES[cls] = final
+    copy = final.__new__(final)
+    Exception.__init__(copy, error.message)
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
+def _reduce_without_retries(error: AhaChatError) -> tuple[object, ...]:
+    base = next(c for c in type(error).__mro__[1:] if c in _WITHOUT_RETRIES)
+    return (_rebuild_without_retries, (base, error.message, error.__dict__.copy()))
+
+
+def _rebuild_without_retries(cls: type[AhaChatError], message: str, state: dict[str, Any]) -> AhaChatError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return without_retries(error)
 
 
 #: The options that shape how each row is read (:class:`~airflow_provider_ahachat.bulk.Columns`),
@@ -257,6 +301,16 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         address them by user ID: one customer listed once by user ID and once by phone is then sent
         to once. Off by default: phones are compared in E.164, user IDs as given, and the two cannot
         be told apart without a lookup.
+    :param outside_window: for the operators that message: what a customer Messenger will not let
+        the bot message now does (they last wrote more than 24 hours ago, or Meta says they are not
+        available; AhaChat's answer is recognised in every shape). ``"fail"``: a single send fails
+        the task with ``AhaChatOutsideWindowError``, without Airflow's retries (only the customer
+        can open the window again, by writing or tapping a button; clear the task to try again); in
+        a run for many they count against ``max_failures`` and ``max_failure_ratio``. ``"skip"``: a
+        single send skips the task; a run for many reports them (``outside_window`` in the report,
+        the summary and its line) and they do not count. Default: ``"fail"`` for a single
+        customer, ``"skip"`` for ``recipients``. Either way each is asked once: a later try of the
+        task does not ask them again.
     :param delivery_mark: the name of an attribute each message also sets on its customer (for
         example ``"airflow_delivery"``), to a value unique to the task's ledger and the recipient.
         When a try of the task ends without knowing whether some messages arrived (its worker was
@@ -297,10 +351,16 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         null_attributes: str = "invalid",
         resolve_phones: bool = False,
         delivery_mark: str | None = None,
+        outside_window: str | None = None,
         **kwargs: Any,
     ) -> None:
         if delivery_mark is not None and (reason := attribute_name_problem(delivery_mark, by_phone=True)):
             raise AhaChatValidationError(f"delivery_mark: {reason}")
+        validate_outside_window(outside_window)
+        if outside_window is not None and self.bulk_action and not ACTIONS[self.bulk_action].sends_message:
+            raise AhaChatValidationError(
+                f"outside_window: the action {self.bulk_action!r} messages nobody; leave it out"
+            )
         bulk_options = BulkOptions(
             concurrency=concurrency,
             rate_limit=rate_limit,
@@ -321,6 +381,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self.recipients = recipients
         self.ledger_path = ledger_path
         self.bulk_options = bulk_options
+        self.outside_window = outside_window
         self._runner: BulkRunner | None = None
 
     def bulk_arguments(self) -> dict[str, Any]:
@@ -358,12 +419,29 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
                 request = self.prepare(self.hook.client)
                 self.log.info("AhaChat dry run: would send %s; nothing sent", request.describe())
                 return {"dry_run": True, "would_send": 1, "request": request.preview()}
-            return super().execute(context)
+            return self.send_one(context)
         if self.single_recipient_given():
             raise AhaChatValidationError(
                 "recipients: give either recipients or a single user_id/phone, not both"
             )
         return self.run_bulk(context, self.action_name, self.bulk_arguments(), self.recipients)
+
+    def send_one(self, context: Context) -> Any:
+        """
+        Act for the single ``user_id`` (or ``phone``). A customer Messenger will not let the bot
+        message now skips the task or fails it, as ``outside_window`` says; a refusal that a retry
+        would meet again fails it without Airflow's retries.
+        """
+        from airflow_provider_ahachat.version_compat import skip
+
+        try:
+            return super().execute(context)
+        except AhaChatOutsideWindowError as err:
+            if (self.outside_window or OUTSIDE_WINDOW_SINGLE_DEFAULT) == "skip":
+                raise skip(f"AhaChat: not sent (outside_window='skip'): {err}") from None
+            raise without_retries(err) from None
+        except AhaChatMessageTagRefusedError as err:
+            raise without_retries(err) from None
 
     def run_bulk(
         self,
@@ -403,6 +481,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             resend_unknown=self.retry_unknown_outcome,
             logger=self.log,
             columns=columns,
+            outside_window=self.outside_window or OUTSIDE_WINDOW_BULK_DEFAULT,
             **options.runner_options(),
         )
         rows, counted = open_recipients(
@@ -583,12 +662,12 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
     """
     Send a text message (at most 2000 characters) to a user.
 
-    Messenger lets a bot message a user freely only within 24 hours of the user's last message;
-    outside that window AhaChat refuses (``AhaChatOutsideWindowError``): use
-    :class:`BroadcastBlockOperator` with a message tag instead.
+    Messenger lets a bot message a customer only within 24 hours of their last message or tap;
+    outside that window Messenger refuses (``AhaChatOutsideWindowError``), and ``outside_window``
+    says what that does to the task.
 
-    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
-    bulk settings are :class:`AhaChatAudienceOperator`'s.
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id``,
+    ``outside_window`` and the bulk settings are :class:`AhaChatAudienceOperator`'s.
 
     :param text: the text (templated).
     """
@@ -606,8 +685,8 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
     Send a dynamic message in AhaChat's JSON API format: images, video, audio, files, galleries,
     receipts, buttons and quick replies. The same 24-hour rule as text applies.
 
-    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
-    bulk settings are :class:`AhaChatAudienceOperator`'s.
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id``,
+    ``outside_window`` and the bulk settings are :class:`AhaChatAudienceOperator`'s.
 
     :param message: the whole object (``{"messages": [...], "set_attributes": ..., "redirect_to_blocks":
         ...}``), a list of messages, or either as a JSON string (templated). It is checked against
@@ -627,19 +706,24 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     """
     Start a chatbot block for a user through AhaChat's Broadcast API.
 
-    With a message tag the block reaches the user even outside the 24-hour window. ``attributes``
-    are saved on the user before the block runs, so the block can show them (``{{order_id}}``).
+    Without a message tag (the default) the block is a standard message: Messenger delivers it to
+    customers who wrote in the last 24 hours, and refuses it for the others
+    (``AhaChatOutsideWindowError``; ``outside_window`` says what that does to the task).
+    ``attributes`` are saved on the user before the block runs, so the block can show them
+    (``{{order_id}}``).
 
-    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id`` and the
-    bulk settings are :class:`AhaChatAudienceOperator`'s.
+    For one user give ``user_id``, for many ``recipients``; those, ``ahachat_conn_id``,
+    ``outside_window`` and the bulk settings are :class:`AhaChatAudienceOperator`'s.
 
     :param block_name: the block to start (templated).
     :param phone: the phone number, instead of ``user_id`` (templated).
-    :param message_tag: one of ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE``,
-        ``ACCOUNT_UPDATE``, ``HUMAN_AGENT``, ``NON_PROMOTIONAL_SUBSCRIPTION`` (the default), any case
-        (templated). Meta allows the default only for pages in its News Page Index and no tag for
-        promotion: a shop picks ``POST_PURCHASE_UPDATE``, ``ACCOUNT_UPDATE`` or
-        ``CONFIRMED_EVENT_UPDATE`` by purpose.
+    :param message_tag: none by default (or the connection's ``default_message_tag``).
+        ``HUMAN_AGENT``, any case, is a person's reply within 7 days of the customer's last
+        message (the page needs Meta's Human Agent permission; never for automated messages).
+        ``CONFIRMED_EVENT_UPDATE``, ``POST_PURCHASE_UPDATE`` and ``ACCOUNT_UPDATE`` (retired by
+        Meta on 27 April 2026) and ``NON_PROMOTIONAL_SUBSCRIPTION`` (news pages only) fail when the
+        DAG is parsed; a tag the connection's ``message_tags`` allows can be given templated, or as
+        its ``default_message_tag`` (templated).
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
     """
 
@@ -660,14 +744,15 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
         *,
         block_name: str,
         phone: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
+        message_tag: MessageTag | str | None = None,
         attributes: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
+        tag = literal_message_tag(message_tag)  # a tag Meta retired fails here, when the DAG is parsed
         super().__init__(**kwargs)
         self.block_name = block_name
         self.phone = phone
-        self.message_tag = tag_argument(message_tag)
+        self.message_tag = tag
         self.attributes = attributes
 
 

@@ -44,9 +44,11 @@ class AhaChatHITLOperator(HITLOperator):
     :param ahachat_conn_id: the ``ahachat`` connection whose bot asks the question (templated).
     :param option_labels: option to button title (20 characters at most); ``Approve`` and ``Reject``
         read "Đồng ý" and "Từ chối" unless given.
-    :param question_block: the block broadcast to an approver outside Messenger's 24-hour window
-        (see :class:`~airflow_provider_ahachat.notifications.hitl.AhaChatHITLNotifier`).
-    :param message_tag: that broadcast's tag, ``ACCOUNT_UPDATE`` by default.
+    :param question_block: the block broadcast to an approver outside Messenger's 24-hour window,
+        with ``message_tag`` (see :class:`~airflow_provider_ahachat.notifications.hitl.AhaChatHITLNotifier`).
+    :param message_tag: that broadcast's tag: none by default, and then an approver outside the
+        window answers in Airflow's UI (the log names them, with the link). A tag Meta retired
+        (``ACCOUNT_UPDATE``...) fails when the DAG is parsed.
     """
 
     template_fields: Sequence[str] = (*HITLOperator.template_fields, "approvers", "ahachat_conn_id")
@@ -58,7 +60,7 @@ class AhaChatHITLOperator(HITLOperator):
         ahachat_conn_id: str = AhaChatHook.default_conn_name,
         option_labels: dict[str, str] | None = None,
         question_block: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_QUESTION_TAG,
+        message_tag: MessageTag | str | None = DEFAULT_QUESTION_TAG,
         **kwargs: Any,
     ) -> None:
         # In ApprovalOperator and HITLBranchOperator below, this reaches their own __init__ first.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_ahachat.actions import ACTIONS, RECIPIENT_ACTIONS
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import DEFAULT_MESSAGE_TAG, MessageTag, tag_argument
+from airflow_provider_ahachat.models import MessageTag, literal_message_tag
 from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
 
 if TYPE_CHECKING:
@@ -62,7 +62,13 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         same parameters) for the progress lines' total, percentage and time left; when the
         count fails, the progress says the total is unknown.
     :param block_name: for ``broadcast_block``: the block to start (templated).
-    :param message_tag: for ``broadcast_block``: the message tag (templated).
+    :param message_tag: for ``broadcast_block``: the message tag, none by default (templated); as
+        :class:`~airflow_provider_ahachat.operators.ahachat.BroadcastBlockOperator` takes it (a tag
+        Meta retired fails when the DAG is parsed).
+    :param outside_window: for the actions that message: ``"skip"`` (the default) reports the
+        customers Messenger will not let the bot message now as ``outside_window``, without counting
+        them against the failure limits; ``"fail"`` counts them. See
+        :class:`~airflow_provider_ahachat.operators.ahachat.AhaChatAudienceOperator`.
     :param attributes: for ``broadcast_block`` and ``add_attributes``, attributes shared by every
         row (a row's own columns win); for ``reset_attributes``, the names to clear (templated).
     :param tags: for ``add_tags`` and ``remove_tags``: a tag or a list of tags (templated).
@@ -105,7 +111,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         attribute_columns: Sequence[str] | Mapping[str, str] | None = None,
         count_rows: bool = True,
         block_name: str | None = None,
-        message_tag: MessageTag | str = DEFAULT_MESSAGE_TAG,
+        message_tag: MessageTag | str | None = None,
         attributes: Any = None,
         tags: str | list[str] | None = None,
         text: str | None = None,
@@ -121,6 +127,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             name
             for name, value in {
                 "block_name": block_name,
+                "message_tag": message_tag,
                 "attributes": attributes,
                 "tags": tags,
                 "text": text,
@@ -138,6 +145,11 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             )
         if not isinstance(fetch_size, int) or fetch_size < 1:
             raise AhaChatValidationError(f"fetch_size: must be a whole number above 0, got {fetch_size!r}")
+        if kwargs.get("outside_window") is not None and not ACTIONS[action].sends_message:
+            raise AhaChatValidationError(
+                f"outside_window: the action {action!r} messages nobody; leave it out"
+            )
+        tag = literal_message_tag(message_tag)  # a tag Meta retired fails here, when the DAG is parsed
         super().__init__(**kwargs)
         self.sql = sql
         self.sql_conn_id = sql_conn_id
@@ -153,7 +165,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         self.attribute_columns = attribute_columns
         self.count_rows = count_rows
         self.block_name = block_name
-        self.message_tag = tag_argument(message_tag)
+        self.message_tag = tag
         self.attributes = attributes
         self.tags = tags
         self.text = text

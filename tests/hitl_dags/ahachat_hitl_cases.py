@@ -1,6 +1,7 @@
 """
 DAGs for the approvals end-to-end test (tests/test_approvals_airflow.py): timeouts, a retry, a
-question nobody can be asked, and questions with more options than Messenger has buttons for.
+question nobody can be asked, one whose approver is outside Messenger's 24-hour window, and
+questions with more options than Messenger has buttons for.
 ``SHOP_OWNER_ID`` and ``AHACHAT_CONN_ID`` come from the environment.
 """
 
@@ -52,6 +53,10 @@ with DAG(
 
 with DAG("ahachat_hitl_nobody", schedule=None, start_date=START, default_args=ARGS):
     AhaChatApprovalOperator(task_id="ask", subject="Ai đó?", approvers=["1111111111111111"])
+
+# Bảo last wrote 3 days ago: Messenger refuses the question; the task waits for an answer in the UI.
+with DAG("ahachat_hitl_outside_window", schedule=None, start_date=START, default_args=ARGS):
+    AhaChatApprovalOperator(task_id="ask", subject="Hoàn tiền đơn DH10299?", approvers="5310298476123984")
 
 # Messenger's limits, in one run: 4 and 13 options go as quick replies, 14 as a link to Airflow's UI.
 SLOTS = ["8h-10h", "10h-12h", "14h-16h", "19h-21h"]
