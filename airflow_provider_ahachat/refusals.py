@@ -82,7 +82,11 @@ class MetaRefusal:
         if self.code == UNAVAILABLE_CODE:
             return "unavailable"
         rest = _CODE_IN_TEXT.sub("", self.text).strip().lower()
-        if self.code == INVALID_PARAMETER_CODE and self.subcode is None and rest in ("", "invalid parameter"):
+        if (
+            self.code == INVALID_PARAMETER_CODE
+            and self.subcode is None
+            and (not rest or "invalid parameter" in rest)
+        ):
             return "invalid_parameter"
         return None
 
@@ -140,8 +144,9 @@ def _found(node: Any, depth: int = 0, under_error: bool = False) -> Iterator[Met
             yield refusal
     elif isinstance(node, Mapping):
         refusal = _from_object(node, under_error)
-        if refusal is not None:
+        if refusal is not None:  # Meta's own object: its fields say all, its message included
             yield refusal
+            return
         for key in _KEYS:
             if key in node:
                 yield from _found(node[key], depth + 1, key in ("error", "errors"))
