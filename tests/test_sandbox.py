@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -340,9 +341,7 @@ def test_broadcast_saves_query_attributes_before_the_block_runs(sandbox: Sandbox
     result = sent(
         broadcast(sandbox, LAN, "shipping_update", order_id="DH-2024-0815", tracking_number="GHN12345")
     )
-    assert result == (
-        f"Block 'shipping_update' sent to user {LAN} without a tag: 1 message(s), outbox #1"
-    )
+    assert result == (f"Block 'shipping_update' sent to user {LAN} without a tag: 1 message(s), outbox #1")
     [entry] = sandbox.outbox(LAN)
     assert entry["kind"] == "broadcast"
     assert entry["block_name"] == "shipping_update"
@@ -750,7 +749,11 @@ def test_custom_seed_in_process() -> None:
                 "token": "t" * 10,
                 "blocks": {"hi": {"messages": [{"text": "Chào {{first_name}}"}]}},
                 "users": [
-                    {"messenger_user_id": "1000000000000001", "first_name": "Bình", "last_interaction_minutes_ago": 1}
+                    {
+                        "messenger_user_id": "1000000000000001",
+                        "first_name": "Bình",
+                        "last_interaction_minutes_ago": 1,
+                    }
                 ],
             }
         ]
@@ -810,6 +813,59 @@ def test_command_line_adds_numbered_customers() -> None:
             f"{process.url}/api/bots/{BOT}/users/{uid}", params={"ahachat_token": process.token}
         )
         assert ok_data(response)["phone"] == "+84900000249"
+
+
+@pytest.mark.slow
+def test_the_rules_before_april_2026_are_a_flag_or_an_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_ahachat.sandbox.__main__ import build_parser
+    from airflow_provider_ahachat.sandbox.messenger import RULES_ENV
+
+    assert build_parser().parse_args([]).messenger_rules == "2026"
+    assert build_parser().parse_args(["--messenger-rules", "2025"]).messenger_rules == "2025"
+    monkeypatch.setenv(RULES_ENV, "2025")
+    assert build_parser().parse_args([]).messenger_rules == "2025"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--messenger-rules", "2024"])
+    # A child started with the variable enforces the old rules: a retired tag reaches Bảo, 3 days on.
+    with SandboxProcess(env={**os.environ, RULES_ENV: "2025"}) as process:
+        assert process.config()["messenger_rules"] == "2025"
+        assert any("before 27 April 2026" in line for line in process.output)
+        params = {"ahachat_token": process.token, "ahachat_message_tag": "POST_PURCHASE_UPDATE"}
+        answer = _session.post(
+            f"{process.url}/api/bots/{BOT}/users/{BAO}/send",
+            params={**params, "ahachat_block_name": "welcome"},
+        )
+        assert "with the tag POST_PURCHASE_UPDATE" in sent(answer)
+    with SandboxProcess(messenger_rules="2026", env={**os.environ, RULES_ENV: "2025"}) as process:
+        assert process.config()["messenger_rules"] == "2026"  # the flag wins
+
+
+def test_the_seed_shows_both_sides_of_the_window(sandbox: SandboxServer) -> None:
+    """The demo's customers: some wrote within 24 hours, some within 7 days, some longer ago."""
+    now = datetime.now(timezone.utc)
+    ages = {
+        user["messenger_user_id"]: now
+        - datetime.fromisoformat(user["last_interaction_at"].replace("Z", "+00:00"))
+        for user in sandbox.users()
+        if user["subscribed"] and user["last_interaction_at"]
+    }
+    day = timedelta(days=1)
+    assert {LAN, MINH, TRANG} <= {uid for uid, age in ages.items() if age < day}
+    assert BAO in {uid for uid, age in ages.items() if day < age < 7 * day}
+    assert any(age > 7 * day for age in ages.values())
+    assert not sandbox.user(ANH_UNSUBSCRIBED)["subscribed"]
+
+
+def test_config_switches_the_rules_and_reset_restores_them(sandbox: SandboxServer) -> None:
+    meta_error(broadcast(sandbox, LAN, "welcome", tag="ACCOUNT_UPDATE"), 400, 100)
+    assert sandbox.configure(messenger_rules="2025")["messenger_rules"] == "2025"
+    assert "with the tag ACCOUNT_UPDATE" in sent(broadcast(sandbox, BAO, "welcome", tag="ACCOUNT_UPDATE"))
+    meta_error(broadcast(sandbox, BAO, "welcome"), 422, 10)  # no tag: the 24-hour rule still holds
+    sandbox.reset()
+    assert sandbox.config()["messenger_rules"] == "2026"
+    meta_error(broadcast(sandbox, BAO, "welcome", tag="ACCOUNT_UPDATE"), 400, 100)
 
 
 def test_command_line_refuses_a_bad_seed(tmp_path: Path) -> None:
