@@ -269,7 +269,9 @@ def ask(
 
 
 LAN_ID, BAO_ID = "3824547807572463", "5310298476123984"  # wrote 30 minutes ago; 3 days ago
-REQUIRED_ACTIONS = "https://airflow.shop.vn/dags/refunds/runs/manual__1/tasks/approve/required_actions?map_index=-1"
+REQUIRED_ACTIONS = (
+    "https://airflow.shop.vn/dags/refunds/runs/manual__1/tasks/approve/required_actions?map_index=-1"
+)
 
 
 @pytest.mark.usefixtures("airflow_db")

@@ -420,7 +420,7 @@ def test_an_approver_outside_the_window_is_named_with_the_link_and_the_task_is_a
     logs = "".join(p.read_text(errors="replace") for p in (setup.airflow.home / "logs").rglob("*.log"))
     assert f"approver {BAO} is outside Messenger's 24-hour window" in logs
     link = f"/dags/{dag_id}/runs/{run_id}/tasks/ask/required_actions?map_index=-1"
-    assert f"They can answer in Airflow's UI: http" in logs and link in logs, logs[-3000:]
+    assert "They can answer in Airflow's UI: http" in logs and link in logs, logs[-3000:]
     answer = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask/-1/hitlDetails",
         json={"chosen_options": ["Approve"], "params_input": {}},

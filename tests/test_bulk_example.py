@@ -32,8 +32,11 @@ def shop_database(path: Path, shipped: list[str], other_day: list[str]) -> None:
 def test_the_bulk_example_messages_yesterdays_customers_once_each(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = sandbox.generate_users(210)
-    shipped, other_day = ids[:200], ids[200:]
+    ids = sandbox.generate_users(170)
+    # One in five who shipped yesterday last wrote 3 days ago: outside Messenger's 24-hour window.
+    outside = sandbox.generate_users(40, start=1000, in_window=False)
+    inside, other_day = ids[:160], ids[160:]
+    shipped = inside + outside  # each slice (customer_id % 4) gets 40 inside and 10 outside
     shop_database(tmp_path / "shop.db", shipped, other_day)
     monkeypatch.setenv("AIRFLOW__AHACHAT__LEDGER_PATH", str(tmp_path / "ledger"))
     # The example's rate (50 requests/s) would pace these 400 requests for 8 s; the sandbox takes more.
@@ -55,16 +58,20 @@ def test_the_bulk_example_messages_yesterdays_customers_once_each(
     )
     assert result.succeeded, result.summary()
 
-    # Every customer who shipped yesterday got the block once, with their own tracking number.
-    assert sandbox.outbox_counts() == dict.fromkeys(shipped, 1)
+    # Every customer inside the window who shipped yesterday got the block once, with their own
+    # tracking number; the others were asked once, refused by Messenger, and reported, not failed.
+    assert sandbox.outbox_counts() == dict.fromkeys(inside, 1)
     lan_anh = sandbox.user(shipped[123])
     assert lan_anh["attributes"]["tracking_number"] == "GHN0000123VN"
     assert lan_anh["tags"] == ["da_gui_van_don"]
+    assert sandbox.user(outside[0])["tags"] == ["da_gui_van_don"]
     assert sandbox.user(other_day[0])["tags"] == []
 
     # Four slices, each its own task, summary and ledger folder.
     summaries = [result.xcoms[f"shipping_update[{part}]"] for part in range(4)]
-    assert [s["outcomes"] for s in summaries] == [{"delivered": 50}] * 4
+    assert [s["outcomes"] for s in summaries] == [{"delivered": 40, "outside_window": 10}] * 4
+    named = {row["recipient"] for s in summaries for row in s["outside_window"]}
+    assert named == {f"user {uid}" for uid in outside}
     assert len({s["ledger"] for s in summaries}) == 4
     assert all("map_index=" in s["ledger"] and str(tmp_path / "ledger") in s["ledger"] for s in summaries)
     assert sum(result.xcoms[f"tag_shipped[{part}]"]["outcomes"]["delivered"] for part in range(4)) == 200

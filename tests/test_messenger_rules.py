@@ -620,8 +620,10 @@ def test_human_agent_reaches_a_customer_within_7_days_and_not_after(sandbox: San
 def test_the_sandbox_refuses_a_retired_tag_inside_the_window_and_the_2025_rules_take_it(
     sandbox: SandboxServer,
 ) -> None:
-    allows = {"message_tags": list(RETIRED)}  # a connection that lets them through, to reach the sandbox
-    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=RETRYING, **allows) as client:
+    allows = list(RETIRED)  # a connection that lets them through, to reach the sandbox
+    with AhaChatClient(
+        sandbox.bot_id, sandbox.token, sandbox.url, retry=RETRYING, message_tags=allows
+    ) as client:
         for tag in RETIRED:
             with pytest.raises(AhaChatMessageTagRefusedError) as info:
                 client.broadcast_block("welcome", user_id=LAN, message_tag=tag)  # Lan wrote 30 minutes ago

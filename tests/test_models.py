@@ -16,9 +16,9 @@ from airflow_provider_ahachat.models import (
     User,
     normalize_phone,
     validate_attributes,
+    validate_message_tag,
     validate_tags,
     validate_user_id,
-    validate_message_tag,
 )
 
 #: The example of the contract, verbatim.

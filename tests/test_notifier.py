@@ -104,7 +104,11 @@ def test_a_broadcast_block_reaches_people_inside_the_window_and_names_the_others
 
     assert_failed_with_the_original_error(result)
     (entry,) = sandbox.outbox(LAN)
-    assert (entry["kind"], entry["block_name"], entry["message_tag"]) == ("broadcast", "shipping_update", None)
+    assert (entry["kind"], entry["block_name"], entry["message_tag"]) == (
+        "broadcast",
+        "shipping_update",
+        None,
+    )
     assert "Đơn hàng notify_block đã được giao" in json.dumps(entry, ensure_ascii=False)
     assert "mã vận đơn load_orders" in json.dumps(entry, ensure_ascii=False)
     assert sandbox.outbox(BAO) == []
@@ -126,7 +130,9 @@ def test_a_failing_notification_is_logged_and_never_hides_the_failure(
     assert_failed_with_the_original_error(result)
     assert sandbox.outbox(BAO) == []
     assert len(sandbox.outbox(LAN)) == 1
-    assert f"outside Messenger's 24-hour window (they last wrote or tapped a button of the bot more" in result.log
+    assert (
+        "outside Messenger's 24-hour window (they last wrote or tapped a button of the bot more" in result.log
+    )
     assert f"so were not notified: user {BAO}" in result.log
     assert "AhaChat: notified 1 of 2 recipients" in result.log
 

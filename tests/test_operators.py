@@ -167,7 +167,10 @@ def test_templates_and_xcom_args_are_rendered_before_validation(
     (dynamic_entry,) = [e for e in sandbox.outbox(LAN) if e["kind"] == "dynamic"]
     assert "Chào Nguyễn Thị Lan" in json.dumps(dynamic_entry, ensure_ascii=False)
     (broadcast_entry,) = sandbox.outbox(MINH)
-    assert (broadcast_entry["block_name"], broadcast_entry["message_tag"]) == ("shipping_update", "HUMAN_AGENT")
+    assert (broadcast_entry["block_name"], broadcast_entry["message_tag"]) == (
+        "shipping_update",
+        "HUMAN_AGENT",
+    )
     assert "A9" in json.dumps(broadcast_entry, ensure_ascii=False)
     # The rendered fields, as the UI shows them, hold the rendered values and no token.
     rendered = rendered_fields("templated")
@@ -353,7 +356,11 @@ def test_the_example_dag_runs_end_to_end(dag_runner: Any, sandbox: SandboxServer
     assert summary["outcomes"] == {"delivered": 2, "outside_window": 1}
     assert summary["outside_window"] == [{"row": 3, "recipient": "phone +84903456789"}]
     assert "1 outside the 24-hour window, not counted as failures" in result.log
-    assert [r["status"] for r in api_requests(sandbox) if r["path"].endswith("/phones/send")] == [200, 200, 422]
+    assert [r["status"] for r in api_requests(sandbox) if r["path"].endswith("/phones/send")] == [
+        200,
+        200,
+        422,
+    ]
     assert sandbox.user(BAO)["attributes"]["tracking_number"] == "GHN8123458VN"  # saved for later
     lan = sandbox.user(LAN)
     assert "da_giao_van" in lan["tags"] and "cho_giao_hang" not in lan["tags"]

@@ -37,7 +37,9 @@ def test_the_banner_names_the_connection_the_examples_use() -> None:
             assert time.monotonic() < deadline, list(process.output)
             time.sleep(0.05)
         lines = list(process.output)
-    assert lines[1].startswith("Bot 12404829 ") and lines[2].startswith("Messenger's rules: as of December 2026")
+    assert lines[1].startswith("Bot 12404829 ") and lines[2].startswith(
+        "Messenger's rules: as of December 2026"
+    )
     assert lines[3:6] == [
         "The example DAGs use the connection ahachat_sandbox:",
         f"AIRFLOW_CONN_AHACHAT_SANDBOX='{uri}'",

@@ -77,14 +77,19 @@ LISTED_TAGS = (
     "HUMAN_AGENT",
     "NON_PROMOTIONAL_SUBSCRIPTION",
 )
-REFUSED_TAGS = ("CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE", "NON_PROMOTIONAL_SUBSCRIPTION")
+REFUSED_TAGS = (
+    "CONFIRMED_EVENT_UPDATE",
+    "POST_PURCHASE_UPDATE",
+    "ACCOUNT_UPDATE",
+    "NON_PROMOTIONAL_SUBSCRIPTION",
+)
 SPELLINGS = [str.upper, str.lower, str.title, lambda t: f"  {t.lower()} "]
 
 
 def test_the_tags_are_those_ahachat_lists_and_meta_allows_one() -> None:
     assert tuple(tag.value for tag in MessageTag) == LISTED_TAGS
     assert set(RETIRED_MESSAGE_TAGS) == set(REFUSED_TAGS)
-    assert ALLOWED_MESSAGE_TAGS == {"HUMAN_AGENT"}
+    assert {"HUMAN_AGENT"} == ALLOWED_MESSAGE_TAGS
     assert MessageTag.parse(" post_purchase_update ") is MessageTag.POST_PURCHASE_UPDATE  # known, not allowed
 
 
@@ -114,7 +119,9 @@ def test_a_tag_messenger_does_not_know_is_refused(
 
 
 @pytest.mark.parametrize("tag", ["human agent", "ACCOUNT-UPDATE", 3, ["HUMAN_AGENT"]])
-def test_a_name_that_cannot_be_a_tag_is_refused(client: AhaChatClient, server: RecordingServer, tag: Any) -> None:
+def test_a_name_that_cannot_be_a_tag_is_refused(
+    client: AhaChatClient, server: RecordingServer, tag: Any
+) -> None:
     with pytest.raises(AhaChatValidationError) as info:
         client.broadcast_block("b", user_id=USER, message_tag=tag)
     assert f"message_tag: {tag!r} is not a message tag (a name such as HUMAN_AGENT" in str(info.value)
@@ -505,11 +512,7 @@ def test_the_sandbox_answers_broadcasts_in_chatfuels_shape(
     result = sandbox_client.broadcast_block(
         "shipping_update", phone="0908 071 111", attributes={"order_id": "Đơn #9", "tracking_number": "GHN1"}
     )
-    assert (
-        result.data
-        == f"Block 'shipping_update' sent to user {LAN} without a tag: "
-        "1 message(s), outbox #1"
-    )
+    assert result.data == f"Block 'shipping_update' sent to user {LAN} without a tag: 1 message(s), outbox #1"
     with pytest.raises(AhaChatAPIError) as info:
         sandbox_client.broadcast_block("Khối không có", user_id=LAN)
     assert info.value.status == 404
