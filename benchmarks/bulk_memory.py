@@ -45,7 +45,6 @@ from typing import Any
 from _audience import sizes, synthetic_user_id, write_recipients  # benchmarks/, beside this script
 
 BLOCK = "shipping_update"
-TAG = "POST_PURCHASE_UPDATE"
 TOKEN_ENV = "AHACHAT_BENCH_TOKEN"
 
 
@@ -94,9 +93,7 @@ def child(file: Path, ledger: Path, url: str, bot_id: str, dry_run: bool, concur
     logging.basicConfig(level=logging.WARNING)
     token = os.environ[TOKEN_ENV]
     with AhaChatClient(bot_id, token, url, pool_size=concurrency) as client:
-        action = client.bind(
-            "broadcast_block", block_name=BLOCK, message_tag=TAG, attributes={"campaign": "bench"}
-        )
+        action = client.bind("broadcast_block", block_name=BLOCK, attributes={"campaign": "bench"})
         runner = BulkRunner(
             client,
             action,

@@ -4,9 +4,9 @@ this provider's bulk path, all against one AhaChat sandbox with 50 ms of latency
 200 requests per second.
 
 The sandbox runs as a child process (its own interpreter and GIL). Every scenario sends AhaChat's
-Broadcast API request (the block ``shipping_update`` with the message tag
-``POST_PURCHASE_UPDATE`` and the recipient's own ``order_id`` and ``tracking_number``) to
-generated customers, in the same run:
+Broadcast API request (the block ``shipping_update``, without a message tag, as Messenger allows
+it since 27 April 2026, and the recipient's own ``order_id`` and ``tracking_number``) to
+generated customers who wrote in the last 24 hours, in the same run:
 
 - ``naive loop``: one ``requests.post`` after another, as a hand-written script would;
 - ``HttpOperator mapped``: ``HttpOperator.partial(...).expand(endpoint=[...])``, one task
@@ -65,7 +65,6 @@ from airflow_provider_ahachat.client import AhaChatClient, redact
 from airflow_provider_ahachat.sandbox import SandboxProcess
 
 BLOCK = "shipping_update"
-TAG = "POST_PURCHASE_UPDATE"
 HTTP_CONN_ID = "ahachat_http"
 HTTP_DAG_ID = "bench_http_operator_per_recipient"
 
@@ -93,7 +92,7 @@ HTTP_DAG = textwrap.dedent(
 
 
     def endpoint(row: dict[str, str]) -> str:
-        query = [("ahachat_token", token), ("ahachat_message_tag", "{TAG}"),
+        query = [("ahachat_token", token),
                  ("ahachat_block_name", "{BLOCK}"), ("order_id", row["order_id"]),
                  ("tracking_number", row["tracking_number"])]
         return f"/api/bots/{{bot_id}}/users/{{row['user_id']}}/send?" + urlencode(query, quote_via=quote)
@@ -130,7 +129,6 @@ PROVIDER_DAG = textwrap.dedent(
             task_id="broadcast",
             ahachat_conn_id="{PROVIDER_CONN_ID}",
             block_name="{BLOCK}",
-            message_tag="{TAG}",
             attributes={{"campaign": "bench"}},
             recipients=os.environ.get("AHACHAT_BENCH_CSV", "unset.csv"),
             ledger_path=os.environ.get("AHACHAT_BENCH_LEDGER"),
@@ -168,7 +166,6 @@ def broadcast_url(base: str, bot_id: str, token: str, row: dict[str, str]) -> st
     """The Broadcast API URL for one recipient, token first as AhaChat documents it."""
     query = [
         ("ahachat_token", token),
-        ("ahachat_message_tag", TAG),
         ("ahachat_block_name", BLOCK),
         ("order_id", row["order_id"]),
         ("tracking_number", row["tracking_number"]),
@@ -394,9 +391,7 @@ def provider_engine(
     write_recipients(source, count)
     ledger = workdir / f"ledger-{count}"
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, pool_size=concurrency) as client:
-        action = client.bind(
-            "broadcast_block", block_name=BLOCK, message_tag=TAG, attributes={"campaign": "bench"}
-        )
+        action = client.bind("broadcast_block", block_name=BLOCK, attributes={"campaign": "bench"})
         runner = BulkRunner(
             client,
             action,

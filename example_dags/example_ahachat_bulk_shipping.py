@@ -2,8 +2,11 @@
 Every morning, message every customer whose order shipped yesterday, straight from the shop's database.
 
 - ``SqlToAhaChatOperator`` runs a query on the shop's database and starts the ``shipping_update``
-  block for each row, with the row's order ID and tracking number saved as attributes first. The
-  ``POST_PURCHASE_UPDATE`` tag lets the block reach customers who have not written in 24 hours.
+  block for each row, with the row's order ID and tracking number saved as attributes first. It
+  sends no message tag (Meta retired ``POST_PURCHASE_UPDATE`` on 27 April 2026): Messenger delivers
+  the block to customers who wrote to the bot or tapped one of its buttons in the last 24 hours,
+  and refuses it for the others, whom each task reports as ``outside_window`` (its summary line,
+  its XCom and its report name them) without counting them against ``max_failure_ratio``.
 - The audience is split into ``PARTS`` slices of the customer IDs and the operator is mapped over
   them, so that a Celery or Kubernetes executor runs the slices on several workers. Each mapped task
   sends at most ``RATE_LIMIT`` requests per second; put the tasks in an Airflow pool of ``N`` slots
@@ -11,7 +14,8 @@ Every morning, message every customer whose order shipped yesterday, straight fr
 - Each task keeps a delivery ledger (under ``[ahachat] ledger_path``: use shared object storage such
   as ``s3://...`` when retries may land on another worker), so a retried or cleared task never
   messages a customer twice.
-- A second mapped task tags the same customers ``da_gui_van_don``.
+- A second mapped task tags the same customers ``da_gui_van_don`` (tags reach everyone: they are
+  no message), so that the bot can tell those outside the window when they next write.
 
 It talks to the connection ``ahachat_sandbox`` (the local sandbox, so that trying it messages
 nobody) and reads the SQL connection ``shop_db``; set ``AHACHAT_CONN_ID`` and ``SHOP_DB_CONN_ID`` to
@@ -70,7 +74,6 @@ with DAG(
         user_id_column="messenger_user_id",
         action="broadcast_block",
         block_name="shipping_update",
-        message_tag="POST_PURCHASE_UPDATE",
         rate_limit=RATE_LIMIT,
         concurrency=8,
         max_failure_ratio=0.01,

@@ -6,12 +6,14 @@ and runs the examples with ``airflow dags test`` exactly as a user would, with t
 ``ahachat_sandbox`` in an ``AIRFLOW_CONN_`` variable:
 
 - ``example_ahachat_shipping_update`` (all eight operators), then the sandbox's outbox customer by
-  customer;
+  customer, and who Messenger's 24-hour window kept the update from (reported, not failed);
+- Messenger's rules of December 2026 against those before 27 April 2026, on the sandbox's two
+  settings: a retired tag refused, then delivered;
 - ``example_ahachat_confirm_delivery``: asks Lan to confirm her delivery and waits for her answer
   with a deferrable sensor, while this script, acting as Lan, taps "Đã nhận" a few seconds later;
 - ``example_ahachat_bulk_shipping``: a SQLite shop database with 2,000 orders shipped yesterday
-  (a few of them for people the bot does not know), sent in four mapped slices; then the totals
-  and a check that nobody got the message twice;
+  (a few of them for people the bot does not know, some for customers who last wrote days ago),
+  sent in four mapped slices; then the totals and a check that nobody got the message twice;
 - ``example_ahachat_order_status``, the other way round: Lan types her order code, the sandbox
   bot's JSON API step calls Airflow's webhook, and the asset-triggered DAG answers her. This one needs
   Airflow's scheduler (``airflow dags test`` cannot start a run from an event), so the demo starts
@@ -28,6 +30,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -52,6 +55,7 @@ LAN = "3824547807572463"
 CONN_ID = "ahachat_sandbox"
 BULK_ORDERS = 2_000
 BULK_STRANGERS = 12  # orders of people who never wrote to the bot: AhaChat answers 404
+BULK_OUTSIDE = 288  # customers who last wrote 3 days ago: outside Messenger's 24-hour window
 ORDER_DAG_ID = "example_ahachat_order_status"
 WEBHOOK_SECRET = "demo-webhook-secret-5b0e"
 
@@ -108,24 +112,32 @@ def main() -> None:
             name = f"{user.get('last_name') or ''} {user.get('first_name') or ''}".strip()
             print(f"\n{name} ({user.get('phone')}, {user_id}); tags now: {', '.join(user['tags'])}")
             for entry in (e for e in outbox if e["messenger_user_id"] == user_id):
-                how = entry["kind"]
-                if how == "broadcast":
-                    how = f"broadcast of block {entry['block_name']!r} with tag {entry['message_tag']}"
-                print(f"  - {how}:")
+                print(f"  - {describe(entry)}:")
                 for line in delivered_text(entry):
                     print(f"      {line}")
         customers = len({e["messenger_user_id"] for e in outbox})
+        outside = outside_window(home / "ahachat" / "ledger", "notify_shipped")
+        print("\nNot messaged: outside Messenger's 24-hour window (reported by the task, which succeeded):")
+        for refused in outside:
+            print(f"  - {who_was_not_reached(refused, users)}")
+        rules = rules_demo(sandbox)
         confirm = confirm_delivery_demo(env, log, sandbox)
         bulk = bulk_demo(env, log, home, sandbox)
         order = order_status_demo(home, sandbox)
         refund = refund_approval_demo(home, sandbox)
         print("\nIn short:")
-        print(f"  shipping update: {len(outbox)} deliveries to {customers} customers")
+        print(
+            f"  shipping update: {len(outbox)} deliveries to {customers} customers; "
+            f"{len(outside)} outside the 24-hour window, reported"
+        )
+        print(
+            f"  Messenger's rules: POST_PURCHASE_UPDATE {rules['2026']} in 2026, {rules['2025']} before April"
+        )
         deferred = "waiting deferred" if confirm["deferred"] else "waiting on a worker"
         print(f"  confirm delivery: Lan answered {confirm['confirmed']!r}, the sensor {deferred}")
         print(
             f"  bulk: {bulk['reached']:,} of {bulk['orders']:,} orders' customers reached, "
-            f"{bulk['twice']} twice"
+            f"{bulk['outside']:,} outside the 24-hour window reported, {bulk['twice']} twice"
         )
         print(
             f"  order status: the bot's call answered {order['answered']}, the reply reached Lan "
@@ -136,6 +148,65 @@ def main() -> None:
             f"the owner saw {refund['confirmation']!r}, the customer was told ({refund['customer_told']})"
         )
         print("\nNext: ./scripts/ui.sh shows the same DAGs, the sandbox and its connection in Airflow's UI.")
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """How an outbox entry reached the customer: its kind, and a broadcast's block and tag."""
+    if entry["kind"] != "broadcast":
+        return str(entry["kind"])
+    tag = f" with tag {entry['message_tag']}" if entry["message_tag"] else " (no tag: a standard message)"
+    return f"broadcast of block {entry['block_name']!r}{tag}"
+
+
+def who_was_not_reached(line: dict[str, Any], users: dict[str, dict[str, Any]]) -> str:
+    """A customer outside the window, from their report line: name, last message, what Messenger said."""
+    kind, _, key = line["recipient"].partition(" ")
+    user = next(
+        (u for u in users.values() if u.get("phone" if kind == "phone" else "messenger_user_id") == key), {}
+    )
+    name = f"{user.get('last_name') or ''} {user.get('first_name') or ''}".strip() or line["recipient"]
+    last = user.get("last_interaction_at")
+    ago = ""
+    if last:
+        wrote = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))
+        ago = f", last wrote {(datetime.datetime.now(datetime.timezone.utc) - wrote).days} days ago"
+    meta = re.search(r"\(#\d+\)[^()]*", line.get("reason") or "")
+    return f"{name} ({line['recipient']}{ago}): Messenger answered {meta.group(0).strip() if meta else '?'}"
+
+
+def outside_window(ledger: Path, task_id: str) -> list[dict[str, Any]]:
+    """The report lines of a bulk task's customers outside Messenger's 24-hour window."""
+    lines = []
+    for report in ledger.rglob("report.jsonl"):
+        if f"task_id={task_id}" in report.parts:
+            lines += [json.loads(line) for line in report.read_text().splitlines()]
+    return [line for line in lines if line["outcome"] == "outside_window"]
+
+
+def rules_demo(sandbox: SandboxProcess) -> dict[str, str]:
+    """A retired tag under Messenger's rules of December 2026, then under those before April 2026."""
+    from airflow_provider_ahachat.client import AhaChatClient
+    from airflow_provider_ahachat.exceptions import AhaChatMessageTagRefusedError
+
+    print("\nMessenger's rules: a POST_PURCHASE_UPDATE broadcast to Lan, who wrote 30 minutes ago")
+    outcome = {}
+    # A connection that lets the retired tag through (its extra message_tags), to see what Messenger says.
+    with AhaChatClient(
+        sandbox.bot_id, sandbox.token, sandbox.url, message_tags="POST_PURCHASE_UPDATE"
+    ) as client:
+        for rules in ("2026", "2025"):
+            sandbox.configure(messenger_rules=rules)
+            try:
+                client.broadcast_block("welcome", user_id=LAN, message_tag="POST_PURCHASE_UPDATE")
+                outcome[rules] = "delivered"
+            except AhaChatMessageTagRefusedError as err:
+                outcome[rules] = f"refused ({err.api_message})"
+            label = (
+                "as of December 2026" if rules == "2026" else "before 27 April 2026 (--messenger-rules 2025)"
+            )
+            print(f"  rules {label}: {outcome[rules]}")
+    sandbox.configure(messenger_rules="2026")
+    return outcome
 
 
 def confirm_delivery_demo(env: dict[str, str], log: Path, sandbox: SandboxProcess) -> dict[str, Any]:
@@ -180,7 +251,9 @@ def confirm_delivery_demo(env: dict[str, str], log: Path, sandbox: SandboxProces
 def bulk_demo(env: dict[str, str], log: Path, home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
     """Yesterday's 2,000 shipments from a shop database, through the bulk example DAG."""
     print(f"\nThe bulk example: {BULK_ORDERS:,} orders shipped yesterday, from a SQLite shop database")
-    customers = sandbox.generate_users(BULK_ORDERS - BULK_STRANGERS, start=100_000)
+    inside = sandbox.generate_users(BULK_ORDERS - BULK_STRANGERS - BULK_OUTSIDE, start=100_000)
+    outside = sandbox.generate_users(BULK_OUTSIDE, start=200_000, in_window=False)
+    customers = inside + outside
     strangers = [f"8{n:015d}" for n in range(BULK_STRANGERS)]
     audience = customers + strangers
     yesterday = (datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)).isoformat()
@@ -220,7 +293,15 @@ def bulk_demo(env: dict[str, str], log: Path, home: Path, sandbox: SandboxProces
         print(f"  {task}: " + ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(counts.items())))
     print(f"  {len(reached):,} of {len(customers):,} known customers got the shipping update;", end=" ")
     print(f"{len(twice)} got it twice")
-    return {"orders": len(audience), "reached": len(reached), "twice": len(twice), "outcomes": outcomes}
+    left = sum(counts.get("outside_window", 0) for counts in outcomes.values())
+    print(f"  {left:,} last wrote more than 24 hours ago: reported as outside_window, and tagged for later")
+    return {
+        "orders": len(audience),
+        "reached": len(reached),
+        "outside": left,
+        "twice": len(twice),
+        "outcomes": outcomes,
+    }
 
 
 def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:

@@ -34,7 +34,6 @@ for mode in ("shared", "per_task"):
         "retries": 3,
         "retry_delay": datetime.timedelta(seconds=1),
         "ledger_path": LEDGER,
-        "message_tag": "POST_PURCHASE_UPDATE",
         # A worker killed outright leaves the recipients it had claimed but not confirmed "unknown";
         # the retry looks each of them up and sends only to those the mark shows were never reached.
         "delivery_mark": "airflow_delivery",
