@@ -257,7 +257,7 @@ class SandboxControl:
     def configure(self, **knobs: Any) -> dict[str, Any]:
         """
         Change knobs (``latency_ms``, ``rate_limit``, ``retry_after``, ``error_rate``, ``error_status``,
-        ``deliver_before_fail``, ``fail_next``) and return all of them.
+        ``deliver_before_fail``, ``fail_next``, ``messenger_rules``) and return all of them.
         """
         return dict(self.control("POST", "/config", knobs))
 

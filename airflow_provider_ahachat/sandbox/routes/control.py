@@ -38,7 +38,8 @@ It needs no token and goes through none of the knobs (:mod:`..middleware`). Answ
 ``GET /_sandbox/config``, ``POST /_sandbox/config``
     The knobs (:class:`~..state.SandboxConfig`): ``latency_ms``, ``rate_limit`` (requests per
     second, 0 off), ``retry_after`` (least ``Retry-After`` of a 429; 0 allowed), ``error_rate``,
-    ``error_status`` (a status, or a list to draw from), ``deliver_before_fail`` and ``fail_next``.
+    ``error_status`` (a status, or a list to draw from), ``deliver_before_fail``, ``fail_next`` and
+    ``messenger_rules`` (``"2026"``, or ``"2025"`` for the rules before 27 April 2026).
     POST changes the knobs it names and answers all of them; ``fail_next`` replaces the queue, and
     each item is a status or ``{"status": 500, "deliver": true}``.
 ``GET /_sandbox/stats``
