@@ -56,7 +56,7 @@ from airflow_provider_ahachat.models import (
     User,
     validate_country_code,
 )
-from airflow_provider_ahachat.refusals import find_refusal, refusal_error
+from airflow_provider_ahachat.refusals import raise_refusal
 from airflow_provider_ahachat.transport import (
     DEFAULT_HEADERS,
     REDACTED,
@@ -110,6 +110,15 @@ _ERRORS_BY_STATUS: dict[int, type[AhaChatAPIError]] = {
     403: AhaChatAuthError,
     404: AhaChatNotFoundError,
     422: AhaChatOutsideWindowError,
+}
+
+_TOKEN_HINT = " (check the Bot ID and the Bot Token in the connection; the token can be reset in AhaChat)"
+#: What an error's text adds for some statuses, so that a person knows what to do.
+_STATUS_HINTS = {
+    401: _TOKEN_HINT,
+    403: _TOKEN_HINT,
+    422: "; the customer cannot be messaged now: they last wrote more than 24 hours ago, or unsubscribed. "
+    + OUTSIDE_WINDOW_RULE,
 }
 
 #: Statuses after which the request surely was not processed: 503, the service refusing work it
@@ -184,12 +193,7 @@ def interpret_response(
         except ValueError:
             payload = None
     api_message = _answer_reason(payload, token)
-    refused = not 200 <= status < 300 or (isinstance(payload, Mapping) and payload.get("success") is False)
-    if refused and not 300 <= status < 400:
-        # Messenger's own refusals first, whatever the status AhaChat chose to pass them on with.
-        refusal = find_refusal(payload, body)
-        if refusal is not None:
-            raise refusal_error(request, status, refusal, token=token)
+    raise_refusal(request, status, payload, body, token=token)  # Messenger's own, whatever the status
     if 200 <= status < 300:
         if isinstance(payload, Mapping) and payload.get("success") is False:
             raise AhaChatAPIError(
@@ -229,13 +233,7 @@ def interpret_response(
         if unknown and request.sends_message:
             text += "; the outcome is unknown: the message may or may not have been sent"
         raise AhaChatServerError(text, status=status, api_message=api_message, outcome_unknown=unknown)
-    if status in (401, 403):
-        text += " (check the Bot ID and the Bot Token in the connection; the token can be reset in AhaChat)"
-    if status == 422:
-        text += (
-            "; the customer cannot be messaged now: they last wrote more than 24 hours ago, or "
-            f"unsubscribed. {OUTSIDE_WINDOW_RULE}"
-        )
+    text += _STATUS_HINTS.get(status, "")
     error_class = _ERRORS_BY_STATUS.get(status, AhaChatAPIError)
     raise error_class(text, status=status, api_message=api_message)
 

@@ -40,7 +40,7 @@ from airflow_provider_ahachat.transport import bounded
 if TYPE_CHECKING:
     from airflow_provider_ahachat.actions import ApiRequest
 
-__all__ = ["MetaRefusal", "find_refusal", "refusal_error"]
+__all__ = ["MetaRefusal", "find_refusal", "raise_refusal", "refusal_error"]
 
 #: Meta's codes the provider acts on.
 OUTSIDE_WINDOW_CODE = 10
@@ -132,16 +132,7 @@ def _found(node: Any, depth: int = 0, under_error: bool = False) -> Iterator[Met
     if depth > _MAX_DEPTH:
         return
     if isinstance(node, str):
-        text = node.strip()
-        if text.startswith(("{", "[")):  # Meta's answer, passed on as a JSON string
-            try:
-                yield from _found(json.loads(text), depth + 1, under_error)
-                return
-            except ValueError:
-                pass
-        refusal = _from_text(text)
-        if refusal is not None:
-            yield refusal
+        yield from _found_in_text(node.strip(), depth, under_error)
     elif isinstance(node, Mapping):
         refusal = _from_object(node, under_error)
         if refusal is not None:  # Meta's own object: its fields say all, its message included
@@ -155,6 +146,21 @@ def _found(node: Any, depth: int = 0, under_error: bool = False) -> Iterator[Met
             yield from _found(item, depth + 1, under_error)
 
 
+def _found_in_text(text: str, depth: int, under_error: bool) -> Iterator[MetaRefusal]:
+    """Meta's error in a text: Meta's answer passed on as a JSON string, or Meta's message."""
+    if text.startswith(("{", "[")):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            yield from _found(parsed, depth + 1, under_error)
+            return
+    refusal = _from_text(text)
+    if refusal is not None:
+        yield refusal
+
+
 def find_refusal(payload: Any, body: str) -> MetaRefusal | None:
     """
     The refusal of Meta's that an answer passes on (its JSON ``payload``, or its text ``body`` when
@@ -164,6 +170,21 @@ def find_refusal(payload: Any, body: str) -> MetaRefusal | None:
         if refusal.kind is not None:
             return refusal
     return None
+
+
+def raise_refusal(
+    request: ApiRequest, status: int, payload: Any, body: str, *, token: str | None = None
+) -> None:
+    """
+    Raise the provider's error for the refusal of Messenger's that a failed answer passes on, if
+    it passes one on: any status but a 2xx that does not say ``"success": false``, or a redirect.
+    """
+    succeeded = 200 <= status < 300 and not (isinstance(payload, Mapping) and payload.get("success") is False)
+    if succeeded or 300 <= status < 400:
+        return
+    refusal = find_refusal(payload, body)
+    if refusal is not None:
+        raise refusal_error(request, status, refusal, token=token)
 
 
 def refusal_error(

@@ -228,9 +228,7 @@ class AhaChatHook(BaseHook):
 
         :raises AhaChatValidationError: when a field is missing or not of its form.
         """
-        from airflow_provider_ahachat.actions import endpoint_table
         from airflow_provider_ahachat.client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, RetryPolicy
-        from airflow_provider_ahachat.models import MessageTagRule
         from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
@@ -272,26 +270,11 @@ class AhaChatHook(BaseHook):
             country_code = self._country_code(extra)
         except AhaChatValidationError as err:
             problems.extend(err.problems)
-        endpoints = None
-        try:
-            endpoints = endpoint_table(
-                extra.get("endpoints", extra.get(f"extra__{self.conn_type}__endpoints"))
-            )
-        except AhaChatValidationError as err:
-            problems.extend(f"extra field {problem}" for problem in err.problems)
-        tags = {
-            name: extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
-            for name in ("message_tags", "default_message_tag")
-        }
-        try:
-            MessageTagRule.of(**tags)  # checked here, with the rest of the connection
-        except AhaChatValidationError as err:
-            problems.extend(f"extra field {problem}" for problem in err.problems)
+        checked = self._checked_extras(extra, problems)
         if problems:
             raise AhaChatValidationError(problems)
         return {
-            **tags,
-            "endpoints": endpoints,
+            **checked,
             "default_country_code": country_code,
             "bot_id": bot_id,
             "token": token,
@@ -300,6 +283,28 @@ class AhaChatHook(BaseHook):
             "read_timeout": numbers["timeout"],
             "max_retries": self.max_retries if self.max_retries is not None else int(numbers["max_retries"]),
         }
+
+    def _checked_extras(self, extra: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+        """
+        The extra fields checked as a whole: ``endpoints`` (corrected paths), and ``message_tags``
+        and ``default_message_tag`` (the page's tags); each problem is added to ``problems``.
+        """
+        from airflow_provider_ahachat.actions import endpoint_table
+        from airflow_provider_ahachat.models import MessageTagRule
+
+        given = {
+            name: extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
+            for name in ("endpoints", "message_tags", "default_message_tag")
+        }
+        try:
+            given["endpoints"] = endpoint_table(given["endpoints"])
+        except AhaChatValidationError as err:
+            problems.extend(f"extra field {problem}" for problem in err.problems)
+        try:
+            MessageTagRule.of(given["message_tags"], given["default_message_tag"])
+        except AhaChatValidationError as err:
+            problems.extend(f"extra field {problem}" for problem in err.problems)
+        return given
 
     def _build_client(
         self,

@@ -588,34 +588,44 @@ class SandboxConfig:
             raise ApiError(400, "body: must be a JSON object of knobs")
         new = self.copy()
         for name, value in changes.items():
-            if name == "latency_ms":
-                new.latency_ms = _number(value, name, 0, 600_000)
-            elif name == "rate_limit":
-                new.rate_limit = _number(value, name, 0, 1_000_000)
-            elif name == "retry_after":
-                new.retry_after = int(_number(value, name, 0, 86_400, integer=True))
-            elif name == "error_rate":
-                new.error_rate = _number(value, name, 0, 1)
-            elif name == "error_status":
-                if isinstance(value, list) and value:
-                    new.error_status = [_status(item, f"{name}[{i}]") for i, item in enumerate(value)]
-                else:
-                    new.error_status = _status(value, name)
-            elif name == "deliver_before_fail":
-                if not isinstance(value, bool):
-                    raise ApiError(400, f"{name}: must be true or false, got {value!r}")
-                new.deliver_before_fail = value
-            elif name == "fail_next":
-                new.fail_next = _faults(value)
-            elif name == "messenger_rules":
-                if value not in MESSENGER_RULES:
-                    rules = " or ".join(f'"{rule}"' for rule in MESSENGER_RULES)
-                    raise ApiError(400, f"{name}: must be {rules}, got {value!r}")
-                new.messenger_rules = value
-            else:
+            read = _KNOBS.get(name)
+            if read is None:
                 knobs = ", ".join(self.to_json())
                 raise ApiError(400, f"{name}: unknown knob; expected one of {knobs}")
+            setattr(new, name, read(value, name))
         return new
+
+
+def _error_status(value: Any, name: str) -> int | list[int]:
+    if isinstance(value, list) and value:
+        return [_status(item, f"{name}[{i}]") for i, item in enumerate(value)]
+    return _status(value, name)
+
+
+def _true_or_false(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name}: must be true or false, got {value!r}")
+    return value
+
+
+def _messenger_rules(value: Any, name: str) -> str:
+    if value not in MESSENGER_RULES:
+        rules = " or ".join(f'"{rule}"' for rule in MESSENGER_RULES)
+        raise ApiError(400, f"{name}: must be {rules}, got {value!r}")
+    return str(value)
+
+
+#: How each knob of :class:`SandboxConfig` is read from the control API, checked.
+_KNOBS: dict[str, Callable[[Any, str], Any]] = {
+    "latency_ms": lambda value, name: _number(value, name, 0, 600_000),
+    "rate_limit": lambda value, name: _number(value, name, 0, 1_000_000),
+    "retry_after": lambda value, name: int(_number(value, name, 0, 86_400, integer=True)),
+    "error_rate": lambda value, name: _number(value, name, 0, 1),
+    "error_status": _error_status,
+    "deliver_before_fail": _true_or_false,
+    "fail_next": lambda value, name: _faults(value),
+    "messenger_rules": _messenger_rules,
+}
 
 
 def _number(value: Any, name: str, least: float, most: float, *, integer: bool = False) -> float:
