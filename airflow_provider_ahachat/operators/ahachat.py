@@ -179,7 +179,9 @@ def without_retries(error: AhaChatError) -> AhaChatError:
     cls = type(error)
     final = _WITHOUT_RETRIES.get(cls)
     if final is None:
-        final = type(cls.__name__, (cls, fail_exception()), {"__reduce__": _reduce_without_retries})
+        # Named as its base in tracebacks; pickled through its base (``__reduce__``), not by name.
+        names = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        final = type(cls.__name__, (cls, fail_exception()), {**names, "__reduce__": _reduce_without_retries})
         _WITHOUT_RETRIES[cls] = final
     copy = final.__new__(final)
     Exception.__init__(copy, error.message)
