@@ -151,8 +151,9 @@ def test_metas_refusals_are_recognised_in_every_shape_at_every_status(
             with pytest.raises(AhaChatAPIError) as info:
                 SENDS[send](client, tag)
             error = info.value
-            assert len(server.requests) == 1, (send, "a refusal is never retried")
-            assert error.status == status and not error.outcome_unknown
+            seen = f"{send}: {type(error).__name__}: {error}; requests: {[r.path for r in server.requests]}"
+            assert len(server.requests) == 1, f"a refusal is never retried; {seen}"
+            assert error.status == status and not error.outcome_unknown, seen
             assert TOKEN not in str(error)
             tagged = tag_sent(server.requests[0])
             if kind == "outside_window":
