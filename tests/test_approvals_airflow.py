@@ -27,7 +27,7 @@ from airflow_processes import AirflowProcesses, wait_until
 
 from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
 from airflow_provider_ahachat.approvals.question import UI_BUTTON_TITLE
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign, verify
+from airflow_provider_ahachat.approvals.tokens import AnswerToken, Question, peek, sign
 from airflow_provider_ahachat.sandbox import SandboxControlError, SandboxServer
 
 pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]
@@ -146,7 +146,21 @@ def with_token(url: str, token: str) -> str:
 
 
 def token_of(url: str) -> AnswerToken:
-    return verify(url.split("?t=", 1)[1].split("&", 1)[0], SECRET, now=0)
+    claim = peek(url.split("?t=", 1)[1].split("&", 1)[0])
+    assert claim is not None
+    return claim
+
+
+def question_of(airflow: AirflowProcesses, token: AnswerToken) -> Question:
+    """The record the task made of its question (its XCom), as Airflow's public API shows it."""
+    entry = airflow.get_json(
+        f"/api/v2/dags/{token.dag_id}/dagRuns/{token.run_id}/taskInstances/{token.task_id}"
+        f"/xcomEntries/ahachat_question.{token.conn_id}?map_index={token.map_index}&deserialize=true"
+    )
+    assert entry is not None
+    question = Question.from_json(entry["value"])
+    assert question is not None, entry
+    return question
 
 
 def hitl(setup: Setup, scenario: str, task_id: str) -> dict[str, Any]:
@@ -291,23 +305,33 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
     urls = buttons(question)
     reject = urls["Từ chối"]
     token = token_of(reject)
+    nonce = question_of(setup.airflow, token).nonce
     signed = reject.split("?t=", 1)[1].split("&", 1)[0]
     payload, signature = signed.split(".")
     now = time.time()
 
     def altered(**change: Any) -> str:
         """The token with one field changed and the original signature."""
-        other = sign(dataclasses.replace(token, **change), "whatever").split(".")[0]
+        other = sign(dataclasses.replace(token, **change), "whatever", nonce).split(".")[0]
         return with_token(reject, f"{other}.{signature}")
+
+    def resigned(**change: Any) -> str:
+        """The token with fields changed, signed as the notifier signs (the secret and the nonce)."""
+        return with_token(reject, sign(dataclasses.replace(token, **change), SECRET, nonce))
 
     refused = {
         "another person taps": (reject, MINH, "not_approver"),
-        "signed with another secret": (with_token(reject, sign(token, "not-the-secret")), OWNER, "forged"),
-        "no such connection": (
-            with_token(reject, sign(dataclasses.replace(token, conn_id="nope"), SECRET)),
+        "signed with another secret": (
+            with_token(reject, sign(token, "not-the-secret", nonce)),
             OWNER,
             "forged",
         ),
+        "the secret without the question's nonce": (
+            with_token(reject, sign(token, SECRET, "0" * 32)),
+            OWNER,
+            "forged",
+        ),
+        "no such connection": (resigned(conn_id="nope"), OWNER, "forged"),
         "altered option": (altered(option="Approve", label="Đồng ý"), OWNER, "forged"),
         "altered approver": (altered(approver=MINH), MINH, "forged"),
         "altered try": (altered(try_number=2), OWNER, "forged"),
@@ -315,26 +339,10 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
         "altered deadline": (altered(expires=int(now) + 10**6), OWNER, "forged"),
         "truncated": (with_token(reject, f"{payload}.{signature[:-4]}"), OWNER, "forged"),
         "garbage": (with_token(reject, "not-a-token"), OWNER, "malformed"),
-        "expired": (
-            with_token(reject, sign(dataclasses.replace(token, expires=int(now) - 1), SECRET)),
-            OWNER,
-            "expired",
-        ),
-        "an earlier try": (
-            with_token(reject, sign(dataclasses.replace(token, try_number=0), SECRET)),
-            OWNER,
-            "earlier_try",
-        ),
-        "not an assigned user": (
-            with_token(reject, sign(dataclasses.replace(token, approver=MINH), SECRET)),
-            MINH,
-            "not_assigned",
-        ),
-        "no such option": (
-            with_token(reject, sign(dataclasses.replace(token, option="Maybe"), SECRET)),
-            OWNER,
-            "bad_option",
-        ),
+        "expired": (resigned(expires=int(now) - 1), OWNER, "expired"),
+        "an earlier try": (resigned(try_number=0), OWNER, "earlier_try"),
+        "not an assigned user": (resigned(approver=MINH), MINH, "not_assigned"),
+        "no such option": (resigned(option="Maybe"), OWNER, "bad_option"),
     }
     outcomes = {case: call(url, tapper) for case, (url, tapper, _) in refused.items()}
     assert {case: outcome for case, (outcome, _) in outcomes.items()} == {
@@ -384,10 +392,15 @@ def test_a_retry_invalidates_the_earlier_tries_buttons(setup: Setup) -> None:
     first, second = wait_for_questions(setup, "Chấp nhận chênh lệch", count=2)
     old, new = buttons(first)["Đồng ý"], buttons(second)["Đồng ý"]
     assert (token_of(old).try_number, token_of(new).try_number) == (1, 2)
-    assert call(old)[0] == "expired"
-    # Even before its deadline, a button of the first try grants nothing once the second asks.
-    fresh_old = sign(dataclasses.replace(token_of(old), expires=int(time.time()) + 3600), SECRET)
-    assert call(with_token(old, fresh_old))[0] == "earlier_try"
+    assert call(old)[0] == "earlier_try"
+    # Even signed again before its deadline, a button of the first try grants nothing once the
+    # second asks: neither with the second question's nonce nor with the first's.
+    second_nonce = question_of(setup.airflow, token_of(new)).nonce
+    for nonce in (second_nonce, "0" * 32):
+        fresh_old = sign(dataclasses.replace(token_of(old), expires=int(time.time()) + 3600), SECRET, nonce)
+        assert call(with_token(old, fresh_old))[0] == "earlier_try"
+    as_second = sign(dataclasses.replace(token_of(old), try_number=2), SECRET, "0" * 32)
+    assert call(with_token(old, as_second))[0] == "forged"
     assert hitl(setup, "ahachat_hitl_retry", "ask")["response_received"] is False
     assert tapped(setup, "Đồng ý", second["seq"]) == "Đã ghi nhận: Đồng ý"
     assert finished(setup, "ahachat_hitl_retry") == "success"

@@ -23,6 +23,8 @@ from airflow_provider_ahachat.notifications.ahachat import AhaChatBaseNotifier
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_ahachat.approvals.tokens import Question
+
 __all__ = ["APPROVER_PREFIX", "DEFAULT_QUESTION_TAG", "MAX_TOKEN_LIFETIME", "AhaChatHITLNotifier"]
 
 #: An approver's Airflow user ID is this and their ``messenger_user_id``.
@@ -68,14 +70,17 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
     and its siblings add it for you. Each approver must be among the task's ``assigned_users`` as
     ``{"id": "ahachat:<messenger_user_id>", "name": ...}``.
 
-    Each button carries a token signed with the connection's ``approval_secret`` (or its
-    ``webhook_secret``), bound to the task instance, its try, the option and the approver, which
-    stops working at the task's response deadline. Within the 24-hour window the question goes as
-    a message; outside it, if ``question_block`` is given, that block is broadcast with
-    ``message_tag`` and the attributes ``airflow_hitl_text``, ``airflow_hitl_title_1..3``,
-    ``airflow_hitl_url_1..3`` and ``airflow_hitl_ui_url``. If no approver can be asked, the
-    notifier raises, so the task fails (and retries) rather than wait for an answer nobody was
-    asked for.
+    Each button carries a token signed with a key derived from the connection's ``approval_secret``
+    (or its ``webhook_secret``) and the question's random nonce, bound to the task instance, its
+    try, the option and the approver, which stops working at the task's response deadline. The
+    nonce, the try, the connection and the deadline are recorded in the XCom
+    ``ahachat_question.<conn_id>`` of the task instance, which the API server reads to check a tap.
+
+    Within the 24-hour window the question goes as a message; outside it, if ``question_block`` is
+    given, that block is broadcast with ``message_tag`` and the attributes ``airflow_hitl_text``,
+    ``airflow_hitl_title_1..3``, ``airflow_hitl_url_1..3`` and ``airflow_hitl_ui_url``. If no
+    approver can be asked, the notifier raises, so the task fails (and retries) rather than wait
+    for an answer nobody was asked for.
 
     :param approvers: ``messenger_user_id`` of each person to ask, a string or a list (templated);
         by default, every assigned user whose ID starts with ``ahachat:``.
@@ -137,7 +142,7 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
             raise AhaChatValidationError(problems)
         assert secret is not None
 
-        expires = _deadline(task)
+        question = _record_question(ti, self.ahachat_conn_id, int(_deadline(task).timestamp()))
         ui_url = _ui_url(context, base_url)
         client = self.hook.client
         asked: list[str] = []
@@ -154,10 +159,10 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
                     approver=approver,
                     option=option,
                     label=label,
-                    expires=int(expires.timestamp()),
+                    expires=question.expires,
                 )
                 return (
-                    f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret), safe='.')}"
+                    f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret, question.nonce), safe='.')}"
                     "&messenger_user_id={{messenger_user_id}}"
                 )
 
@@ -191,6 +196,23 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
                 " see the errors above"
             )
         self.log.info("AhaChat: asked %d of %d approvers: %s", len(asked), len(approvers), ", ".join(asked))
+
+
+def _record_question(ti: Any, conn_id: str, expires: int) -> Question:
+    """
+    The question this try asks through ``conn_id``, recorded as an XCom of the task instance (where
+    the API server reads it and a tap cannot write it); the record another notifier of the same try
+    and connection already made, if any, so that its buttons keep working.
+    """
+    from airflow_provider_ahachat.approvals.tokens import QUESTION_XCOM_PREFIX, Question
+
+    key = f"{QUESTION_XCOM_PREFIX}{conn_id}"
+    earlier = Question.from_json(ti.xcom_pull(key=key, task_ids=ti.task_id, map_indexes=ti.map_index))
+    if earlier is not None and (earlier.conn_id, earlier.try_number) == (conn_id, ti.try_number):
+        return earlier
+    question = Question.new(conn_id, ti.try_number, expires)
+    ti.xcom_push(key=key, value=question.to_json())
+    return question
 
 
 def _deadline(task: Any) -> datetime:

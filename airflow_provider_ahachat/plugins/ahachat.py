@@ -30,7 +30,7 @@ def load_webhook_settings(conn_id: str) -> WebhookSettings | None:
     except AirflowNotFoundException:
         return None
     return WebhookSettings.from_connection(
-        conn_id, conn_type=conn.conn_type, login=conn.login, extra=conn.extra_dejson
+        conn_id, conn_type=conn.conn_type, login=conn.login, extra=conn.extra_dejson, password=conn.password
     )
 
 
