@@ -24,10 +24,20 @@ from typing import Any
 import pytest
 import requests
 from airflow_processes import AirflowProcesses, wait_until
+from approval_helpers import (
+    WAIT,
+    buttons,
+    question_of,
+    questions,
+    token_of,
+    trigger,
+    wait_for_park,
+    with_token,
+)
+from approval_helpers import call as call_as
 
-from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
 from airflow_provider_ahachat.approvals.question import UI_BUTTON_TITLE
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, Question, peek, sign
+from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign
 from airflow_provider_ahachat.sandbox import SandboxControlError, SandboxServer
 
 pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]
@@ -44,7 +54,6 @@ CASES = (
 CONN_ID = "ahachat_sandbox"
 SECRET = "approval-secret-7c2e91d4-keep-out-of-logs"
 OWNER, LAN, MINH = "6620193847561029", "3824547807572463", "4102938475610293"
-WAIT = 900.0
 # The options of the questions of ahachat_hitl_many_options (tests/hitl_dags): 4 and 13 of them.
 SLOTS = ["8h-10h", "10h-12h", "14h-16h", "19h-21h"]
 WAREHOUSES = [f"Kho Quận {n}" for n in range(1, 13)] + ["Kho Thủ Đức"]
@@ -69,16 +78,6 @@ def shop_database(path: Path) -> Path:
             [("DH10231", LAN, 450000), ("DH10232", MINH, 1250000)],
         )
     return path
-
-
-def trigger(airflow: AirflowProcesses, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-    answer = requests.post(
-        f"{airflow.url}/api/v2/dags/{dag_id}/dagRuns",
-        json={"logical_date": None, "conf": conf or {}},
-        timeout=120,
-    )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["dag_run_id"])
 
 
 @pytest.fixture(scope="module")
@@ -115,52 +114,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 # -- reading what happened
 
 
-def questions(sandbox: SandboxServer, marker: str) -> list[dict[str, Any]]:
-    """The owner's outbox entries that ask a question whose text holds ``marker``, oldest first."""
-    return [
-        e
-        for e in sandbox.outbox(user_id=OWNER)
-        if e["kind"] == "dynamic" and marker in json.dumps(e["messages"], ensure_ascii=False)
-    ]
-
-
-def buttons(entry: dict[str, Any]) -> dict[str, str]:
-    """Title to URL of an entry's tap buttons (buttons or quick replies)."""
-    message = entry["messages"][0]
-    found = (message.get("attachment") or {}).get("payload", {}).get("buttons") or message.get(
-        "quick_replies"
-    )
-    return {b["title"]: b["url"] for b in found if b["type"] == "json_plugin_url"}
-
-
 def call(url: str, tapper: str = OWNER) -> tuple[str, str]:
-    """Call a button's URL as AhaChat does when ``tapper`` taps it: the outcome and the reply."""
-    answer = requests.get(url.replace("{{messenger_user_id}}", tapper), timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.headers[OUTCOME_HEADER], answer.json()["messages"][0]["text"]
-
-
-def with_token(url: str, token: str) -> str:
-    base, _, rest = url.partition("?t=")
-    return f"{base}?t={token}&{rest.split('&', 1)[1]}"
-
-
-def token_of(url: str) -> AnswerToken:
-    claim = peek(url.split("?t=", 1)[1].split("&", 1)[0])
-    assert claim is not None
-    return claim
-
-
-def question_of(airflow: AirflowProcesses, token: AnswerToken) -> Question:
-    """The record the task made of its question (its XCom), as Airflow's public API shows it."""
-    entry = airflow.get_json(
-        f"/api/v2/dags/{token.dag_id}/dagRuns/{token.run_id}/taskInstances/{token.task_id}"
-        f"/xcomEntries/ahachat_question.{token.conn_id}?map_index={token.map_index}&deserialize=true"
-    )
-    assert entry is not None
-    question = Question.from_json(entry["value"])
-    assert question is not None, entry
-    return question
+    """Call a button's URL as AhaChat does when ``tapper`` (the owner by default) taps it."""
+    return call_as(url, tapper)
 
 
 def hitl(setup: Setup, scenario: str, task_id: str) -> dict[str, Any]:
@@ -200,7 +156,7 @@ def finished(setup: Setup, scenario: str) -> str:
 def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[str, Any]]:
     try:
         found: list[dict[str, Any]] = wait_until(
-            lambda: (q := questions(setup.sandbox, marker)) and len(q) >= count and q,
+            lambda: (q := questions(setup.sandbox, OWNER, marker)) and len(q) >= count and q,
             WAIT,
             f"{count} question(s) about {marker!r} in the owner's outbox",
             1.0,
@@ -211,30 +167,10 @@ def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[s
     return found
 
 
-def parked_and_reaped(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int) -> bool:
-    """
-    The try waits for its answer and the scheduler has read the exit of the worker that parked it
-    (its log says so). Airflow 3.3's scheduler fails a task that is resumed before then; the
-    Messenger answer path holds an early tap for a while (see plugins/hitl_answer), but how long the
-    scheduler takes depends on its load. A person taps after that; so does the test.
-    """
-    finished_line = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
-    return any(
-        finished_line in line and "state=awaiting_input," in line and f"try_number={try_number}," in line
-        for line in setup.airflow.log_tail(10**9).splitlines()
-    )
-
-
-def wait_for_park(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> None:
-    what = f"the scheduler to see {dag_id}.{task_id} try {try_number} parked"
-    wait_until(lambda: parked_and_reaped(setup, dag_id, run_id, task_id, try_number), WAIT, what, 0.5)
-
-
 def tapped(setup: Setup, title: str, seq: int) -> str:
     """The owner taps ``title`` in outbox entry ``seq``: the reply they see (the server's log if none)."""
     (entry,) = [e for e in setup.sandbox.outbox(user_id=OWNER) if e["seq"] == seq]
-    token = token_of(buttons(entry)[title])
-    wait_for_park(setup, token.dag_id, token.run_id, token.task_id, token.try_number)
+    wait_for_park(setup.airflow, token_of(buttons(entry)[title]))
     reply = setup.sandbox.tap(OWNER, title, seq=seq)["reply"]
     log = setup.airflow.log_tail(10**9)
     trouble = log[log.find("could not be recorded") - 200 :][:8000] if "could not be recorded" in log else ""
@@ -459,7 +395,9 @@ def test_more_options_than_buttons_go_as_quick_replies_or_a_link_to_the_ui(setup
     assert tapped(setup, "Kho Thủ Đức", warehouse["seq"]) == "Đã ghi nhận: Kho Thủ Đức"
     assert tapped(setup, "8h-10h", slot["seq"]) == "Không ghi nhận: câu hỏi đã có câu trả lời."
     # And the 14-option question is answered on that page, as a person there would.
-    wait_for_park(setup, dag_id, run_id, "ask_province")
+    wait_for_park(
+        setup.airflow, AnswerToken(CONN_ID, dag_id, run_id, "ask_province", -1, 1, OWNER, "", "", 0)
+    )
     answered = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask_province/-1/hitlDetails",
         json={"chosen_options": ["Cần Thơ"]},

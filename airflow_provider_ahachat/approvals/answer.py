@@ -23,6 +23,7 @@ Plain FastAPI: Airflow is behind the callables given to :func:`approvals_router`
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,8 +65,12 @@ LoadQuestion = Callable[[AnswerToken], "Question | None"]
 #: ``record(token, question) -> outcome``: records a verified answer in Airflow (in a worker thread).
 RecordAnswer = Callable[[AnswerToken, Question], str]
 
-#: The most characters of the tapper's ID, and of a task instance's names, an audit line quotes.
-_ID_PREVIEW = 32
+#: A Messenger user ID, as the audit lines quote it.
+_MESSENGER_ID = re.compile(r"[0-9]{1,32}")
+#: The most characters an audit line quotes of a tapper that is not a Messenger ID (it may be
+#: anything: a placeholder AhaChat did not fill, or a secret this process has never loaded).
+_UNTRUSTED_PREVIEW = 6
+#: The most characters of a task instance's names and options (the DAG's) an audit line quotes.
 _NAME_PREVIEW = 250
 
 
@@ -166,7 +171,12 @@ class _Decision:
 
 
 def _who(tapper: str) -> str:
-    return f"ahachat:{loggable(tapper, _ID_PREVIEW)}" if tapper else "?"
+    """The tapper as an audit line names them: a Messenger ID, or what else came, barely quoted."""
+    if not tapper:
+        return "?"
+    if _MESSENGER_ID.fullmatch(tapper):
+        return f"ahachat:{tapper}"
+    return f"(not a Messenger ID: {loggable(tapper, _UNTRUSTED_PREVIEW)})"
 
 
 def _audit(outcome: str, tapper: str, token: AnswerToken | None) -> None:

@@ -5,15 +5,16 @@ What the plugin takes from a request, and what it says of it: one set of rules f
   chunked alike): :class:`BodyLimit` answers 413 for any route of the app before anything parses
   them, and :func:`read_body` does the same inside a route.
 - **JSON** is parsed strictly (:func:`parse_json`): no ``NaN``, ``Infinity`` or number that
-  overflows to infinity, no string that is not valid Unicode or holds U+0000, at most
-  :data:`MAX_DEPTH` levels of arrays and objects (counted without recursion, before parsing);
-  anything else is a 400. :func:`check_json` holds any value to the same rules (forms included)
-  before it is stored.
+  overflows to infinity, no integer beyond 64 bits, no string that is not valid Unicode or holds
+  U+0000, at most :data:`MAX_DEPTH` levels of arrays and objects (counted without recursion,
+  before parsing); anything else is a 400. :func:`check_json` holds any value to the same rules
+  (forms included) before it is stored.
 - **Forms** (``application/x-www-form-urlencoded``, ``multipart/form-data``) are flat name/value
   text; they are held to the same string rules.
 - **Logs** quote a request value only through :func:`loggable`: secrets masked (those registered
-  with :func:`keep_secret`, and Airflow's masker), control characters and line or paragraph
-  separators escaped, at most :data:`PREVIEW` characters.
+  with :func:`keep_secret`, and what Airflow's masker knows), control characters and line or
+  paragraph separators escaped, at most :data:`PREVIEW` characters. :class:`LoggablePaths` does
+  the same for the paths of the plugin's routes in the API server's access log.
 
 Plain Python (Starlette) except :func:`keep_secret` and :func:`loggable`, which reach Airflow's
 secret masker through :mod:`airflow_provider_ahachat.version_compat` when Airflow is there.
@@ -27,7 +28,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,7 +42,9 @@ __all__ = [
     "check_json",
     "escape",
     "keep_secret",
+    "kept_secrets",
     "loggable",
+    "masked",
     "parse_fields",
     "parse_json",
     "read_body",
@@ -178,6 +181,9 @@ async def _too_large(send: Send) -> None:
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+#: The integers every reader of an event takes: Airflow hands events to tasks as msgpack, which
+#: has no integer beyond 64 bits (a larger one fails the task that reads it).
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 def nesting_depth(body: bytes) -> int:
@@ -230,8 +236,9 @@ def _check_text(text: str) -> None:
 
 def check_json(value: Any, max_depth: int = MAX_DEPTH) -> None:
     """
-    Make sure ``value`` is JSON that any reader takes: finite numbers, valid Unicode without U+0000
-    in keys and strings, at most ``max_depth`` levels; :class:`Refused` (400) otherwise. Iterative.
+    Make sure ``value`` is JSON that any reader takes: finite numbers, integers within 64 bits, valid
+    Unicode without U+0000 in keys and strings, at most ``max_depth`` levels; :class:`Refused` (400)
+    otherwise. Iterative.
 
     :param value: the value, as parsed (or built from form fields).
     :param max_depth: the most levels of arrays and objects.
@@ -241,8 +248,11 @@ def check_json(value: Any, max_depth: int = MAX_DEPTH) -> None:
         item, depth = stack.pop()
         if isinstance(item, str):
             _check_text(item)
-        elif isinstance(item, bool) or item is None or isinstance(item, int):
+        elif isinstance(item, bool) or item is None:
             continue
+        elif isinstance(item, int):
+            if not _INT_MIN <= item <= _INT_MAX:  # Airflow's task processes read events as msgpack
+                raise Refused(400, "body: an integer beyond 64 bits; send it as a string")
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise Refused(400, "body: send finite numbers only")
@@ -346,20 +356,27 @@ def escape(text: str) -> str:
     return "".join(c if c.isprintable() and c != "\\" else _escape_char(c) for c in text)
 
 
+#: Every secret registered with :func:`keep_secret` in this process.
+_kept: set[str] = set()
+
+
 def keep_secret(secret: str | None) -> None:
     """
-    Register ``secret`` (a webhook or approval secret, a Bot Token) to be masked: in every line this
-    package writes (:func:`loggable`, the HTTP libraries' filter) and by Airflow's secret masker.
+    Register ``secret`` (a webhook or approval secret, a Bot Token) to be masked: in every line the
+    inbound code writes (:func:`loggable`) and by Airflow's secret masker.
     """
-    if not secret:
+    if not secret or len(secret) < 4:
         return
-    from airflow_provider_ahachat.transport import register_secret
-
-    register_secret(secret)
+    _kept.add(secret)
     if _airflow_loaded():
         from airflow_provider_ahachat.version_compat import mask_secret
 
         mask_secret(secret)
+
+
+def kept_secrets() -> tuple[str, ...]:
+    """Every secret registered with :func:`keep_secret` in this process."""
+    return tuple(_kept)
 
 
 def _airflow_loaded() -> bool:
@@ -367,24 +384,25 @@ def _airflow_loaded() -> bool:
     return "airflow.sdk" in sys.modules or "airflow.models" in sys.modules
 
 
-def _masked(text: str, secrets: Iterable[str]) -> str:
-    from airflow_provider_ahachat.transport import redact
-
-    for secret in secrets:
-        text = redact(text, secret)
-    text = redact(text)
+def masked(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with ``secrets``, every secret registered with :func:`keep_secret` and what Airflow's
+    masker knows replaced by ``***`` (as they are, and URL-encoded)."""
+    for secret in sorted({*secrets, *kept_secrets()}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
     if _airflow_loaded():
-        from airflow_provider_ahachat.version_compat import redact as airflow_redact
+        from airflow_provider_ahachat.version_compat import redact
 
-        text = airflow_redact(text)
+        text = redact(text)
     return text
 
 
 def loggable(value: Any, limit: int = PREVIEW, secrets: Iterable[str] = ()) -> str:
     """
-    A value a caller sent, as a log line may quote it: secrets masked first (any piece of 8
-    characters or more of ``secrets`` or of a registered one, and what Airflow's masker knows),
-    then at most ``limit`` characters, escaped onto one line; a longer value says how long it was.
+    A value a caller sent, as a log line may quote it: secrets masked first (``secrets``, those
+    registered with :func:`keep_secret`, as they are and URL-encoded, and what Airflow's masker
+    knows), then at most ``limit`` characters, escaped onto one line; a longer value says how long
+    it was.
 
     :param value: the value (anything: it is made text first).
     :param limit: the most characters quoted.
@@ -392,6 +410,33 @@ def loggable(value: Any, limit: int = PREVIEW, secrets: Iterable[str] = ()) -> s
     """
     text = value if isinstance(value, str) else str(value)
     total = len(text)
-    text = _masked(text[: limit * 8], secrets)
+    text = masked(text[: limit * 8], secrets)
     shown = escape(text[:limit])
     return shown if total <= limit and len(text) <= limit else f"{shown}…({total} characters)"
+
+
+class LoggablePaths:
+    """
+    ASGI middleware for the whole API server: once a request to the plugin's routes (a path that
+    starts with ``prefix``) is answered, its path is left in the request's scope as
+    :func:`loggable` makes values (escaped onto one line, secrets masked), so that the access log
+    line the server writes after it (Airflow's, which prints the decoded path) cannot be split or
+    forged through the path, nor show a secret sent in it. Routing has happened by then.
+
+    :param app: the ASGI app it wraps (Airflow's API server).
+    :param prefix: the plugin's URL prefix, with its trailing slash.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "/ahachat/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        # Read before routing, which moves the mount's prefix into the scope's root_path.
+        ours = isinstance(path, str) and path[len(scope.get("root_path", "")) :].startswith(self.prefix)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if ours and isinstance(scope.get("path"), str):
+                scope["path"] = escape(masked(scope["path"]))

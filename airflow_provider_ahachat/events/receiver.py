@@ -52,11 +52,14 @@ from starlette.concurrency import run_in_threadpool
 from airflow_provider_ahachat.events import EVENT_NAME_RULE, event_uri, validate_event_name
 from airflow_provider_ahachat.events.intake import (
     MAX_BODY_BYTES,
+    MAX_DEPTH,
     BodyLimit,
     Refused,
     check_json,
     keep_secret,
+    kept_secrets,
     loggable,
+    masked,
     parse_fields,
     read_body,
 )
@@ -129,8 +132,11 @@ class WebhookSettings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Every secret of the connection that a call must never see again, longest first."""
-        found = {s for s in (self.secret, *self.masked) if s}
+        """
+        Every secret a call to this connection must never see again, longest first: the
+        connection's, and those of every other connection this process has read.
+        """
+        found = {s for s in (self.secret, *self.masked, *kept_secrets()) if s}
         return tuple(sorted(found, key=len, reverse=True))
 
     @classmethod
@@ -397,15 +403,17 @@ class _Receiver:
             known = await self.authenticate(conn_id, request)
             return JSONResponse(await self.receive(known, event, request))
         except Refused as refused:
-            # The connection is named only once the secret matched one; the event only if valid.
+            # The connection and the event are named only to a caller who had the secret.
+            secrets = known.secrets if known else ()
+            message = masked(refused.message, secrets)
             log.info(
                 "AhaChat webhook refused (%s): connection %s, event %s: %s",
                 refused.status,
-                loggable(conn_id, 100) if known else "(not authenticated)",
-                loggable(event, 100) if known else "-",
-                refused.message,
+                loggable(conn_id, 100, secrets) if known else "(not authenticated)",
+                loggable(event, 100, secrets) if known else "-",
+                message,
             )
-            return JSONResponse({"error": refused.message}, refused.status, headers=refused.headers)
+            return JSONResponse({"error": message}, refused.status, headers=refused.headers)
 
     async def authenticate(self, conn_id: str, request: Request) -> WebhookSettings:
         """The connection's settings, if the right secret came for it; else the same 401 for all."""
@@ -467,7 +475,7 @@ class _Receiver:
         if key is not None:
             key = _without_secrets(key, settings.secrets)
             extra["idempotency_key"] = key
-        check_json(extra)
+        check_json(extra, MAX_DEPTH + 1)  # the body's fields are one level down in the extra
         return extra, key
 
     def take_token(self, settings: WebhookSettings) -> None:
