@@ -453,7 +453,9 @@ class _Receiver:
         if outcome == "duplicate":
             self.limits.give_back(settings.conn_id)
             log.info(
-                "AhaChat webhook %s/%s: repeated idempotency key, nothing recorded", settings.conn_id, event
+                "AhaChat webhook %s/%s: repeated idempotency key, nothing recorded",
+                settings.conn_id,
+                loggable(event, 100, settings.secrets),
             )
         return answer(settings.reply_for(event))
 
@@ -498,7 +500,7 @@ class _Receiver:
             log.error(
                 "AhaChat webhook %s/%s: could not record the event: %s",
                 settings.conn_id,
-                event,
+                loggable(event, 100, settings.secrets),
                 loggable(f"{type(err).__name__}: {err}", 500, settings.secrets),
             )
             raise Refused(

@@ -243,7 +243,7 @@ def _refusal(ti: Any, answer: Answer) -> AnswerOutcome | None:
     detail = ti.hitl_detail
     if detail.response_received:
         return "answered"
-    deadlines = [d for d in (ti.trigger_timeout, answer.deadline) if d is not None]
+    deadlines = [d for d in (getattr(ti, "trigger_timeout", None), answer.deadline) if d is not None]
     past_deadline = bool(deadlines) and datetime.now(timezone.utc) >= min(deadlines)
     if str(getattr(ti.state, "value", ti.state)) not in hitl_waiting_states():
         return "expired" if past_deadline else "closed"
