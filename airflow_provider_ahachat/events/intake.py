@@ -132,16 +132,7 @@ class BodyLimit:
         if first is None:
             await _too_large(send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return first
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(first, receive), send)
 
     async def _read(self, receive: Receive) -> Message | None:
         """The whole body as one message (or the disconnect that cut it); None past the limit."""
@@ -158,6 +149,24 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+
+def _replaying(first: Message, then: Receive) -> Receive:
+    """A ``receive`` that gives ``first`` (the body, already read), then what ``then`` gives."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await then()
+        sent = True
+        return first
+
+    return replay
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
 
 
 async def _too_large(send: Send) -> None:
@@ -290,15 +299,8 @@ def _form_fields(body: bytes) -> dict[str, Any]:
 
 
 async def _multipart_fields(request: Request, body: bytes) -> dict[str, Any]:
-    sent = False
-
-    async def replay() -> Message:  # the body, already read within the size limit
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
+    # The body, already read within the size limit, parsed by Starlette's multipart parser.
+    replay = _replaying({"type": "http.request", "body": body, "more_body": False}, _disconnected)
     try:
         async with Request(request.scope, replay).form(max_fields=MAX_FIELDS) as form:
             return {name: value for name, value in form.items() if isinstance(value, str)}

@@ -23,40 +23,27 @@ SHORT = timedelta(seconds=int(os.environ.get("HITL_SHORT_TIMEOUT", "8")))
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 ARGS: dict[str, Any] = {"retries": 0}
 
-with DAG("attack_ask_a", schedule=None, start_date=START, default_args=ARGS):
+
+def ask(task_id: str, subject: str, conn_id: str = CONN_A, timeout: timedelta = LONG) -> None:
+    """A question to the owner through ``conn_id``; without defaults, it fails at its deadline."""
     AhaChatApprovalOperator(
-        task_id="ask",
-        subject="Duyệt qua shop A?",
-        approvers=OWNER,
-        ahachat_conn_id=CONN_A,
-        response_timeout=LONG,
+        task_id=task_id, subject=subject, approvers=OWNER, ahachat_conn_id=conn_id, response_timeout=timeout
     )
+
+
+with DAG("attack_ask_a", schedule=None, start_date=START, default_args=ARGS):
+    ask("ask", "Duyệt qua shop A?")
     AhaChatApprovalOperator.partial(
         task_id="ask_mapped", approvers=OWNER, ahachat_conn_id=CONN_A, response_timeout=LONG
     ).expand(subject=["Duyệt phần 0?", "Duyệt phần 1?"])
 
 with DAG("attack_ask_b", schedule=None, start_date=START, default_args=ARGS):
-    AhaChatApprovalOperator(
-        task_id="ask",
-        subject="Duyệt qua shop B?",
-        approvers=OWNER,
-        ahachat_conn_id=CONN_B,
-        response_timeout=LONG,
-    )
+    ask("ask", "Duyệt qua shop B?", conn_id=CONN_B)
 
 with DAG("attack_deadline", schedule=None, start_date=START, default_args=ARGS):
-    # No defaults: the scheduler's sweep fails it at its deadline (once the test lets it sweep).
-    AhaChatApprovalOperator(
-        task_id="short", subject="Hạn ngắn?", approvers=OWNER, ahachat_conn_id=CONN_A, response_timeout=SHORT
-    )
+    ask("short", "Hạn ngắn?", timeout=SHORT)  # the scheduler's sweep fails it, once the test lets it
     for name in ("long", "marked_failed", "marked_success"):
-        AhaChatApprovalOperator(
-            task_id=name,
-            subject=f"Hạn dài ({name})?",
-            approvers=OWNER,
-            ahachat_conn_id=CONN_A,
-            response_timeout=LONG,
-        )
+        ask(name, f"Hạn dài ({name})?")
 
 with DAG("attack_events", schedule=[ahachat_event("attack", ahachat_conn_id=CONN_A)], start_date=START):
 
