@@ -363,8 +363,5 @@ class RecordingTI(types.SimpleNamespace):
         self.xcoms: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
+        assert key not in self.xcoms, "the question was recorded twice"
         self.xcoms[key] = json.loads(json.dumps(value))
-
-    def xcom_pull(self, key: str, task_ids: str, map_indexes: int) -> Any:
-        assert (task_ids, map_indexes) == (self.task_id, self.map_index)
-        return self.xcoms.get(key)

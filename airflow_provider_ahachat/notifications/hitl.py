@@ -198,21 +198,25 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
         self.log.info("AhaChat: asked %d of %d approvers: %s", len(asked), len(approvers), ", ".join(asked))
 
 
+#: The questions asked in this process, by task instance, try and connection: a second notifier of
+#: the same try and connection reuses the first one's record, so that its buttons keep working.
+_ASKED: dict[tuple[str, str, str, int, int, str], Question] = {}
+
+
 def _record_question(ti: Any, conn_id: str, expires: int) -> Question:
     """
     The question this try asks through ``conn_id``, recorded as an XCom of the task instance (where
-    the API server reads it and a tap cannot write it); the record another notifier of the same try
-    and connection already made, if any, so that its buttons keep working.
+    the API server reads it and a tap cannot write it).
     """
-    from airflow_provider_ahachat.approvals.tokens import QUESTION_XCOM_PREFIX, Question
+    from airflow_provider_ahachat.approvals.tokens import Question
 
-    key = f"{QUESTION_XCOM_PREFIX}{conn_id}"
-    earlier = Question.from_json(ti.xcom_pull(key=key, task_ids=ti.task_id, map_indexes=ti.map_index))
-    if earlier is not None and (earlier.conn_id, earlier.try_number) == (conn_id, ti.try_number):
-        return earlier
-    question = Question.new(conn_id, ti.try_number, expires)
-    ti.xcom_push(key=key, value=question.to_json())
-    return question
+    map_index = ti.map_index if ti.map_index is not None else -1
+    asked = (ti.dag_id, ti.run_id, ti.task_id, map_index, ti.try_number, conn_id)
+    if asked not in _ASKED:
+        question = Question.new(conn_id, ti.try_number, expires)
+        ti.xcom_push(key=question.xcom_key, value=question.to_json())
+        _ASKED[asked] = question
+    return _ASKED[asked]
 
 
 def _deadline(task: Any) -> datetime:
