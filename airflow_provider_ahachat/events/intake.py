@@ -255,27 +255,38 @@ def check_json(value: Any, max_depth: int = MAX_DEPTH) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if not _INT_MIN <= item <= _INT_MAX:  # Airflow's task processes read events as msgpack
-                raise Refused(400, "body: an integer beyond 64 bits; send it as a string")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise Refused(400, "body: send finite numbers only")
-        elif isinstance(item, dict | list | tuple):
+        if isinstance(item, dict | list | tuple):
             if depth > max_depth:
                 raise Refused(400, f"body: nested deeper than {max_depth} levels of arrays and objects")
-            if isinstance(item, dict):
-                for key in item:
-                    if not isinstance(key, str):
-                        raise Refused(400, "body: object keys must be strings")
-                    _check_text(key)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+            stack.extend((child, depth + 1) for child in _children(item))
         else:
-            raise Refused(400, f"body: a {type(item).__name__} is not a JSON value")
+            _check_scalar(item)
+
+
+def _children(container: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> Iterable[Any]:
+    """The values of an array or an object, its keys checked (strings, valid text) on the way."""
+    if not isinstance(container, dict):
+        return container
+    for key in container:
+        if not isinstance(key, str):
+            raise Refused(400, "body: object keys must be strings")
+        _check_text(key)
+    return container.values()
+
+
+def _check_scalar(item: Any) -> None:
+    if isinstance(item, str):
+        _check_text(item)
+    elif isinstance(item, bool) or item is None:
+        return
+    elif isinstance(item, int):
+        if not _INT_MIN <= item <= _INT_MAX:  # Airflow's task processes read events as msgpack
+            raise Refused(400, "body: an integer beyond 64 bits; send it as a string")
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            raise Refused(400, "body: send finite numbers only")
+    else:
+        raise Refused(400, f"body: a {type(item).__name__} is not a JSON value")
 
 
 # --------------------------------------------------------------------------- fields
