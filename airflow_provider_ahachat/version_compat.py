@@ -12,12 +12,52 @@ from typing import Any
 
 
 def mask_secret(secret: str) -> None:
-    """Register ``secret`` with Airflow's secret masker, wherever this Airflow version keeps it."""
+    """
+    Register ``secret`` with Airflow's secret masker, wherever this Airflow version keeps it: the task
+    SDK's (task processes), and in Airflow's own processes (the API server, whose access log masks
+    query values with it) the core's, which is another instance from Airflow 3.2 on.
+    """
     try:
         from airflow.sdk.log import mask_secret as mask
     except ImportError:  # older Airflow 3 releases
         from airflow.sdk.execution_time.secrets_masker import mask_secret as mask  # type: ignore[no-redef]
     mask(secret)
+    core = _core_masker()
+    if core is not None:
+        core.add_mask(secret)
+
+
+def _core_masker() -> Any:
+    """The secret masker of Airflow's own processes, when it is not the task SDK's (3.2+)."""
+    try:
+        from airflow._shared.secrets_masker import _secrets_masker
+    except ImportError:
+        return None
+    return _secrets_masker()
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret Airflow's maskers know replaced by ``***`` (as is, without Airflow)."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact as sdk_redact
+    except ImportError:
+        pass
+    else:
+        text = str(sdk_redact(text))
+    core = _core_masker()
+    return text if core is None else str(core.redact(text))
+
+
+def hitl_waiting_states() -> tuple[str, ...]:
+    """
+    The states of a Human-in-the-loop task instance that waits for its answer: ``awaiting_input``
+    from Airflow 3.3 (apache/airflow#68028), ``deferred`` (to ``HITLTrigger``) before.
+    """
+    from airflow.utils.state import TaskInstanceState
+
+    if hasattr(TaskInstanceState, "AWAITING_INPUT"):
+        return (TaskInstanceState.AWAITING_INPUT.value,)
+    return (TaskInstanceState.DEFERRED.value,)
 
 
 def conf() -> Any:

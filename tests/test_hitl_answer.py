@@ -205,3 +205,80 @@ def test_the_settling_time_follows_the_workers_heartbeat_interval(monkeypatch: p
     assert settle_seconds() == 5 + SCHEDULER_MARGIN  # Airflow's default
     monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "11")
     assert settle_seconds() == 11 + SCHEDULER_MARGIN
+
+
+def set_ti(answer: Answer, **values: Any) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(update(TaskInstance).where(TaskInstance.run_id == answer.run_id).values(**values))
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome"), [("failed", "closed"), ("success", "closed"), ("skipped", "closed")]
+)
+def test_a_task_that_no_longer_waits_takes_no_answer(waiting: Answer, state: str, outcome: str) -> None:
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    park(waiting, state, seconds_ago=3600)
+    assert record_hitl_answer(waiting) == outcome
+    assert state_of(waiting) == (state, None, None)
+    park(waiting, "awaiting_input", seconds_ago=3600)
+    assert record_hitl_answer(waiting) == "recorded"  # the same answer while it waits
+
+
+@pytest.mark.parametrize("where", ["the task instance's timeout", "the question's deadline", "both"])
+def test_past_its_deadline_a_waiting_task_takes_no_answer(waiting: Answer, where: str) -> None:
+    from airflow._shared.timezones import timezone
+
+    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+
+    past, future = timezone.utcnow() - timedelta(seconds=1), timezone.utcnow() + timedelta(hours=1)
+    ti_timeout = past if where != "the question's deadline" else future
+    deadline = past if where != "the task instance's timeout" else future
+    set_ti(waiting, trigger_timeout=ti_timeout)
+    late = Answer(**{**waiting.__dict__, "deadline": deadline})
+    assert record_hitl_answer(late) == "expired"
+    assert state_of(waiting) == ("awaiting_input", None, None)
+    park(waiting, "failed", seconds_ago=3600)  # then the scheduler's sweep fails it
+    assert record_hitl_answer(late) == "expired"
+    # Before both deadlines, it is answered.
+    park(waiting, "awaiting_input", seconds_ago=3600)
+    set_ti(waiting, trigger_timeout=future)
+    assert record_hitl_answer(Answer(**{**waiting.__dict__, "deadline": future})) == "recorded"
+
+
+def test_a_questions_record_is_read_from_the_task_instances_xcom(waiting: Answer) -> None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from airflow_provider_ahachat.approvals.tokens import Question
+    from airflow_provider_ahachat.plugins.hitl_answer import read_question
+
+    question = Question.new("shop_a", 1, 2_000_000_000)
+    where = (waiting.dag_id, waiting.run_id, waiting.task_id, waiting.map_index)
+    assert read_question(*where, "shop_a") is None
+    with create_session() as session:
+        XComModel.set(
+            key=question.xcom_key,
+            value=question.to_json(),
+            dag_id=waiting.dag_id,
+            run_id=waiting.run_id,
+            task_id=waiting.task_id,
+            map_index=waiting.map_index,
+            session=session,
+        )
+        XComModel.set(
+            key="ahachat_question.shop_b",
+            value={"nonce": "not a record"},
+            dag_id=waiting.dag_id,
+            run_id=waiting.run_id,
+            task_id=waiting.task_id,
+            map_index=waiting.map_index,
+            session=session,
+        )
+    assert read_question(*where, "shop_a") == question
+    assert read_question(*where, "shop_b") is None  # unreadable: no question
+    assert read_question(waiting.dag_id, waiting.run_id, waiting.task_id, 0, "shop_a") is None
