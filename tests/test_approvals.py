@@ -301,9 +301,12 @@ def ask(
 ) -> tuple[Any, dict[str, Any]]:
     """Ask ``approvers`` a refund question through the sandbox, as a task would; the task and its context."""
 
+    from airflow_provider_ahachat.notifications import hitl
     from airflow_provider_ahachat.notifications.hitl import AhaChatHITLNotifier
     from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator
 
+    # Each test is a task try of its own: no question remembered from another test's try.
+    monkeypatch.setattr(hitl, "_ASKED", {})
     conn = {
         "conn_type": "ahachat",
         "login": sandbox.bot_id,
