@@ -67,6 +67,7 @@ def answer_for(order: tuple[Any, ...] | None, order_code: str) -> str:
     return text + "."
 
 
+# [START howto_order_status_dag]
 with DAG(
     dag_id="example_ahachat_order_status",
     description="Answer a customer who asks the bot about an order, from the shop's database",
@@ -103,3 +104,4 @@ with DAG(
     reply = SendTextMessageOperator.partial(task_id="reply").expand_kwargs(look_up_orders())
     tag_asked = AddTagsOperator(task_id="tag_asked", tags=["hoi_don_hang"], recipients=customers())
     reply >> tag_asked
+# [END howto_order_status_dag]

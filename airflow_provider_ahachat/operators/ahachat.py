@@ -266,13 +266,13 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
     """
     Base of the operators that act on one user or, with ``recipients``, on many.
 
-    :param user_id: the one user's messenger_user_id, as a string (templated).
     With ``recipients`` the task runs the action for each of them through the bulk engine: at most
     ``rate_limit`` requests per second with ``concurrency`` in flight, per-recipient failures
     recorded without stopping the run, and a delivery ledger so that a retried or cleared task skips
     whoever was already reached. The XCom is a summary, never the list of recipients; it is also
     pushed under the key ``summary``, even when the task fails on too many failures.
 
+    :param user_id: the one user's messenger_user_id, as a string (templated).
     :param recipients: many recipients instead of one (templated): a list of user IDs, a list of
         dicts each with ``user_id`` or ``phone`` (and, for actions that set attributes, their own
         attributes as further keys or under ``attributes``), an XComArg, or a ``.csv`` or ``.jsonl``

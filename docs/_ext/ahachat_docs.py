@@ -1,0 +1,66 @@
+"""
+The docs site's own directive: ``ahachat-connection-fields``, the connection form's fields as a table.
+
+The table is read from the provider's metadata (``get_provider_info``: ``conn-fields`` and
+``ui-field-behaviour``), the same place Airflow's connection form is built from, so the reference
+cannot drift from the form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docutils import nodes
+from docutils.parsers.rst import Directive
+from sphinx.application import Sphinx
+
+#: The standard fields the form keeps, with what they hold.
+STANDARD_FIELDS = {
+    "login": "The bot's ID, digits only (`12404829`).",
+    "password": "The bot's token, from the bot's Settings in AhaChat.",
+}
+
+
+def _table(rows: list[list[str]], widths: list[int]) -> nodes.table:
+    table = nodes.table()
+    group = nodes.tgroup(cols=len(widths))
+    table += group
+    for width in widths:
+        group += nodes.colspec(colwidth=width)
+    head, body = nodes.thead(), nodes.tbody()
+    group += head
+    group += body
+    for index, cells in enumerate(rows):
+        row = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            paragraph = nodes.paragraph()
+            for n, part in enumerate(cell.split("`")):
+                paragraph += nodes.literal(part, part) if n % 2 else nodes.Text(part)
+            entry += paragraph
+            row += entry
+        (head if index == 0 else body).append(row)
+    return table
+
+
+class ConnectionFields(Directive):
+    """The form's fields: label, where the value is kept, and what it means."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from airflow_provider_ahachat.get_provider_info import get_provider_info
+
+        (connection,) = get_provider_info()["connection-types"]
+        behaviour: dict[str, Any] = connection["ui-field-behaviour"]
+        rows = [["Field in the form", "Stored as", "What it holds"]]
+        for name, text in STANDARD_FIELDS.items():
+            rows.append([behaviour["relabeling"][name], f"`{name}`", text])
+        for name, field in connection["conn-fields"].items():
+            rows.append([field["label"], f"extra `{name}`", field["description"]])
+        return [_table(rows, [20, 20, 60])]
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("ahachat-connection-fields", ConnectionFields)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
