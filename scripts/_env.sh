@@ -1,14 +1,35 @@
-# Shared set-up for scripts/test.sh and scripts/demo.sh: installs the pinned uv if it is missing and
-# syncs .venv to uv.lock. Needs only Python 3.10+ and access to the package index.
+# Shared set-up for the scripts: installs the pinned uv if it is missing and syncs .venv to uv.lock.
+# Needs only Python 3.10+ and access to the package index. Also defines `say_while`.
 UV_VERSION=0.13.8
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # Playwright drives Debian's chromium; never download a browser
 export UV_PYTHON_DOWNLOADS=never
+
+# `say_while WHAT CMD...` says "WHAT...", runs CMD and, while it runs, says every 8 seconds that WHAT
+# is still going on: a long step (a first install, apt-get) is never silent. Returns CMD's status.
+say_while() {
+  local what=$1 status=0 ticker
+  shift
+  echo "$what..." >&2
+  (
+    trap 'exit 0' TERM
+    local waited=0
+    while sleep 8; do waited=$((waited + 8)); echo "  ...$what: still going (${waited}s)" >&2; done
+  ) &
+  ticker=$!
+  "$@" || status=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  return "$status"
+}
+
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
-  if python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then
+  if say_while "Installing uv $UV_VERSION with pip" \
+    python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then
     PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
   else  # a Python that refuses installs of its own (PEP 668): use a private virtual environment
     python3 -m venv .tools
-    .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+    say_while "Installing uv $UV_VERSION into .tools/" \
+      .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
     PATH="$PWD/.tools/bin:$PATH"
   fi
   export PATH
@@ -18,4 +39,5 @@ fi
 # install: every Python process the tests start (pytest-xdist workers, the Airflow command line, tasks
 # run in child processes) would otherwise compile Airflow's thousands of modules again wherever
 # bytecode cannot be written (PYTHONDONTWRITEBYTECODE, read-only installs).
-uv sync --frozen --quiet --compile-bytecode --python "$(python3 -c 'import sys; print(sys.executable)')"
+say_while "Syncing .venv to uv.lock" \
+  uv sync --frozen --quiet --compile-bytecode --python "$(python3 -c 'import sys; print(sys.executable)')"

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
 source scripts/_apt.sh
-need_apt redis-server postgresql || { echo "scale.sh needs Debian's redis-server and postgresql" >&2; exit 1; }
+need_apt "the scale scenario's broker and database" redis-server postgresql || { echo "scale.sh needs Debian's redis-server and postgresql" >&2; exit 1; }
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/ahachat-scale-XXXXXX")"
 for arg in "$@"; do [[ "$arg" == --keep ]] && AHACHAT_SCALE_KEEP=1; done  # scale.py's --keep: logs stay
