@@ -64,21 +64,32 @@ PIDS=()
 stop() {
   trap - INT TERM EXIT
   echo; echo "Stopping Airflow and the sandbox..."
-  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
     for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   done
 }
-trap stop INT TERM EXIT
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
 
-# Each in its own process group (setsid), so that stopping it stops everything it started.
-setsid python -m airflow_provider_ahachat.sandbox --port "$SANDBOX_PORT" --customers "$CUSTOMERS" \
+# `in_own_group CMD...` runs CMD in a process group (and session) of its own, whose ID is its
+# process ID, so that stopping the group stops everything it started. Python's os.setsid, not the
+# setsid command, which macOS does not have.
+# Started with `&`, the function runs in a subshell, which exec makes the command itself: `$!` is
+# then the group's ID.
+in_own_group() {
+  exec python -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
+}
+
+echo "Starting the AhaChat sandbox on $SANDBOX_URL (log: $AIRFLOW_HOME/sandbox.log)..."
+in_own_group python -m airflow_provider_ahachat.sandbox --port "$SANDBOX_PORT" --customers "$CUSTOMERS" \
   > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
 PIDS+=($!)
 
-echo "Preparing Airflow in $AIRFLOW_HOME (the first time takes a minute)..."
-airflow db migrate > "$AIRFLOW_HOME/migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/migrate.log"; exit 1; }
+say_while "Preparing Airflow's database in $AIRFLOW_HOME (the first time takes a minute)" \
+  bash -c 'airflow db migrate > "$1" 2>&1' migrate "$AIRFLOW_HOME/migrate.log" \
+  || { cat "$AIRFLOW_HOME/migrate.log"; exit 1; }
 python - "$AIRFLOW_HOME" "$SANDBOX_URL" "$CUSTOMERS" <<'PY'
 """The shop database and the two connections, written for `airflow connections import`."""
 import datetime, json, sqlite3, sys
@@ -113,19 +124,65 @@ connections = {
 }
 (home / "connections.json").write_text(json.dumps(connections))
 PY
-airflow connections import --overwrite "$AIRFLOW_HOME/connections.json" > "$AIRFLOW_HOME/connections.log" 2>&1 \
-  || { cat "$AIRFLOW_HOME/connections.log"; exit 1; }
+say_while "Writing the connections ahachat_sandbox and shop_db (a shop database of $CUSTOMERS orders)" \
+  bash -c 'airflow connections import --overwrite "$1/connections.json" > "$1/connections.log" 2>&1' \
+  import "$AIRFLOW_HOME" || { cat "$AIRFLOW_HOME/connections.log"; exit 1; }
 
-setsid airflow standalone > "$AIRFLOW_HOME/standalone.log" 2>&1 &
+# Switches the example DAGs on through Airflow's REST API, as the admin user, and prints how many
+# of them Airflow knows and has switched on, as "ON KNOWN".
+examples_on() {
+  python - "$URL" 2>>"$AIRFLOW_HOME/unpause.log" <<'PY'
+import json, sys, urllib.request
+
+url = sys.argv[1]
+
+
+def call(method, path, body=None, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+token = call("POST", "/auth/token", {"username": "admin", "password": "admin"})["access_token"]
+pattern = "dag_id_pattern=example_ahachat_%25"
+call("PATCH", f"/api/v2/dags?{pattern}", {"is_paused": False}, token)
+dags = call("GET", f"/api/v2/dags?{pattern}&limit=100", token=token)["dags"]
+print(sum(not dag["is_paused"] for dag in dags), len(dags))
+PY
+}
+EXAMPLES=$(find "$ROOT/example_dags" -maxdepth 1 -name 'example_ahachat_*.py' | wc -l | tr -d ' ')
+
+# Switched on only once Airflow answers, so that the two scheduled examples run once at once; tries
+# for two minutes while the DAG processor parses them, then stops if they are still not all on.
+switch_examples_on() {
+  local on=0 known=0 started=$SECONDS said=$SECONDS
+  while (( SECONDS - started < 120 )); do
+    read -r on known < <(examples_on || echo "0 0")
+    [[ "$on" == "$EXAMPLES" ]] && { echo "Switched the $EXAMPLES example DAGs on."; return 0; }
+    if (( SECONDS - said >= 8 )); then
+      said=$SECONDS
+      echo "  ...$known of $EXAMPLES example DAGs parsed, $on switched on ($((SECONDS - started))s); trying again"
+    fi
+    sleep 2
+  done
+  echo "Could not switch the example DAGs on: $on of $EXAMPLES are on ($known parsed) after two minutes." >&2
+  echo "See $AIRFLOW_HOME/unpause.log, and the DAG processor's errors in $AIRFLOW_HOME/standalone.log." >&2
+  return 1
+}
+
+echo "Starting Airflow on $URL (airflow standalone; log: $AIRFLOW_HOME/standalone.log)..."
+in_own_group airflow standalone > "$AIRFLOW_HOME/standalone.log" 2>&1 &
 PIDS+=($!)
-echo "Starting Airflow (logs: $AIRFLOW_HOME/standalone.log)..."
-for _ in $(seq 600); do
+started=$SECONDS
+said=$SECONDS
+while (( SECONDS - started < 600 )); do
   if python3 -c "import urllib.request; urllib.request.urlopen('$URL/api/v2/monitor/health', timeout=2)" 2>/dev/null; then
-    # Switched on only now that Airflow answers: the two scheduled examples then run once at once.
-    for _ in $(seq 30); do
-      airflow dags unpause --treat-dag-id-as-regex -y '^example_ahachat_' > "$AIRFLOW_HOME/unpause.log" 2>&1 && break
-      sleep 2  # the DAG processor has not parsed the examples yet
-    done
+    echo "Airflow answers after $((SECONDS - started))s; switching the example DAGs on..."
+    switch_examples_on || exit 1
     cat <<MSG
 
   Airflow:  $URL   (log in as admin, password admin)
@@ -141,9 +198,10 @@ MSG
     wait
     exit 0
   fi
-  for pid in "${PIDS[@]}"; do
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
     kill -0 "$pid" 2>/dev/null || { echo "A process exited early; see $AIRFLOW_HOME/*.log" >&2; tail -20 "$AIRFLOW_HOME/standalone.log" >&2; exit 1; }
   done
+  if (( SECONDS - said >= 8 )); then said=$SECONDS; echo "  ...Airflow is starting ($((SECONDS - started))s)"; fi
   sleep 1
 done
 echo "Airflow did not answer at $URL within 10 minutes; see $AIRFLOW_HOME/standalone.log" >&2
