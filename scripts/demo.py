@@ -27,6 +27,7 @@ Nobody real is messaged.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +79,79 @@ def airflow_env(home: Path, sandbox: SandboxProcess) -> dict[str, str]:
 
 
 def airflow(env: dict[str, str], log: Path, *args: str) -> None:
+    """Run Airflow's command line, its output to ``log``; say every few seconds how far it is."""
     started = time.monotonic()
-    with log.open("a") as out:
+    command = " ".join(args)
+    print(f"  airflow {command} ...", flush=True)
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("a") as out, ticking(lambda: dag_test_progress(log, offset)):
         code = subprocess.call([sys.executable, "-m", "airflow", *args], env=env, stdout=out, stderr=out)
     outcome = "ok" if code == 0 else f"exit {code}"
-    print(f"  airflow {' '.join(args)}: {outcome} ({time.monotonic() - started:.1f}s)")
+    print(f"  airflow {command}: {outcome} ({time.monotonic() - started:.1f}s)")
     if code != 0:
         print(log.read_text()[-6000:])
-        raise SystemExit(f"airflow {' '.join(args)} failed; the full log is in {log}")
+        raise SystemExit(f"airflow {command} failed; the full log is in {log}")
+
+
+#: Every this many seconds of a long step, a line says what it is doing.
+TICK_SECONDS = 5.0
+
+
+class Ticker:
+    """From ``start()`` to ``stop()``, prints what ``doing()`` says every ``TICK_SECONDS``."""
+
+    def __init__(self, doing: Callable[[], str]) -> None:
+        self.doing = doing
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        started = time.monotonic()
+
+        def tick() -> None:
+            while not self.done.wait(TICK_SECONDS):
+                print(f"    {time.monotonic() - started:3.0f}s: {self.doing()}", flush=True)
+
+        self.thread = threading.Thread(target=tick, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+@contextlib.contextmanager
+def ticking(doing: Callable[[], str]) -> Iterator[None]:
+    """While the block runs, print what ``doing()`` says every ``TICK_SECONDS``: no long silence."""
+    ticker = Ticker(doing)
+    ticker.start()
+    try:
+        yield
+    finally:
+        ticker.stop()
+
+
+_TASK_STARTED = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+_TASK_ENDED = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+
+
+def dag_test_progress(log: Path, offset: int) -> str:
+    """What ``airflow dags test`` is doing, from its log past ``offset``."""
+    try:
+        with log.open("rb") as stream:
+            stream.seek(offset)
+            text = stream.read().decode("utf-8", "replace")
+    except OSError:
+        return "Airflow is starting"
+    started = _TASK_STARTED.findall(text)
+    ended = _TASK_ENDED.findall(text)
+    if not started:
+        return "Airflow is starting (imports, the metadata database, parsing the DAG)"
+    task, index = started[-1]
+    name = task if index == "-1" else f"{task}[{index}]"
+    state = "done" if ended and ended[-1] == started[-1] else "running"
+    return f"{len(ended)} task(s) done; {name} {state}"
 
 
 def delivered_text(entry: dict[str, Any]) -> list[str]:
@@ -93,11 +160,11 @@ def delivered_text(entry: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    with (
-        tempfile.TemporaryDirectory(prefix="ahachat-demo-") as tmp,
-        SandboxProcess(conn_id=CONN_ID) as sandbox,
-    ):
-        home = Path(tmp)
+    print("Starting the AhaChat sandbox, in a process of its own ...", flush=True)
+    with contextlib.ExitStack() as running:
+        home = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="ahachat-demo-")))
+        with ticking(lambda: "the sandbox is starting"):
+            sandbox = running.enter_context(SandboxProcess(conn_id=CONN_ID))
         log = home / "airflow.log"
         print(f"AhaChat sandbox at {sandbox.url} (bot {sandbox.bot_id}); Airflow home {home}")
         env = airflow_env(home, sandbox)
@@ -316,7 +383,8 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
             "CREATE TABLE orders (order_id TEXT PRIMARY KEY, messenger_user_id TEXT, status TEXT,"
             " eta TEXT, tracking_number TEXT)"
         )
-        db.execute("INSERT INTO orders VALUES ('DH10231', ?, 'dang_giao', '02/12', 'GHN8123456VN')", (LAN,))
+        eta = (datetime.date.today() + datetime.timedelta(days=2)).strftime("%d/%m")  # in two days
+        db.execute("INSERT INTO orders VALUES ('DH10231', ?, 'dang_giao', ?, 'GHN8123456VN')", (LAN, eta))
     env = {
         f"AIRFLOW_CONN_{CONN_ID.upper()}": f"{sandbox.connection_uri}?webhook_secret={WEBHOOK_SECRET}"
         "&webhook_replies=%C4%90ang+tra+c%E1%BB%A9u+%C4%91%C6%A1n+h%C3%A0ng%E2%80%A6",
@@ -325,8 +393,8 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
         "AIRFLOW__AHACHAT__LEDGER_PATH": str(home / "order_status_ledger"),
     }
     started = time.monotonic()
-    with AirflowProcesses(home / "standalone", dags_folder=dags, env=env) as standalone:
-        standalone.wait_for_dag(ORDER_DAG_ID)
+    with contextlib.ExitStack() as running:
+        standalone = start_standalone(running, home / "standalone", dags, env, ORDER_DAG_ID)
         print(f"  airflow standalone on {standalone.url}: ready in {time.monotonic() - started:.0f}s")
         # The bot's block that takes the order code ends with a JSON API step that calls Airflow.
         sandbox.set_json_api(
@@ -353,22 +421,42 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
             for line in delivered_text(entry):
                 print(f"      {line}")
         try:
-            replies = wait_until(
-                lambda: [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"],
-                600,
-                "the answer to Lan",
-                0.1,
-            )
+            with ticking(lambda: "the event's run looks the order up and answers (two tasks)"):
+                replies = wait_until(
+                    lambda: [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"],
+                    600,
+                    "the answer to Lan",
+                    0.1,
+                )
         except TimeoutError:
             print(standalone.log_tail(6000))
             raise
         took = time.monotonic() - asked
-    print(f"  Lan asked about DH10231 at {asked_at:%H:%M:%S}; the answer reached her {took:.1f}s later:")
-    for line in delivered_text(replies[0]):
-        print(f"      {line}")
-    tags = sandbox.user(LAN)["tags"]
-    print(f"  tags now: {', '.join(tags)}")
+        print(f"  Lan asked about DH10231 at {asked_at:%H:%M:%S}; the answer reached her {took:.1f}s later:")
+        for line in delivered_text(replies[0]):
+            print(f"      {line}")
+        tags = sandbox.user(LAN)["tags"]
+        print(f"  tags now: {', '.join(tags)}")
     return {"answered": call["status"], "reply_seconds": round(took, 1), "reply": replies[0]["text"]}
+
+
+def start_standalone(
+    running: contextlib.ExitStack, home: Path, dags: Path, env: dict[str, str], dag_id: str
+) -> AirflowProcesses:
+    """``airflow standalone`` on a free port, stopped when ``running`` closes, once it knows ``dag_id``."""
+    print("  starting airflow standalone (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
+    stopping = Ticker(lambda: "Airflow's processes are stopping")
+    running.callback(stopping.stop)  # closed last, once Airflow has stopped
+    with ticking(lambda: "Airflow is starting and parsing the example"):
+        standalone = running.enter_context(AirflowProcesses(home, dags_folder=dags, env=env))
+        standalone.wait_for_dag(dag_id)
+
+    def say_stopping() -> None:  # closed first, before Airflow stops
+        print("  stopping airflow standalone ...", flush=True)
+        stopping.start()
+
+    running.callback(say_stopping)
+    return standalone
 
 
 REFUND_DAG_ID = "example_ahachat_refund_approval"
@@ -396,8 +484,9 @@ def refund_approval_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
         "SHOP_OWNER_ID": SHOP_OWNER,
     }
     since = max((e["seq"] for e in sandbox.outbox()), default=0)
-    with AirflowProcesses(home / "refund_standalone", dags_folder=dags, env=env) as standalone:
-        standalone.wait_for_dag(REFUND_DAG_ID)
+    with contextlib.ExitStack() as running:
+        standalone = start_standalone(running, home / "refund_standalone", dags, env, REFUND_DAG_ID)
+        print("  a run for DH10231: load the request, then ask the owner in Messenger ...", flush=True)
         request = urllib.request.Request(
             f"{standalone.url}/api/v2/dags/{REFUND_DAG_ID}/dagRuns",
             data=json.dumps({"logical_date": None, "conf": {"order_id": "DH10231"}}).encode(),
@@ -407,12 +496,13 @@ def refund_approval_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
         with urllib.request.urlopen(request, timeout=120) as answer:
             run_id = json.loads(answer.read())["dag_run_id"]
         try:
-            (question,) = wait_until(
-                lambda: [e for e in sandbox.outbox(SHOP_OWNER, since=since) if e["kind"] == "dynamic"],
-                600,
-                "the question to the owner",
-                0.5,
-            )
+            with ticking(lambda: "the run loads the refund request and asks the owner"):
+                (question,) = wait_until(
+                    lambda: [e for e in sandbox.outbox(SHOP_OWNER, since=since) if e["kind"] == "dynamic"],
+                    600,
+                    "the question to the owner",
+                    0.5,
+                )
         except TimeoutError:
             print(standalone.log_tail(6000))
             raise
@@ -426,12 +516,13 @@ def refund_approval_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
             run = standalone.get_json(f"/api/v2/dags/{REFUND_DAG_ID}/dagRuns/{run_id}")
             return run["state"] if run and run["state"] in ("success", "failed") else None
 
-        state = wait_until(finished, 600, "the refund run to finish", 1.0)
-    told = [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"]
-    print(f"  the run: {state}; Lan received:")
-    for entry in told:
-        for line in delivered_text(entry):
-            print(f"      {line}")
+        with ticking(lambda: "the answer is recorded; the run refunds and tells Lan"):
+            state = wait_until(finished, 600, "the refund run to finish", 1.0)
+        told = [e for e in sandbox.outbox(LAN, since=since) if e["kind"] == "text"]
+        print(f"  the run: {state}; Lan received:")
+        for entry in told:
+            for line in delivered_text(entry):
+                print(f"      {line}")
     return {"run": state, "confirmation": tapped["reply"]["text"], "customer_told": len(told)}
 
 
