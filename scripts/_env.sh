@@ -22,22 +22,28 @@ say_while() {
   return "$status"
 }
 
-if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
-  if say_while "Installing uv $UV_VERSION with pip" \
-    python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then
-    PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-  else  # a Python that refuses installs of its own (PEP 668): use a private virtual environment
-    python3 -m venv .tools
-    say_while "Installing uv $UV_VERSION into .tools/" \
-      .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
-    PATH="$PWD/.tools/bin:$PATH"
+# Once per run: a script that another script calls (test.sh runs docs.sh) finds it done, as long as
+# uv.lock has not changed since.
+if [[ "${AHACHAT_ENV_SYNCED:-}" != "$(cksum < uv.lock)" ]]; then
+  if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
+    if say_while "Installing uv $UV_VERSION with pip" \
+      python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" 2>/dev/null; then
+      PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+    else  # a Python that refuses installs of its own (PEP 668): use a private virtual environment
+      python3 -m venv .tools
+      say_while "Installing uv $UV_VERSION into .tools/" \
+        .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+      PATH="$PWD/.tools/bin:$PATH"
+    fi
+    export PATH
   fi
-  export PATH
+  # The interpreter itself, not a launcher such as pyenv's shim: given another path to the same Python,
+  # uv replaces the whole environment, under any process that is using it. Bytecode compiled once, at
+  # install: every Python process the tests start (pytest-xdist workers, the Airflow command line, tasks
+  # run in child processes) would otherwise compile Airflow's thousands of modules again wherever
+  # bytecode cannot be written (PYTHONDONTWRITEBYTECODE, read-only installs).
+  say_while "Syncing .venv to uv.lock" \
+    uv sync --frozen --quiet --compile-bytecode --python "$(python3 -c 'import sys; print(sys.executable)')"
+  AHACHAT_ENV_SYNCED="$(cksum < uv.lock)"
+  export AHACHAT_ENV_SYNCED
 fi
-# The interpreter itself, not a launcher such as pyenv's shim: given another path to the same Python,
-# uv replaces the whole environment, under any process that is using it. Bytecode compiled once, at
-# install: every Python process the tests start (pytest-xdist workers, the Airflow command line, tasks
-# run in child processes) would otherwise compile Airflow's thousands of modules again wherever
-# bytecode cannot be written (PYTHONDONTWRITEBYTECODE, read-only installs).
-say_while "Syncing .venv to uv.lock" \
-  uv sync --frozen --quiet --compile-bytecode --python "$(python3 -c 'import sys; print(sys.executable)')"
