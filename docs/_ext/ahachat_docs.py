@@ -20,6 +20,12 @@ STANDARD_FIELDS = {
     "password": "The bot's token, from the bot's Settings in AhaChat.",
 }
 
+#: Extras the hook reads that the form does not show: set them in the connection's JSON extra or URI.
+EXTRAS_WITHOUT_A_FIELD = {
+    "default_country_code": "The country of phone numbers written without one (`0908 071 111`); "
+    "default `84`, Vietnam. Not in the form: set it in the extra JSON or the URI's query.",
+}
+
 
 def _table(rows: list[list[str]], widths: list[int]) -> nodes.table:
     table = nodes.table()
@@ -58,6 +64,8 @@ class ConnectionFields(Directive):
             rows.append([behaviour["relabeling"][name], f"`{name}`", text])
         for name, field in connection["conn-fields"].items():
             rows.append([field["label"], f"extra `{name}`", field["description"]])
+        for name, text in EXTRAS_WITHOUT_A_FIELD.items():
+            rows.append(["(none)", f"extra `{name}`", text])
         return [_table(rows, [20, 20, 60])]
 
 
