@@ -57,3 +57,22 @@ def object_storage_path(url: str) -> Any:
 def airflow_home() -> pathlib.Path:
     """``$AIRFLOW_HOME``, as Airflow reads it (``~/airflow`` when unset)."""
     return pathlib.Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+
+
+def json_text(column: Any, key: str) -> Any:
+    """
+    The SQL expression for the text of ``column[key]``, a JSON column of Airflow's metadata database.
+
+    Airflow 3.2 and later declare such columns (``AssetEvent.extra``) as SQLAlchemy's ``JSON``, whose
+    ``[key]`` SQLAlchemy renders for each database. Airflow 3.1 declares them as
+    ``sqlalchemy_jsonfield.JSONField``, which has no ``[key]``, over the same column in the
+    database (JSON text on SQLite, ``json`` on PostgreSQL, ``JSON`` on MySQL): read as ``JSON``, the
+    same expression works there too (``JSON_EXTRACT`` on SQLite, ``->>`` on PostgreSQL,
+    ``JSON_UNQUOTE(JSON_EXTRACT(...))`` on MySQL).
+
+    :param column: the column, such as ``AssetEvent.extra``.
+    :param key: the top-level key.
+    """
+    from sqlalchemy import JSON, type_coerce
+
+    return type_coerce(column, JSON)[key].as_string()

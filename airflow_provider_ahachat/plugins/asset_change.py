@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_ahachat.events.receiver import IDEMPOTENCY_WINDOW, Outcome
+from airflow_provider_ahachat.version_compat import json_text
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _record(
                 .where(
                     AssetEvent.asset_id == asset.id,
                     AssetEvent.timestamp >= datetime.now(timezone.utc) - window,
-                    AssetEvent.extra["idempotency_key"].as_string() == idempotency_key,
+                    json_text(AssetEvent.extra, "idempotency_key") == idempotency_key,
                 )
                 .limit(1)
             )

@@ -1,0 +1,94 @@
+"""
+The differences between Airflow releases that ``airflow_provider_ahachat.version_compat`` covers,
+checked on the databases Airflow runs on, whatever Airflow release is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy_jsonfield
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from airflow_provider_ahachat.version_compat import json_text
+
+pytest_plugins = ["postgres_fixtures"]
+
+#: How each Airflow release declares ``AssetEvent.extra``.
+COLUMN_TYPES = {
+    "airflow-3.1": sqlalchemy_jsonfield.JSONField(json=json),
+    "airflow-3.2+": sa.JSON(),
+}
+
+#: Keys as the webhook records them, and neighbours that must not match them.
+EXTRAS = [
+    {"idempotency_key": "k-1", "messenger_user_id": "1"},
+    {"idempotency_key": "k-10", "messenger_user_id": "2"},
+    {"idempotency_key": 'quote " and \\ backslash', "messenger_user_id": "3"},
+    {"idempotency_key": "đơn hàng 🛒", "messenger_user_id": "4"},
+    {"messenger_user_id": "5", "fields": {"idempotency_key": "k-1"}},
+    {"messenger_user_id": "6"},
+    {},
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.engine.Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'metadata.db'}"
+    else:
+        cluster = request.getfixturevalue("postgres")
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{cluster.port}/{cluster.new_database()}"
+    engine = sa.create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("column_type", list(COLUMN_TYPES.values()), ids=list(COLUMN_TYPES))
+def test_json_text_finds_a_key_on_every_releases_column_type(engine: Any, column_type: Any) -> None:
+    table = sa.Table(
+        "asset_event",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("extra", column_type, nullable=False, default={}),
+    )
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": n, "extra": extra} for n, extra in enumerate(EXTRAS, 1)])
+
+    def found(key: str) -> list[int]:
+        with engine.connect() as conn:
+            query = sa.select(table.c.id).where(json_text(table.c.extra, "idempotency_key") == key)
+            return list(conn.scalars(query.order_by(table.c.id)))
+
+    assert found("k-1") == [1]
+    assert found("k-10") == [2]
+    assert found('quote " and \\ backslash') == [3]
+    assert found("đơn hàng 🛒") == [4]
+    assert found("k-") == []
+    assert found("") == []
+
+
+@pytest.mark.parametrize("column_type", list(COLUMN_TYPES.values()), ids=list(COLUMN_TYPES))
+@pytest.mark.parametrize(
+    ("dialect", "json_path"),
+    [
+        (sqlite.dialect(), "JSON_EXTRACT(t.extra, '$.\"idempotency_key\"')"),
+        (postgresql.psycopg2.dialect(), "t.extra ->> 'idempotency_key'"),
+        (mysql.pymysql.dialect(), "JSON_UNQUOTE(JSON_EXTRACT(t.extra, '$.\"idempotency_key\"'))"),
+    ],
+    ids=["sqlite", "postgresql", "mysql"],
+)
+def test_json_text_is_what_a_json_column_renders(column_type: Any, dialect: Any, json_path: str) -> None:
+    """MySQL too (no MySQL server here): the SQL SQLAlchemy renders for a ``JSON`` column's ``[key]``."""
+    column = sa.table("t", sa.column("extra", column_type)).c.extra
+    native = sa.table("t", sa.column("extra", sa.JSON())).c.extra["idempotency_key"].as_string()
+    literal = {"literal_binds": True}
+    rendered = str(json_text(column, "idempotency_key").compile(dialect=dialect, compile_kwargs=literal))
+    assert rendered == str(native.compile(dialect=dialect, compile_kwargs=literal))
+    assert json_path in rendered
