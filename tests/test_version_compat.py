@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +17,8 @@ import sqlalchemy as sa
 import sqlalchemy_jsonfield
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from airflow_provider_ahachat.version_compat import json_text
+from airflow_provider_ahachat import version_compat
+from airflow_provider_ahachat.version_compat import hitl_arguments, hitl_response_timeout, json_text
 
 pytest_plugins = ["postgres_fixtures"]
 
@@ -92,3 +95,35 @@ def test_json_text_is_what_a_json_column_renders(column_type: Any, dialect: Any,
     rendered = str(json_text(column, "idempotency_key").compile(dialect=dialect, compile_kwargs=literal))
     assert rendered == str(native.compile(dialect=dialect, compile_kwargs=literal))
     assert json_path in rendered
+
+
+@pytest.mark.parametrize("takes", [True, False], ids=["standard-1.13+", "standard-1.12"])
+def test_a_response_timeout_reaches_every_standard_providers_hitl_operator(
+    monkeypatch: pytest.MonkeyPatch, takes: bool
+) -> None:
+    monkeypatch.setattr(version_compat, "hitl_takes_response_timeout", lambda: takes)
+    hour = timedelta(hours=1)
+    given = {"subject": "Hoàn tiền?", "response_timeout": hour, "retries": 2}
+    if takes:
+        assert hitl_arguments(given) is given
+    else:
+        assert hitl_arguments(given) == {"subject": "Hoàn tiền?", "execution_timeout": hour, "retries": 2}
+        assert hitl_arguments({"response_timeout": None}) == {}
+        with pytest.raises(ValueError, match="response_timeout, execution_timeout: give one"):
+            hitl_arguments({"response_timeout": hour, "execution_timeout": hour})
+    assert hitl_arguments({"subject": "x"}) == {"subject": "x"}
+    task = SimpleNamespace(response_timeout=None, execution_timeout=hour)
+    assert hitl_response_timeout(task) == (None if takes else hour)
+    assert hitl_response_timeout(SimpleNamespace(response_timeout=hour, execution_timeout=None)) == hour
+
+
+def test_the_installed_hitl_operator_takes_the_timeout_it_is_given(airflow_db: Any) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator
+
+    with DAG("t_compat_timeout", schedule=None):
+        task = AhaChatApprovalOperator(
+            task_id="ask", subject="Hoàn tiền?", approvers="1", response_timeout=timedelta(hours=4)
+        )
+    assert hitl_response_timeout(task) == timedelta(hours=4)
