@@ -33,6 +33,18 @@ while [[ $# -gt 0 ]]; do
 done
 
 source scripts/_uv.sh
+
+# Runs "$@" and says every 15 s that it still runs: a first install downloads for minutes.
+ticking() {
+  local label=$1 t0=$SECONDS status=0 ticker
+  shift
+  (while sleep 15; do echo "  ... $label: $((SECONDS - t0)) s"; done) &
+  ticker=$!
+  "$@" || status=$?
+  kill "$ticker" 2>/dev/null
+  wait "$ticker" 2>/dev/null || true
+  return $status
+}
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # the browser tests use Debian's chromium, and are not run here
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 PYTHON_VERSION=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -60,9 +72,11 @@ else
   echo "  Made as Airflow makes them instead: apache-airflow[all]==$AIRFLOW_VERSION (every provider) resolved"
   echo "  to the highest versions the package index had an hour after the release ($AS_OF)."
   echo "  About 2 minutes, once. Set AIRFLOW_CONSTRAINTS=<file or URL> to use Airflow's own file."
-  { echo "# Made here: apache-airflow[all]==$AIRFLOW_VERSION resolved as of $AS_OF (Airflow's file was out of reach)"
-    echo "apache-airflow[all]==$AIRFLOW_VERSION" | uv pip compile --quiet --python "$PYTHON" --resolution highest \
-      --exclude-newer "$AS_OF" --no-header --no-annotate -; } >"$CONSTRAINTS.new"
+  echo "# Made here: apache-airflow[all]==$AIRFLOW_VERSION resolved as of $AS_OF (Airflow's file was out of reach)" \
+    >"$CONSTRAINTS.new"
+  echo "apache-airflow[all]==$AIRFLOW_VERSION" >"$VENV.d/all.in"
+  ticking "resolving every provider" uv pip compile --quiet --python "$PYTHON" --resolution highest \
+    --exclude-newer "$AS_OF" --no-header --no-annotate "$VENV.d/all.in" >>"$CONSTRAINTS.new"
   mv "$CONSTRAINTS.new" "$CONSTRAINTS"
 fi
 
@@ -71,10 +85,15 @@ if [[ ! -x $VENV/bin/python ]]; then
   echo "Creating $VENV (Python $PYTHON_VERSION)"
   uv venv --quiet --python "$PYTHON" "$VENV"
 fi
-echo "Installing apache-airflow==$AIRFLOW_VERSION, the provider from this tree and the test dependencies"
+PACKAGES=("apache-airflow==$AIRFLOW_VERSION")
+if [[ $AIRFLOW_VERSION == 3.1.* ]]; then
+  # Airflow 3.1 builds a connection form's extra fields only with Flask-AppBuilder (the FAB provider).
+  PACKAGES+=(apache-airflow-providers-fab)
+fi
+echo "Installing ${PACKAGES[*]}, the provider from this tree and the test dependencies"
 echo "  (the first time about 2 minutes: the downloads are uv's cache afterwards)"
-uv pip install --quiet --python "$VENV/bin/python" --compile-bytecode --constraint "$CONSTRAINTS" \
-  "apache-airflow==$AIRFLOW_VERSION" --reinstall-package airflow-provider-ahachat . --group dev
+ticking "installing" uv pip install --quiet --python "$VENV/bin/python" --compile-bytecode \
+  --constraint "$CONSTRAINTS" "${PACKAGES[@]}" --reinstall-package airflow-provider-ahachat . --group dev
 (cd / && "$VENV/bin/python" -) <<'EOF'
 from importlib.metadata import version
 
