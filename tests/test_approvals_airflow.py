@@ -75,6 +75,7 @@ def trigger(airflow: AirflowProcesses, dag_id: str, conf: dict[str, Any] | None 
     answer = requests.post(
         f"{airflow.url}/api/v2/dags/{dag_id}/dagRuns",
         json={"logical_date": None, "conf": conf or {}},
+        headers=airflow.auth_headers,
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
@@ -450,6 +451,7 @@ def test_more_options_than_buttons_go_as_quick_replies_or_a_link_to_the_ui(setup
     answered = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask_province/-1/hitlDetails",
         json={"chosen_options": ["Cần Thơ"]},
+        headers=setup.airflow.auth_headers,
         timeout=120,
     )
     assert answered.status_code == 200, answered.text
