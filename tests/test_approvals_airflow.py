@@ -198,6 +198,13 @@ def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[s
     return found
 
 
+def parked_state() -> str:
+    """Where a task waits for its answer: ``awaiting_input`` from Airflow 3.3, ``deferred`` before."""
+    from airflow.utils.state import TaskInstanceState
+
+    return str(getattr(TaskInstanceState, "AWAITING_INPUT", TaskInstanceState.DEFERRED).value)
+
+
 def parked_and_reaped(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int) -> bool:
     """
     The try waits for its answer and the scheduler has read the exit of the worker that parked it
@@ -207,7 +214,7 @@ def parked_and_reaped(setup: Setup, dag_id: str, run_id: str, task_id: str, try_
     """
     finished_line = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
     return any(
-        finished_line in line and "state=awaiting_input," in line and f"try_number={try_number}," in line
+        finished_line in line and f"state={parked_state()}," in line and f"try_number={try_number}," in line
         for line in setup.airflow.log_tail(10**9).splitlines()
     )
 
@@ -345,7 +352,7 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
     assert outcomes["another person taps"][1] == "Không ghi nhận: câu hỏi này dành cho người khác."
     detail = hitl(setup, "reject", "approve_refund")
     assert detail["response_received"] is False
-    assert task_states(setup, "reject")["approve_refund"] == ("awaiting_input", 1)
+    assert task_states(setup, "reject")["approve_refund"] == (parked_state(), 1)
 
     # Then the owner's own tap is the answer: Từ chối, and the customer is told.
     assert tapped(setup, "Từ chối", question["seq"]) == "Đã ghi nhận: Từ chối"
