@@ -55,7 +55,7 @@ def main() -> int:
             ),
             ui_url=None,
         )
-        client.send_message(MAI, message)
+        client.run("send_message", {"message": message}, user_id=MAI)
         (entry,) = sandbox.outbox(MAI)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)

@@ -203,17 +203,17 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
         :raises AhaChatOutsideWindowError: when Messenger refuses to message them now.
         """
         try:
-            client.send_message(approver, message)
+            client.run("send_message", {"message": message}, user_id=approver)
         except AhaChatOutsideWindowError:
             tag = client.message_tag_rule.check(self.message_tag)
             if not self.question_block or tag is None:
                 raise  # a block without a tag is refused alike: not tried
-            client.broadcast_block(
-                self.question_block,
-                user_id=approver,
-                message_tag=tag,
-                attributes=_block_attributes(message, ui_url),
-            )
+            arguments = {
+                "block_name": self.question_block,
+                "message_tag": tag,
+                "attributes": _block_attributes(message, ui_url),
+            }
+            client.run("broadcast_block", arguments, user_id=approver)
 
     def _report(self, approvers: list[str], asked: list[str], outside: list[str], ui_url: str | None) -> None:
         """Log who was asked; raise when nobody was, for a reason other than Messenger's window."""
