@@ -28,7 +28,10 @@ from types import FrameType
 import uvicorn
 
 from airflow_provider_ahachat.sandbox.app import create_app
+from airflow_provider_ahachat.sandbox.knobs import SandboxConfig
 from airflow_provider_ahachat.sandbox.messenger import MESSENGER_RULES, RULES_2026, RULES_ENV
+from airflow_provider_ahachat.sandbox.routes.control import generate_users
+from airflow_provider_ahachat.sandbox.seed import SeedError, read_seed
 from airflow_provider_ahachat.sandbox.server import (
     READY_PREFIX,
     bind_socket,
@@ -37,7 +40,8 @@ from airflow_provider_ahachat.sandbox.server import (
     socket_url,
     uvicorn_config,
 )
-from airflow_provider_ahachat.sandbox.state import ApiError, SandboxConfig, SandboxState, SeedError, read_seed
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError
 
 #: The connection the example DAGs use, and so the one the banner gives a URI for.
 EXAMPLES_CONN_ID = "ahachat_sandbox"
@@ -177,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         state = SandboxState(seed, config)
         if args.customers:
-            state.generate_users(state.default_bot, {"count": args.customers})
+            generate_users(state.default_bot, {"count": args.customers})
     except (SeedError, ApiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse
 from airflow_provider_ahachat.models import validate_block_name
 from airflow_provider_ahachat.sandbox.routes.answers import json_body, ok
 from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, control_bot
-from airflow_provider_ahachat.sandbox.state import ApiError, SandboxState, checked
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError, checked
 
 
 def json_api_router(sandbox: SandboxState) -> APIRouter:

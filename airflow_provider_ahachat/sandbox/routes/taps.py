@@ -22,9 +22,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from airflow_provider_ahachat.sandbox.json_api import JsonApiStep
+from airflow_provider_ahachat.sandbox.outbox import OutboxEntry
 from airflow_provider_ahachat.sandbox.routes.answers import json_object, ok
-from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX
-from airflow_provider_ahachat.sandbox.state import ApiError, OutboxEntry, SandboxState, utcnow
+from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, control_user
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError, utcnow
 
 #: Seconds the bot waits for a tapped button's URL to answer.
 TAP_TIMEOUT = 100.0
@@ -49,7 +51,7 @@ def taps_router(sandbox: SandboxState) -> APIRouter:
 
     @router.post("/users/{user_id}/tap")
     async def tap(user_id: str, request: Request, bot_id: str | None = None) -> JSONResponse:
-        bot, user = sandbox.control_user(user_id, bot_id)
+        bot, user = control_user(sandbox, user_id, bot_id)
         body = await json_object(request)
         title, seq = body.get("title"), body.get("seq")
         if not isinstance(title, str) or not title:
@@ -69,13 +71,13 @@ def taps_router(sandbox: SandboxState) -> APIRouter:
         user.last_interaction_at = utcnow()
         if kind == "json_plugin_url":
             step = JsonApiStep(url=str(button["url"]), method="GET", timeout=TAP_TIMEOUT)
-            reply = await sandbox.json_api._call(sandbox, bot, user, title, step)
+            reply = await sandbox.json_api._call(sandbox.deliver, bot, user, title, step)
             call = sandbox.json_api.calls[-1].to_json()
             return ok({"button": dict(button), "call": call, "reply": reply.to_json() if reply else None})
         if kind == "show_block":
             block = sandbox.block(bot, str(button.get("block_name")), "block_name")
             entry = sandbox.run_block(bot, user, block)
-            await sandbox.json_api.run(sandbox, bot, user, entry.blocks)
+            await sandbox.json_api.run(sandbox.deliver, bot, user, entry.blocks)
             return ok({"button": dict(button), "call": None, "reply": entry.to_json()})
         raise ApiError(400, f"title: the {kind} button {title!r} leaves the chat; there is nothing to tap")
 
