@@ -23,11 +23,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from airflow_provider_ahachat.sandbox.middleware import ApiKnobs
+from airflow_provider_ahachat.sandbox.routes import control, json_api, taps
 from airflow_provider_ahachat.sandbox.routes.answers import add_error_handlers
 from airflow_provider_ahachat.sandbox.routes.api import api_router
-from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, control_router
-from airflow_provider_ahachat.sandbox.routes.json_api import json_api_router
-from airflow_provider_ahachat.sandbox.routes.taps import taps_router
+from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX
 from airflow_provider_ahachat.sandbox.state import SandboxState
 
 __all__ = ["CONTROL_PREFIX", "ApiKnobs", "create_app"]
@@ -53,7 +52,6 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     app.add_middleware(ApiKnobs, state=sandbox, router=app.router)
     add_error_handlers(app)
     app.include_router(api_router())
-    app.include_router(control_router())
-    app.include_router(json_api_router(sandbox))
-    app.include_router(taps_router(sandbox))
+    for routes in (control.router, json_api.router, taps.router):
+        app.include_router(routes)
     return app

@@ -481,26 +481,21 @@ class SandboxProcess(SandboxControl):
         super().__init__(_as_seed(seed), conn_id)
         self._seed_path = None if seed is None or isinstance(seed, Mapping) else str(seed)
         self._seed_file: str | None = None
-        self.args: list[str] = [
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--latency-ms",
-            str(latency_ms),
-            "--rate-limit",
-            str(rate_limit),
-            "--error-rate",
-            str(error_rate),
-            "--error-status",
-            str(error_status),
-            "--log-level",
-            log_level,
-            "--conn-id",
-            conn_id,
-            *(["--messenger-rules", messenger_rules] if messenger_rules else []),
-            *extra_args,
+        options = {
+            "--host": host,
+            "--port": port,
+            "--latency-ms": latency_ms,
+            "--rate-limit": rate_limit,
+            "--error-rate": error_rate,
+            "--error-status": error_status,
+            "--log-level": log_level,
+            "--conn-id": conn_id,
+            "--messenger-rules": messenger_rules,
+        }
+        self.args = [
+            str(part) for name, value in options.items() if value is not None for part in (name, value)
         ]
+        self.args += extra_args
         self._custom_seed = isinstance(seed, Mapping)
         self.python = python
         self.env = dict(env) if env is not None else None

@@ -22,7 +22,6 @@ from airflow_provider_ahachat.models import (
     normalize_phone,
 )
 from airflow_provider_ahachat.sandbox.messenger import (
-    MESSAGING_WINDOW,
     Refusal,
     refusal,
 )
@@ -166,10 +165,6 @@ class SandboxUser(User):
         values["attributes"] = dict(self.attributes)
         values["last_interaction_at"] = isoformat(self.last_interaction_at)
         return values
-
-    def within_window(self, now: datetime) -> bool:
-        """Whether the user wrote to the bot in the last 24 hours."""
-        return self.last_interaction_at is not None and now - self.last_interaction_at <= MESSAGING_WINDOW
 
     def refusal(self, tag: MessageTag | None, rules: str) -> Refusal | None:
         """Why Messenger refuses a message with ``tag`` to this user now, under ``rules``; None if not."""

@@ -92,23 +92,30 @@ def sandbox_of(request: Request) -> SandboxState:
 
 Sandbox = Depends(sandbox_of)
 
+#: The control API's endpoints, serving the app's state.
+router = APIRouter(prefix=CONTROL_PREFIX)
+
 
 # --------------------------------------------------------------------------- the routes
 
 
+@router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
     return HTMLResponse(control_docs_html())
 
 
+@router.get("/health")
 async def health() -> JSONResponse:
     return ok({"status": "ok"})
 
 
+@router.get("/bots")
 async def list_bots(sandbox: SandboxState = Sandbox) -> JSONResponse:
     bots = [{**bot.to_json(), "users": len(bot.users), "blocks": bot.blocks} for bot in sandbox.bots.values()]
     return ok(bots)
 
 
+@router.get("/outbox")
 async def outbox(
     user_id: str | None = None,
     bot_id: str | None = None,
@@ -121,10 +128,12 @@ async def outbox(
     return ok(sandbox.outbox_json(OutboxQuery(user_id, bot_id, since, limit)))
 
 
+@router.get("/outbox/counts")
 async def outbox_counts(bot_id: str | None = None, sandbox: SandboxState = Sandbox) -> JSONResponse:
     return ok(sandbox.outbox_counts(bot_id=bot_id))
 
 
+@router.post("/users/generate")
 async def generate(
     request: Request, bot_id: str | None = None, sandbox: SandboxState = Sandbox
 ) -> JSONResponse:
@@ -132,11 +141,13 @@ async def generate(
     return ok(generate_users(bot, await json_object(request)), status=201)
 
 
+@router.get("/users")
 async def list_users(bot_id: str | None = None, sandbox: SandboxState = Sandbox) -> JSONResponse:
     bots = [control_bot(sandbox, bot_id)] if bot_id is not None else list(sandbox.bots.values())
     return ok([user.to_json() for bot in bots for user in bot.users.values()])
 
 
+@router.post("/users")
 async def add_user(
     request: Request, bot_id: str | None = None, sandbox: SandboxState = Sandbox
 ) -> JSONResponse:
@@ -144,10 +155,12 @@ async def add_user(
     return ok(create_user(bot, await json_object(request)).to_json(), status=201)
 
 
+@router.get("/users/{user_id}")
 async def get_user(user_id: str, bot_id: str | None = None, sandbox: SandboxState = Sandbox) -> JSONResponse:
     return ok(control_user(sandbox, user_id, bot_id)[1].to_json())
 
 
+@router.patch("/users/{user_id}")
 async def change_user(
     user_id: str, request: Request, bot_id: str | None = None, sandbox: SandboxState = Sandbox
 ) -> JSONResponse:
@@ -158,57 +171,34 @@ async def change_user(
     return ok(user.to_json())
 
 
+@router.post("/reset")
 async def reset(sandbox: SandboxState = Sandbox) -> JSONResponse:
     sandbox.reset()
     return ok({"reset": True})
 
 
+@router.get("/config")
 async def get_config(sandbox: SandboxState = Sandbox) -> JSONResponse:
     return ok(sandbox.config.to_json())
 
 
+@router.post("/config")
 async def set_config(request: Request, sandbox: SandboxState = Sandbox) -> JSONResponse:
     sandbox.set_config(sandbox.config.updated(await json_body(request)))
     return ok(sandbox.config.to_json())
 
 
+@router.get("/stats")
 async def stats(sandbox: SandboxState = Sandbox) -> JSONResponse:
     return ok(sandbox.stats())
 
 
+@router.get("/requests")
 async def request_log(limit: int = 100, sandbox: SandboxState = Sandbox) -> JSONResponse:
     if limit < 0:
         raise ApiError(400, "limit: must be 0 or more")
     records = list(sandbox.requests)[-limit:] if limit else []
     return ok([record.to_json() for record in records])
-
-
-#: Every route of the control API: method, path under :data:`CONTROL_PREFIX`, and its function.
-_ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
-    ("GET", "/health", health),
-    ("GET", "/bots", list_bots),
-    ("GET", "/outbox", outbox),
-    ("GET", "/outbox/counts", outbox_counts),
-    ("POST", "/users/generate", generate),
-    ("GET", "/users", list_users),
-    ("POST", "/users", add_user),
-    ("GET", "/users/{user_id}", get_user),
-    ("PATCH", "/users/{user_id}", change_user),
-    ("POST", "/reset", reset),
-    ("GET", "/config", get_config),
-    ("POST", "/config", set_config),
-    ("GET", "/stats", stats),
-    ("GET", "/requests", request_log),
-)
-
-
-def control_router() -> APIRouter:
-    """The control API's endpoints, serving the app's state (``app.state.sandbox``)."""
-    router = APIRouter(prefix=CONTROL_PREFIX)
-    router.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
-    for method, path, route in _ROUTES:
-        router.add_api_route(path, route, methods=[method])
-    return router
 
 
 # --------------------------------------------------------------------------- what the routes do
