@@ -431,11 +431,13 @@ def every(cls):
         yield from every(sub)
 
 operators = []
+customer = iter(range(1000))  # one generated customer per send: 9 and 15 digits, +849 and 8 digits
 for cls in every(AhaChatBaseOperator):
     if cls.__dict__.get("action"):
         action = ACTIONS[cls.action]
-        ways = {{"id": {{"user_id": "3824547807572463"}}, "phone": {{"phone": "+84 908 071 111"}}}}
-        for way, who in ways.items() if action.by_phone else [("id", ways["id"])]:
+        for way in ["id", "phone"] if action.by_phone else ["id"]:
+            n = next(customer)
+            who = {{"user_id": f"9{{n:015d}}"}} if way == "id" else {{"phone": f"+849{{n:08d}}"}}
             task_id = f"{{cls.action}}_{{way}}"
             operators.append(cls(task_id=task_id, ahachat_conn_id="single", **who, **action.example()))
 class TI:
@@ -445,6 +447,7 @@ messages = sum(ACTIONS[op.action].sends_message for op in operators)
 bulk = sorted(m for m in sys.modules if m.split(".")[:2] == ["airflow_provider_ahachat", "bulk"])
 print(json.dumps([results, messages, bulk]))
 """
+    sandbox.generate_users(100)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     results, messages, bulk_modules = json.loads(out.stdout.strip().splitlines()[-1])
@@ -455,4 +458,4 @@ print(json.dumps([results, messages, bulk]))
     }
     assert set(results.values()) == {"dict"}
     assert bulk_modules == []
-    assert len(sandbox.outbox()) == messages  # every message reached Lan
+    assert len(sandbox.outbox()) == messages  # every message reached its customer

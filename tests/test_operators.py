@@ -112,18 +112,19 @@ def test_the_operator_of_every_action_acts_once(dag_runner: Any, sandbox: Sandbo
     from airflow_provider_ahachat.registry import ACTIONS
 
     actions = [name for name, action in ACTIONS.items() if action.addresses_customer]
+    customers = dict(zip(actions, sandbox.generate_users(len(actions)), strict=True))  # one each
     with new_dag("every_action") as dag:
-        for name in actions:
-            operator_for(name)(task_id=name, user_id=MINH, **ACTIONS[name].example())
+        for name, uid in customers.items():
+            operator_for(name)(task_id=name, user_id=uid, **ACTIONS[name].example())
 
     result = run(dag_runner, dag, sandbox)
 
     assert result.succeeded, result.summary()
-    for name in actions:
+    for name, uid in customers.items():
         xcom = result.xcoms[name]
-        assert MINH in (xcom.get("user_id"), xcom.get("messenger_user_id")), (name, xcom)
-    messaging = [name for name in actions if ACTIONS[name].sends_message]
-    assert sandbox.outbox_counts() == ({MINH: len(messaging)} if messaging else {})
+        assert uid in (xcom.get("user_id"), xcom.get("messenger_user_id")), (name, xcom)
+    messaged = {uid: 1 for name, uid in customers.items() if ACTIONS[name].sends_message}
+    assert sandbox.outbox_counts() == messaged
     assert len(api_requests(sandbox)) == len(actions)
 
 
