@@ -4,7 +4,7 @@ The sandbox's HTTP app: AhaChat's contract under ``/api``, and a control API und
 :func:`create_app` only assembles the parts, each in a file named for its concern:
 
 - :mod:`.routes.api`: the AhaChat API, a route for every endpoint of the registry, answered by the
-  action's handler (:mod:`.handlers`);
+  action's handler;
 - :mod:`.routes.control`: the control API (outbox, acting as a customer, the knobs, stats), with
   the list of its endpoints;
 - :mod:`.routes.json_api`: the blocks' JSON API steps (:mod:`.json_api`), which call a URL when a
