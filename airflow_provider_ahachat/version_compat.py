@@ -12,12 +12,52 @@ from typing import Any
 
 
 def mask_secret(secret: str) -> None:
-    """Register ``secret`` with Airflow's secret masker, wherever this Airflow version keeps it."""
+    """
+    Register ``secret`` with Airflow's secret masker, wherever this Airflow version keeps it: the task
+    SDK's (task processes), and in Airflow's own processes (the API server, whose access log masks
+    query values with it) the core's, which is another instance from Airflow 3.2 on.
+    """
     try:
         from airflow.sdk.log import mask_secret as mask
     except ImportError:  # older Airflow 3 releases
         from airflow.sdk.execution_time.secrets_masker import mask_secret as mask  # type: ignore[no-redef]
     mask(secret)
+    core = _core_masker()
+    if core is not None:
+        core.add_mask(secret)
+
+
+def _core_masker() -> Any:
+    """The secret masker of Airflow's own processes, when it is not the task SDK's (3.2+)."""
+    try:
+        from airflow._shared.secrets_masker import _secrets_masker
+    except ImportError:
+        return None
+    return _secrets_masker()
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret Airflow's maskers know replaced by ``***`` (as is, without Airflow)."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact as sdk_redact
+    except ImportError:
+        pass
+    else:
+        text = str(sdk_redact(text))
+    core = _core_masker()
+    return text if core is None else str(core.redact(text))
+
+
+def hitl_waiting_states() -> tuple[str, ...]:
+    """
+    The states of a Human-in-the-loop task instance that waits for its answer: ``awaiting_input``
+    from Airflow 3.3 (apache/airflow#68028), ``deferred`` (to ``HITLTrigger``) before.
+    """
+    from airflow.utils.state import TaskInstanceState
+
+    if hasattr(TaskInstanceState, "AWAITING_INPUT"):
+        return (TaskInstanceState.AWAITING_INPUT.value,)
+    return (TaskInstanceState.DEFERRED.value,)
 
 
 def conf() -> Any:
@@ -66,3 +106,47 @@ def object_storage_path(url: str) -> Any:
 def airflow_home() -> pathlib.Path:
     """``$AIRFLOW_HOME``, as Airflow reads it (``~/airflow`` when unset)."""
     return pathlib.Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+
+
+def hitl_takes_response_timeout() -> bool:
+    """
+    Whether the installed ``HITLOperator`` takes ``response_timeout``: from
+    apache-airflow-providers-standard 1.13 (Airflow 3.2's); 1.12 and before (Airflow 3.1's) take the
+    response's deadline from ``execution_timeout``.
+    """
+    import inspect
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    return "response_timeout" in inspect.signature(HITLOperator.__init__).parameters
+
+
+def hitl_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """
+    ``HITLOperator`` arguments for the installed standard provider: ``response_timeout`` becomes the
+    ``execution_timeout`` where only that sets the response's deadline (see
+    :func:`hitl_takes_response_timeout`).
+
+    :param kwargs: the operator's keyword arguments.
+    :raises ValueError: when both are given there, since they would be one setting.
+    """
+    if "response_timeout" not in kwargs or hitl_takes_response_timeout():
+        return kwargs
+    arguments = dict(kwargs)
+    response_timeout = arguments.pop("response_timeout")
+    if response_timeout is not None and arguments.get("execution_timeout") is not None:
+        raise ValueError(
+            "response_timeout, execution_timeout: give one; with apache-airflow-providers-standard "
+            "before 1.13 the execution_timeout of a Human-in-the-loop task is its response timeout"
+        )
+    if response_timeout is not None:
+        arguments["execution_timeout"] = response_timeout
+    return arguments
+
+
+def hitl_response_timeout(task: Any) -> Any:
+    """The response timeout of a Human-in-the-loop task (a ``timedelta``), None when it has none."""
+    timeout = getattr(task, "response_timeout", None)
+    if timeout is None and not hitl_takes_response_timeout():
+        timeout = getattr(task, "execution_timeout", None)
+    return timeout

@@ -6,6 +6,7 @@ it when missing), initialised in a temporary folder and started on 127.0.0.1 on 
   and deleted when the session ends, even when tests fail. Skips the tests that use it, saying
   why, when PostgreSQL is not installed.
 - ``postgres.new_database()``: a database of its own for each test.
+- :func:`running_cluster`: the same cluster as a context manager, for scripts and benchmarks.
 
 As root (CI), ``initdb`` and the server run as the ``postgres`` user, through ``runuser``.
 Load with ``pytest_plugins = ["postgres_fixtures"]``.
@@ -84,17 +85,28 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster of this test process; see the module's docstring."""
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL cannot run here; the message says why."""
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[PostgresCluster]:
+    """
+    A throw-away PostgreSQL cluster on 127.0.0.1, stopped and deleted on the way out, even on a
+    failure. :class:`PostgresUnavailable` when it cannot run here.
+    """
     folder = bin_dir()
     if folder is None:
-        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql as root)")
+        raise PostgresUnavailable(
+            "PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql as root)"
+        )
     if os.geteuid() == 0:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root, and there is no postgres user to run PostgreSQL as")
+            raise PostgresUnavailable(
+                "running as root, and there is no postgres user to run PostgreSQL as"
+            ) from None
     home = Path(tempfile.mkdtemp(prefix="ahachat-pg-"))
     data = home / "data"
     if os.geteuid() == 0:
@@ -135,3 +147,13 @@ def postgres() -> Iterator[PostgresCluster]:
                 with contextlib.suppress(ValueError, OSError):
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this test process; see the module's docstring."""
+    try:
+        with running_cluster() as cluster:
+            yield cluster
+    except PostgresUnavailable as why:  # raised before the cluster exists: nothing to stop
+        pytest.skip(str(why))

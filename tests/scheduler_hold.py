@@ -1,7 +1,10 @@
 """
 Copied as ``airflow_local_settings.py`` into the ``config`` folder of a test's ``AIRFLOW_HOME``: holds
 the scheduler once, right after it has read a DAG's asset queue rows to create an asset-triggered
-run, until the test says go, so that the test can record events in that window.
+run, until the test says go, so that the test can record events in that window. With
+``AHACHAT_TEST_SWEEP_GATE`` set to a file's path, the scheduler also skips its sweep of the
+Human-in-the-loop tasks whose deadline has passed while that file exists, so that a test can answer
+a task that still waits for input after its deadline.
 
 The window exists in every scheduler loop that creates such a run (it lasts a few milliseconds, or
 more on a busy machine); holding it open makes the race it allows happen every time. With
@@ -54,5 +57,19 @@ def _install(folder: Path) -> None:
     event.listen(Engine, "after_cursor_execute", hold)
 
 
+def _gate_the_sweep(gate: Path) -> None:
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    sweep = SchedulerJobRunner.check_awaiting_input_timeouts  # Airflow 3.3's HITL deadline sweep
+
+    def gated(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not gate.exists():
+            sweep(self, *args, **kwargs)
+
+    SchedulerJobRunner.check_awaiting_input_timeouts = gated  # type: ignore[method-assign]
+
+
 if os.environ.get("AHACHAT_TEST_HOLD_DIR") and sys.argv[1:2] == ["scheduler"]:
     _install(Path(os.environ["AHACHAT_TEST_HOLD_DIR"]))
+if os.environ.get("AHACHAT_TEST_SWEEP_GATE") and sys.argv[1:2] == ["scheduler"]:
+    _gate_the_sweep(Path(os.environ["AHACHAT_TEST_SWEEP_GATE"]))

@@ -10,6 +10,8 @@ import dataclasses
 import json
 import logging
 import threading
+import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,8 @@ from fastapi import FastAPI
 
 from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER, approvals_router
 from airflow_provider_ahachat.approvals.question import labels_for, question_message
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, TokenError, sign, verify
+from airflow_provider_ahachat.approvals.tokens import AnswerToken, Question, TokenError, peek, sign, verify
+from airflow_provider_ahachat.events.keys import APPROVAL, WEBHOOK, derive_key, hkdf_sha256
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import DynamicMessage
 from airflow_provider_ahachat.sandbox import SandboxServer
@@ -31,19 +34,24 @@ NOW = 1_800_000_000.0
 TOKEN = AnswerToken(
     "shop", "refunds", "manual__1", "approve", -1, 1, OWNER, "Approve", "Đồng ý", int(NOW) + 60
 )
+QUESTION = Question("shop", 1, "9f1c2b3a4d5e6f708192a3b4c5d6e7f8", int(NOW) + 60)
+NONCE = QUESTION.nonce
 
 
 # -- tokens
 
 
-def test_a_token_verifies_with_its_secret_until_it_expires() -> None:
-    signed = sign(TOKEN, SECRET)
-    assert verify(signed, SECRET, now=NOW) == TOKEN
-    assert SECRET not in signed
+def test_a_token_verifies_with_its_secret_and_its_questions_nonce_until_it_expires() -> None:
+    signed = sign(TOKEN, SECRET, NONCE)
+    assert verify(signed, SECRET, NONCE, now=NOW) == TOKEN
+    assert peek(signed) == TOKEN
+    assert SECRET not in signed and NONCE not in signed
     with pytest.raises(TokenError, match="expired"):
-        verify(signed, SECRET, now=NOW + 60)
+        verify(signed, SECRET, NONCE, now=NOW + 60)
     with pytest.raises(TokenError, match="forged"):
-        verify(signed, "another secret", now=NOW)
+        verify(signed, "another secret", NONCE, now=NOW)
+    with pytest.raises(TokenError, match="forged"):  # the secret alone signs nothing
+        verify(signed, SECRET, "0" * 32, now=NOW)
 
 
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(AnswerToken)])
@@ -51,17 +59,48 @@ def test_changing_any_field_breaks_the_signature(field: str) -> None:
     value = getattr(TOKEN, field)
     change: dict[str, Any] = {field: value + 1 if isinstance(value, int) else value + "x"}
     changed = dataclasses.replace(TOKEN, **change)
-    payload = sign(changed, "attacker").split(".")[0]
-    signature = sign(TOKEN, SECRET).split(".")[1]
+    payload = sign(changed, "attacker", NONCE).split(".")[0]
+    signature = sign(TOKEN, SECRET, NONCE).split(".")[1]
     with pytest.raises(TokenError, match="forged"):
-        verify(f"{payload}.{signature}", SECRET, now=NOW)
+        verify(f"{payload}.{signature}", SECRET, NONCE, now=NOW)
 
 
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "!!!.???", "e30.", "x" * 5000])
 def test_garbage_is_malformed_or_forged(garbage: str) -> None:
     with pytest.raises(TokenError) as caught:
-        verify(garbage, SECRET, now=NOW)
+        verify(garbage, SECRET, NONCE, now=NOW)
     assert caught.value.reason in ("malformed", "forged")
+    assert peek(garbage) is None
+
+
+def test_keys_are_hkdf_sha256_and_one_secret_gives_a_key_per_purpose() -> None:
+    # RFC 5869, test case 1.
+    okm = hkdf_sha256(
+        bytes.fromhex("0b" * 22),
+        salt=bytes.fromhex("000102030405060708090a0b0c"),
+        info=bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
+        length=42,
+    )
+    assert okm.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+    webhook, approval = derive_key(SECRET, WEBHOOK), derive_key(SECRET, APPROVAL)
+    assert len({webhook, approval, SECRET.encode()}) == 3
+    assert derive_key(SECRET, WEBHOOK) == webhook  # the same secret, the same key
+
+
+def test_a_question_record_is_read_back_only_when_whole() -> None:
+    assert Question.from_json(QUESTION.to_json()) == QUESTION
+    assert QUESTION.xcom_key == "ahachat_question.shop"
+    for broken in (
+        None,
+        "x",
+        {},
+        {**QUESTION.to_json(), "nonce": "short"},
+        {**QUESTION.to_json(), "expires": "1"},
+    ):
+        assert Question.from_json(broken) is None
+    assert Question.new("shop", 2, 5).nonce != Question.new("shop", 2, 5).nonce
 
 
 # -- the question
@@ -110,6 +149,12 @@ def test_a_long_question_is_cut_to_the_button_template_limit() -> None:
 # -- the endpoint, tapped through the sandbox
 
 
+def questions(claim: AnswerToken) -> Question | None:
+    """The questions the tests' task asked: refunds/manual__1/approve, through ``shop``."""
+    where = (claim.dag_id, claim.run_id, claim.task_id, claim.map_index, claim.conn_id)
+    return QUESTION if where == ("refunds", "manual__1", "approve", -1, "shop") else None
+
+
 @dataclasses.dataclass
 class Endpoint:
     url: str
@@ -122,14 +167,16 @@ def endpoint() -> Iterator[Endpoint]:
     recorded: list[AnswerToken] = []
     outcome = ["recorded"]
 
-    def record(token: AnswerToken) -> str:
+    def record(token: AnswerToken, question: Question) -> str:
         if outcome[0] == "recorded":
             recorded.append(token)
         return outcome[0]
 
     app = FastAPI()
     app.include_router(
-        approvals_router(load_secret={"shop": SECRET}.get, record=record, clock=lambda: NOW),
+        approvals_router(
+            load_question=questions, load_secret={"shop": SECRET}.get, record=record, clock=lambda: NOW
+        ),
         prefix="/ahachat",
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -145,8 +192,10 @@ def endpoint() -> Iterator[Endpoint]:
         thread.join(30)
 
 
-def button_url(endpoint: Endpoint, token: AnswerToken = TOKEN, secret: str = SECRET) -> str:
-    return f"{endpoint.url}?t={sign(token, secret)}&messenger_user_id={{{{messenger_user_id}}}}"
+def button_url(
+    endpoint: Endpoint, token: AnswerToken = TOKEN, secret: str = SECRET, nonce: str = NONCE
+) -> str:
+    return f"{endpoint.url}?t={sign(token, secret, nonce)}&messenger_user_id={{{{messenger_user_id}}}}"
 
 
 def test_a_sandbox_tap_calls_the_button_and_shows_the_confirmation(
@@ -172,7 +221,7 @@ def test_a_sandbox_tap_calls_the_button_and_shows_the_confirmation(
             sandbox.tap(OWNER, "Từ chối")
     assert endpoint.recorded == [TOKEN]
     assert f"recorded: ahachat:{OWNER} chose 'Approve' for dag_id=refunds run_id=manual__1" in caplog.text
-    assert SECRET not in caplog.text and sign(TOKEN, SECRET) not in caplog.text
+    assert SECRET not in caplog.text and sign(TOKEN, SECRET, NONCE) not in caplog.text
 
 
 def answer(url: str, tapper: str = OWNER, method: str = "GET") -> tuple[str, str]:
@@ -188,10 +237,16 @@ def test_refusals_record_nothing_and_say_why(endpoint: Endpoint, caplog: pytest.
         "someone else": (button_url(endpoint), "4102938475610293", "not_approver"),
         "nobody said who": (button_url(endpoint), "", "not_approver"),
         "another secret": (button_url(endpoint, secret="guess"), OWNER, "forged"),
+        "another question's nonce": (button_url(endpoint, nonce="1" * 32), OWNER, "forged"),
         "unknown connection": (
             button_url(endpoint, dataclasses.replace(TOKEN, conn_id="x")),
             OWNER,
             "forged",
+        ),
+        "an earlier try": (
+            button_url(endpoint, dataclasses.replace(TOKEN, try_number=0)),
+            OWNER,
+            "earlier_try",
         ),
         "expired": (
             button_url(endpoint, dataclasses.replace(TOKEN, expires=int(NOW))),
@@ -209,7 +264,7 @@ def test_refusals_record_nothing_and_say_why(endpoint: Endpoint, caplog: pytest.
         outcome, text = answer(button_url(endpoint), method="POST")
         assert outcome == refusal and text.startswith("Không ghi nhận: ")
     assert endpoint.recorded == []
-    assert SECRET not in caplog.text and sign(TOKEN, SECRET) not in caplog.text
+    assert SECRET not in caplog.text and sign(TOKEN, SECRET, NONCE) not in caplog.text
     assert "refused (not_approver): ahachat:4102938475610293 tapped 'Approve' meant for ahachat:" + OWNER in (
         caplog.text
     )
@@ -218,13 +273,17 @@ def test_refusals_record_nothing_and_say_why(endpoint: Endpoint, caplog: pytest.
 def test_a_failure_in_airflow_is_answered_plainly() -> None:
     from fastapi.testclient import TestClient
 
-    def broken(_: Any) -> str:
+    def broken(_: Any, __: Any) -> str:
         raise RuntimeError("database is locked")
 
     app = FastAPI()
-    app.include_router(approvals_router(load_secret={"shop": SECRET}.get, record=broken, clock=lambda: NOW))
+    app.include_router(
+        approvals_router(
+            load_question=questions, load_secret={"shop": SECRET}.get, record=broken, clock=lambda: NOW
+        )
+    )
     with TestClient(app) as client:
-        got = client.get(f"/approvals/answer?t={sign(TOKEN, SECRET)}&messenger_user_id={OWNER}")
+        got = client.get(f"/approvals/answer?t={sign(TOKEN, SECRET, NONCE)}&messenger_user_id={OWNER}")
     assert got.status_code == 200
     assert got.headers[OUTCOME_HEADER] == "unavailable"
     assert got.json()["messages"][0]["text"].startswith("Chưa ghi nhận")
@@ -241,11 +300,13 @@ def ask(
     **notifier_args: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Ask ``approvers`` a refund question through the sandbox, as a task would; the task and its context."""
-    import types
 
+    from airflow_provider_ahachat.notifications import hitl
     from airflow_provider_ahachat.notifications.hitl import AhaChatHITLNotifier
     from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator
 
+    # Each test is a task try of its own: no question remembered from another test's try.
+    monkeypatch.setattr(hitl, "_ASKED", {})
     conn = {
         "conn_type": "ahachat",
         "login": sandbox.bot_id,
@@ -259,9 +320,7 @@ def ask(
         task_id="approve", subject="Duyệt hoàn tiền 450.000đ cho đơn DH10231?", approvers=approvers
     )
     task.assigned_users = [{"id": f"ahachat:{who}", "name": who} for who in approvers]
-    ti = types.SimpleNamespace(
-        dag_id="refunds", run_id="manual__1", task_id="approve", map_index=-1, try_number=1
-    )
+    ti = RecordingTI(dag_id="refunds", run_id="manual__1", task_id="approve", map_index=-1, try_number=1)
     notifier = AhaChatHITLNotifier(approvers=approvers, ahachat_conn_id="hitl_ask", **notifier_args)
     context: Any = {"task": task, "ti": ti, "task_instance": ti}  # what notify() reads of a context
     notifier.notify(context)
@@ -324,14 +383,18 @@ def test_a_page_that_may_still_use_a_tag_asks_by_the_question_block(
     ``default_message_tag``; here under the sandbox's rules before April 2026) asks an approver
     outside the window with the question block, carrying the question and each button's signed URL.
     """
-    import time
     from urllib.parse import unquote
+
+    from airflow_provider_ahachat.notifications.hitl import AhaChatHITLNotifier
 
     sandbox.reset()
     sandbox.configure(messenger_rules="2025")
     tags = {"message_tags": "ACCOUNT_UPDATE", "default_message_tag": "account_update"}
-    ask(sandbox, monkeypatch, [LAN_ID, BAO_ID], extra=tags, question_block="payment_reminder")
+    _, context = ask(sandbox, monkeypatch, [LAN_ID, BAO_ID], extra=tags, question_block="payment_reminder")
 
+    ti = context["ti"]
+    recorded = Question.from_json(ti.xcoms["ahachat_question.hitl_ask"])
+    assert recorded is not None and (recorded.conn_id, recorded.try_number) == ("hitl_ask", 1)
     (to_lan,) = sandbox.outbox(LAN_ID)
     (to_bao,) = sandbox.outbox(BAO_ID)
     assert to_bao["kind"] == "broadcast" != to_lan["kind"]  # a message to Lan, a broadcast to Bảo
@@ -345,9 +408,15 @@ def test_a_page_that_may_still_use_a_tag_asks_by_the_question_block(
         url = attributes[f"airflow_hitl_url_{n}"]
         assert url.startswith("https://airflow.shop.vn/ahachat/approvals/answer?t=")
         token = url.split("t=", 1)[1].split("&", 1)[0]
-        signed = verify(unquote(token), SECRET, now=time.time())
+        signed = verify(unquote(token), SECRET, recorded.nonce, now=time.time())
         assert (signed.approver, signed.dag_id, signed.try_number) == (BAO_ID, "refunds", 1)
     assert SECRET not in json.dumps(sandbox.outbox(), ensure_ascii=False)
+    assert recorded.nonce not in json.dumps(sandbox.outbox(), ensure_ascii=False)
+    # Asked again in the same try (a second notifier on the connection): the same question.
+    AhaChatHITLNotifier(
+        approvers=[LAN_ID, BAO_ID], ahachat_conn_id="hitl_ask", question_block="payment_reminder"
+    ).notify(context)  # type: ignore[arg-type]
+    assert Question.from_json(ti.xcoms["ahachat_question.hitl_ask"]) == recorded
 
 
 def test_approvals_never_send_a_retired_tag() -> None:
@@ -362,3 +431,15 @@ def test_approvals_never_send_a_retired_tag() -> None:
             AhaChatApprovalOperator(task_id="a", subject="?", approvers="1", message_tag=tag)
         with pytest.raises(AhaChatValidationError, match="Meta"):
             AhaChatHITLOperator(task_id="h", subject="?", options=["A"], approvers="1", message_tag=tag)
+
+
+class RecordingTI(types.SimpleNamespace):
+    """The task instance as notify() uses it: its names, its try, and its XComs."""
+
+    def __init__(self, **names: Any) -> None:
+        super().__init__(**names)
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        assert key not in self.xcoms, "the question was recorded twice"
+        self.xcoms[key] = json.loads(json.dumps(value))

@@ -24,10 +24,21 @@ from typing import Any
 import pytest
 import requests
 from airflow_processes import AirflowProcesses, wait_until
+from approval_helpers import (
+    WAIT,
+    buttons,
+    parked_state,
+    question_of,
+    questions,
+    token_of,
+    trigger,
+    wait_for_park,
+    with_token,
+)
+from approval_helpers import call as call_as
 
-from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
 from airflow_provider_ahachat.approvals.question import UI_BUTTON_TITLE
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign, verify
+from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign
 from airflow_provider_ahachat.sandbox import SandboxControlError, SandboxServer
 
 pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]
@@ -46,7 +57,6 @@ CONN_ID = "ahachat_sandbox"
 SECRET = "approval-secret-7c2e91d4-keep-out-of-logs"
 OWNER, LAN, MINH = "6620193847561029", "3824547807572463", "4102938475610293"
 BAO = "5310298476123984"  # last wrote 3 days ago: outside Messenger's 24-hour window
-WAIT = 900.0
 # The options of the questions of ahachat_hitl_many_options (tests/hitl_dags): 4 and 13 of them.
 SLOTS = ["8h-10h", "10h-12h", "14h-16h", "19h-21h"]
 WAREHOUSES = [f"Kho Quận {n}" for n in range(1, 13)] + ["Kho Thủ Đức"]
@@ -71,16 +81,6 @@ def shop_database(path: Path) -> Path:
             [("DH10231", LAN, 450000), ("DH10232", MINH, 1250000)],
         )
     return path
-
-
-def trigger(airflow: AirflowProcesses, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-    answer = requests.post(
-        f"{airflow.url}/api/v2/dags/{dag_id}/dagRuns",
-        json={"logical_date": None, "conf": conf or {}},
-        timeout=120,
-    )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["dag_run_id"])
 
 
 @pytest.fixture(scope="module")
@@ -117,38 +117,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 # -- reading what happened
 
 
-def questions(sandbox: SandboxServer, marker: str) -> list[dict[str, Any]]:
-    """The owner's outbox entries that ask a question whose text holds ``marker``, oldest first."""
-    return [
-        e
-        for e in sandbox.outbox(user_id=OWNER)
-        if e["kind"] == "dynamic" and marker in json.dumps(e["messages"], ensure_ascii=False)
-    ]
-
-
-def buttons(entry: dict[str, Any]) -> dict[str, str]:
-    """Title to URL of an entry's tap buttons (buttons or quick replies)."""
-    message = entry["messages"][0]
-    found = (message.get("attachment") or {}).get("payload", {}).get("buttons") or message.get(
-        "quick_replies"
-    )
-    return {b["title"]: b["url"] for b in found if b["type"] == "json_plugin_url"}
-
-
 def call(url: str, tapper: str = OWNER) -> tuple[str, str]:
-    """Call a button's URL as AhaChat does when ``tapper`` taps it: the outcome and the reply."""
-    answer = requests.get(url.replace("{{messenger_user_id}}", tapper), timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.headers[OUTCOME_HEADER], answer.json()["messages"][0]["text"]
-
-
-def with_token(url: str, token: str) -> str:
-    base, _, rest = url.partition("?t=")
-    return f"{base}?t={token}&{rest.split('&', 1)[1]}"
-
-
-def token_of(url: str) -> AnswerToken:
-    return verify(url.split("?t=", 1)[1].split("&", 1)[0], SECRET, now=0)
+    """Call a button's URL as AhaChat does when ``tapper`` (the owner by default) taps it."""
+    return call_as(url, tapper)
 
 
 def hitl(setup: Setup, scenario: str, task_id: str) -> dict[str, Any]:
@@ -188,7 +159,7 @@ def finished(setup: Setup, scenario: str) -> str:
 def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[str, Any]]:
     try:
         found: list[dict[str, Any]] = wait_until(
-            lambda: (q := questions(setup.sandbox, marker)) and len(q) >= count and q,
+            lambda: (q := questions(setup.sandbox, OWNER, marker)) and len(q) >= count and q,
             WAIT,
             f"{count} question(s) about {marker!r} in the owner's outbox",
             1.0,
@@ -199,30 +170,10 @@ def wait_for_questions(setup: Setup, marker: str, count: int = 1) -> list[dict[s
     return found
 
 
-def parked_and_reaped(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int) -> bool:
-    """
-    The try waits for its answer and the scheduler has read the exit of the worker that parked it
-    (its log says so). Airflow 3.3's scheduler fails a task that is resumed before then; the
-    Messenger answer path holds an early tap for a while (see plugins/hitl_answer), but how long the
-    scheduler takes depends on its load. A person taps after that; so does the test.
-    """
-    finished_line = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
-    return any(
-        finished_line in line and "state=awaiting_input," in line and f"try_number={try_number}," in line
-        for line in setup.airflow.log_tail(10**9).splitlines()
-    )
-
-
-def wait_for_park(setup: Setup, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> None:
-    what = f"the scheduler to see {dag_id}.{task_id} try {try_number} parked"
-    wait_until(lambda: parked_and_reaped(setup, dag_id, run_id, task_id, try_number), WAIT, what, 0.5)
-
-
 def tapped(setup: Setup, title: str, seq: int) -> str:
     """The owner taps ``title`` in outbox entry ``seq``: the reply they see (the server's log if none)."""
     (entry,) = [e for e in setup.sandbox.outbox(user_id=OWNER) if e["seq"] == seq]
-    token = token_of(buttons(entry)[title])
-    wait_for_park(setup, token.dag_id, token.run_id, token.task_id, token.try_number)
+    wait_for_park(setup.airflow, token_of(buttons(entry)[title]))
     reply = setup.sandbox.tap(OWNER, title, seq=seq)["reply"]
     log = setup.airflow.log_tail(10**9)
     trouble = log[log.find("could not be recorded") - 200 :][:8000] if "could not be recorded" in log else ""
@@ -293,23 +244,33 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
     urls = buttons(question)
     reject = urls["Từ chối"]
     token = token_of(reject)
+    nonce = question_of(setup.airflow, token).nonce
     signed = reject.split("?t=", 1)[1].split("&", 1)[0]
     payload, signature = signed.split(".")
     now = time.time()
 
     def altered(**change: Any) -> str:
         """The token with one field changed and the original signature."""
-        other = sign(dataclasses.replace(token, **change), "whatever").split(".")[0]
+        other = sign(dataclasses.replace(token, **change), "whatever", nonce).split(".")[0]
         return with_token(reject, f"{other}.{signature}")
+
+    def resigned(**change: Any) -> str:
+        """The token with fields changed, signed as the notifier signs (the secret and the nonce)."""
+        return with_token(reject, sign(dataclasses.replace(token, **change), SECRET, nonce))
 
     refused = {
         "another person taps": (reject, MINH, "not_approver"),
-        "signed with another secret": (with_token(reject, sign(token, "not-the-secret")), OWNER, "forged"),
-        "no such connection": (
-            with_token(reject, sign(dataclasses.replace(token, conn_id="nope"), SECRET)),
+        "signed with another secret": (
+            with_token(reject, sign(token, "not-the-secret", nonce)),
             OWNER,
             "forged",
         ),
+        "the secret without the question's nonce": (
+            with_token(reject, sign(token, SECRET, "0" * 32)),
+            OWNER,
+            "forged",
+        ),
+        "no such connection": (resigned(conn_id="nope"), OWNER, "forged"),
         "altered option": (altered(option="Approve", label="Đồng ý"), OWNER, "forged"),
         "altered approver": (altered(approver=MINH), MINH, "forged"),
         "altered try": (altered(try_number=2), OWNER, "forged"),
@@ -317,26 +278,10 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
         "altered deadline": (altered(expires=int(now) + 10**6), OWNER, "forged"),
         "truncated": (with_token(reject, f"{payload}.{signature[:-4]}"), OWNER, "forged"),
         "garbage": (with_token(reject, "not-a-token"), OWNER, "malformed"),
-        "expired": (
-            with_token(reject, sign(dataclasses.replace(token, expires=int(now) - 1), SECRET)),
-            OWNER,
-            "expired",
-        ),
-        "an earlier try": (
-            with_token(reject, sign(dataclasses.replace(token, try_number=0), SECRET)),
-            OWNER,
-            "earlier_try",
-        ),
-        "not an assigned user": (
-            with_token(reject, sign(dataclasses.replace(token, approver=MINH), SECRET)),
-            MINH,
-            "not_assigned",
-        ),
-        "no such option": (
-            with_token(reject, sign(dataclasses.replace(token, option="Maybe"), SECRET)),
-            OWNER,
-            "bad_option",
-        ),
+        "expired": (resigned(expires=int(now) - 1), OWNER, "expired"),
+        "an earlier try": (resigned(try_number=0), OWNER, "earlier_try"),
+        "not an assigned user": (resigned(approver=MINH), MINH, "not_assigned"),
+        "no such option": (resigned(option="Maybe"), OWNER, "bad_option"),
     }
     outcomes = {case: call(url, tapper) for case, (url, tapper, _) in refused.items()}
     assert {case: outcome for case, (outcome, _) in outcomes.items()} == {
@@ -346,7 +291,7 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
     assert outcomes["another person taps"][1] == "Không ghi nhận: câu hỏi này dành cho người khác."
     detail = hitl(setup, "reject", "approve_refund")
     assert detail["response_received"] is False
-    assert task_states(setup, "reject")["approve_refund"] == ("awaiting_input", 1)
+    assert task_states(setup, "reject")["approve_refund"] == (parked_state(), 1)
 
     # Then the owner's own tap is the answer: Từ chối, and the customer is told.
     assert tapped(setup, "Từ chối", question["seq"]) == "Đã ghi nhận: Từ chối"
@@ -386,10 +331,15 @@ def test_a_retry_invalidates_the_earlier_tries_buttons(setup: Setup) -> None:
     first, second = wait_for_questions(setup, "Chấp nhận chênh lệch", count=2)
     old, new = buttons(first)["Đồng ý"], buttons(second)["Đồng ý"]
     assert (token_of(old).try_number, token_of(new).try_number) == (1, 2)
-    assert call(old)[0] == "expired"
-    # Even before its deadline, a button of the first try grants nothing once the second asks.
-    fresh_old = sign(dataclasses.replace(token_of(old), expires=int(time.time()) + 3600), SECRET)
-    assert call(with_token(old, fresh_old))[0] == "earlier_try"
+    assert call(old)[0] == "earlier_try"
+    # Even signed again before its deadline, a button of the first try grants nothing once the
+    # second asks: neither with the second question's nonce nor with the first's.
+    second_nonce = question_of(setup.airflow, token_of(new)).nonce
+    for nonce in (second_nonce, "0" * 32):
+        fresh_old = sign(dataclasses.replace(token_of(old), expires=int(time.time()) + 3600), SECRET, nonce)
+        assert call(with_token(old, fresh_old))[0] == "earlier_try"
+    as_second = sign(dataclasses.replace(token_of(old), try_number=2), SECRET, "0" * 32)
+    assert call(with_token(old, as_second))[0] == "forged"
     assert hitl(setup, "ahachat_hitl_retry", "ask")["response_received"] is False
     assert tapped(setup, "Đồng ý", second["seq"]) == "Đã ghi nhận: Đồng ý"
     assert finished(setup, "ahachat_hitl_retry") == "success"
@@ -413,7 +363,8 @@ def test_an_approver_outside_the_window_is_named_with_the_link_and_the_task_is_a
     names Bảo with the link to answer in Airflow's UI, and an answer given there resumes it.
     """
     dag_id, run_id = setup.runs["ahachat_hitl_outside_window"]
-    wait_for_park(setup, dag_id, run_id, "ask")
+    parked = AnswerToken(CONN_ID, dag_id, run_id, "ask", -1, 1, BAO, "Approve", "Đồng ý", 0)
+    wait_for_park(setup.airflow, parked)  # only the task's place and try are read
     asked = [r for r in setup.sandbox.request_log(limit=10_000) if f"/users/{BAO}/" in r["path"]]
     assert [(r["path"].rsplit("/", 1)[-1], r["status"]) for r in asked] == [("messages", 422)]  # once
     assert not setup.sandbox.outbox(user_id=BAO)
@@ -424,6 +375,7 @@ def test_an_approver_outside_the_window_is_named_with_the_link_and_the_task_is_a
     answer = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask/-1/hitlDetails",
         json={"chosen_options": ["Approve"], "params_input": {}},
+        headers=setup.airflow.auth_headers,
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
@@ -473,10 +425,13 @@ def test_more_options_than_buttons_go_as_quick_replies_or_a_link_to_the_ui(setup
     assert tapped(setup, "Kho Thủ Đức", warehouse["seq"]) == "Đã ghi nhận: Kho Thủ Đức"
     assert tapped(setup, "8h-10h", slot["seq"]) == "Không ghi nhận: câu hỏi đã có câu trả lời."
     # And the 14-option question is answered on that page, as a person there would.
-    wait_for_park(setup, dag_id, run_id, "ask_province")
+    wait_for_park(
+        setup.airflow, AnswerToken(CONN_ID, dag_id, run_id, "ask_province", -1, 1, OWNER, "", "", 0)
+    )
     answered = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask_province/-1/hitlDetails",
         json={"chosen_options": ["Cần Thơ"]},
+        headers=setup.airflow.auth_headers,
         timeout=120,
     )
     assert answered.status_code == 200, answered.text

@@ -565,3 +565,53 @@ def test_a_read_timeout_after_sending_is_unknown_and_not_resent(
         again = runner(fast, "send_text", tmp_path, text="Hi", max_failure_ratio=1).run(ids)
     assert again["outcomes"] == {"unknown": 4}  # not resent on the next try either
     assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
+
+
+def test_a_later_run_removes_the_index_folders_that_killed_runs_left(tmp_path: Path) -> None:
+    """
+    A run's index folder is locked by its process: one killed outright leaves its folder unlocked,
+    and the next run removes it; a live run's folder, and a recent one without a lock, stay.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from airflow_provider_ahachat.bulk.index import UNLOCKED_AFTER, RunIndex
+
+    script = (
+        "import sys, time\n"
+        "from airflow_provider_ahachat.bulk.index import RunIndex\n"
+        "index = RunIndex(sys.argv[1])\n"
+        "print(index.folder, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    try:
+        killed, alive, also_killed = (Path(str(run.stdout.readline()).strip()) for run in runs if run.stdout)
+        for run in (runs[0], runs[2]):
+            os.kill(run.pid, signal.SIGKILL)
+            run.wait(30)
+        old, fresh = tmp_path / "ahachat-bulk-from-0.4", tmp_path / "ahachat-bulk-just-made"
+        for folder in (old, fresh, tmp_path / "not-an-index"):
+            folder.mkdir()
+            (folder / "index.sqlite").write_text("rows")
+        past = time.time() - UNLOCKED_AFTER - 60
+        os.utime(old, (past, past))
+        assert killed.exists() and also_killed.exists()
+
+        index = RunIndex(str(tmp_path))  # a later try, or any other run
+        assert not killed.exists() and not also_killed.exists() and not old.exists()
+        assert alive.exists() and fresh.exists() and (tmp_path / "not-an-index").exists()
+        assert Path(index.folder).exists()
+        index.close()
+        assert not Path(index.folder).exists()
+    finally:
+        runs[1].kill()
+        runs[1].wait(30)
+    RunIndex(str(tmp_path)).close()  # the live run was killed too: the next run removes its folder
+    assert not alive.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ahachat-bulk-just-made", "not-an-index"]

@@ -5,12 +5,14 @@ The webhook receiver: AhaChat's JSON API block calls it, and it records an Airfl
 :mod:`airflow_provider_ahachat.plugins.ahachat`), with the header ``X-AhaChat-Secret``:
 
 * ``conn_id`` names an ``ahachat`` connection; its extra ``webhook_secret`` is the shared secret,
-  compared in constant time. An unknown connection, one of another type and one without a secret
-  get the same 401 as a wrong secret, so nobody can probe connection IDs. With
+  compared in constant time through keys derived for this purpose only
+  (:mod:`airflow_provider_ahachat.events.keys`). An unknown connection, one of another type and one
+  without a secret get the same 401 as a wrong secret, so nobody can probe connection IDs. With
   ``webhook_enabled`` false, a caller with the right secret gets 403.
 * The body is a JSON object, or form fields (``application/x-www-form-urlencoded`` or
-  ``multipart/form-data``), at most 64 KiB, and carries the customer's ID in ``messenger_user_id``
-  (or the field named by the extra ``webhook_user_id_field``).
+  ``multipart/form-data``), at most 64 KiB (413 while it arrives), strict JSON at most 32 levels
+  deep (400; see :mod:`airflow_provider_ahachat.events.intake`), and carries the customer's ID in
+  ``messenger_user_id`` (or the field named by the extra ``webhook_user_id_field``).
 * Each accepted call becomes an asset event on ``ahachat://<conn_id>/<event>`` whose ``extra`` is
   ``{"messenger_user_id", "bot_id", "conn_id", "event", "received_at", "fields"}`` (``fields``:
   everything else the bot sent), and the answer is AhaChat's JSON API format: ``{}``, or the
@@ -20,6 +22,9 @@ The webhook receiver: AhaChat's JSON API block calls it, and it records an Airfl
 * At most ``webhook_events_per_minute`` events a minute per connection (default 600, 0 for no
   limit) per API server worker; over it, 429 with ``Retry-After``.
 * When the metadata database cannot record the event (busy, down), 503 with ``Retry-After``.
+* Answers and log lines never quote what the caller sent at length, and never a secret: the
+  connection's webhook and approval secrets and its Bot Token are masked wherever they appear
+  (a body field holding one is stored as ``***``).
 
 The app knows nothing of Airflow's internals: it is given a function that reads a connection and
 one that records an event. Airflow's own are in :mod:`airflow_provider_ahachat.plugins`.
@@ -36,14 +41,29 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from airflow_provider_ahachat.events import EVENT_NAME_RULE, event_uri, validate_event_name
+from airflow_provider_ahachat.events.intake import (
+    MAX_BODY_BYTES,
+    MAX_DEPTH,
+    BodyLimit,
+    Refused,
+    check_json,
+    keep_secret,
+    kept_secrets,
+    loggable,
+    masked,
+    parse_fields,
+    read_body,
+)
+from airflow_provider_ahachat.events.keys import WEBHOOK, derive_key
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +74,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_FIELD = "idempotency_key"
 #: How long an idempotency key is remembered.
 IDEMPOTENCY_WINDOW = timedelta(hours=1)
-#: The largest body accepted.
-MAX_BODY_BYTES = 64 * 1024
 #: The field that names the customer unless the connection's ``webhook_user_id_field`` says otherwise.
 DEFAULT_USER_ID_FIELD = "messenger_user_id"
 #: Events a minute per connection unless its ``webhook_events_per_minute`` says otherwise.
@@ -93,6 +111,8 @@ class WebhookSettings:
     :param replies: ``webhook_replies``: event name (or ``*``) → the text the customer sees at once.
     :param events_per_minute: ``webhook_events_per_minute``; 0 for no limit.
     :param problem: what is wrong with the other webhook settings, if anything (calls fail with 500).
+    :param masked: the connection's other secrets (``approval_secret``, the Bot Token), masked as
+        the webhook secret is wherever a caller puts them.
     """
 
     conn_id: str
@@ -103,13 +123,35 @@ class WebhookSettings:
     replies: Mapping[str, str] = field(default_factory=dict)
     events_per_minute: float = DEFAULT_EVENTS_PER_MINUTE
     problem: str | None = None
+    masked: tuple[str, ...] = field(default=(), repr=False)
+
+    @cached_property
+    def key(self) -> bytes | None:
+        """The webhook key of :attr:`secret` (compared instead of the secret itself)."""
+        return None if self.secret is None else derive_key(self.secret, WEBHOOK)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """
+        Every secret a call to this connection must never see again, longest first: the
+        connection's, and those of every other connection this process has read.
+        """
+        found = {s for s in (self.secret, *self.masked, *kept_secrets()) if s}
+        return tuple(sorted(found, key=len, reverse=True))
 
     @classmethod
     def from_connection(
-        cls, conn_id: str, *, conn_type: str | None, login: str | None, extra: Mapping[str, Any]
+        cls,
+        conn_id: str,
+        *,
+        conn_type: str | None,
+        login: str | None,
+        extra: Mapping[str, Any],
+        password: str | None = None,
     ) -> WebhookSettings | None:
         """
-        The settings of a connection, or None when it is not an ``ahachat`` connection.
+        The settings of a connection, or None when it is not an ``ahachat`` connection. Its secrets
+        are registered to be masked (:func:`~airflow_provider_ahachat.events.intake.keep_secret`).
 
         :raises WebhookConfigError: when ``webhook_secret`` is not a string; a problem with another
             field is kept in :attr:`problem` instead.
@@ -124,7 +166,11 @@ class WebhookSettings:
         secret = get("webhook_secret")
         if secret is not None and not isinstance(secret, str):
             raise WebhookConfigError("webhook_secret: must be a string")
-        settings = cls(conn_id=conn_id, bot_id=login or None, secret=secret or None)
+        approval = get("approval_secret")
+        masked = tuple(s for s in (approval, password) if isinstance(s, str) and s)
+        for each in (secret, *masked):
+            keep_secret(each)
+        settings = cls(conn_id=conn_id, bot_id=login or None, secret=secret or None, masked=masked)
         try:
             enabled = get("webhook_enabled")
             if isinstance(enabled, str):
@@ -228,78 +274,22 @@ class Throttle:
             self._buckets[key] = (min(limit, tokens + 1.0), last, limit)
 
 
-class _Rejected(Exception):
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-
-
 _UNAUTHORIZED = f"wrong or missing {SECRET_HEADER} for this connection"
-
-
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _Rejected(413, f"body: larger than {MAX_BODY_BYTES // 1024} KiB")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _Rejected(413, f"body: larger than {MAX_BODY_BYTES // 1024} KiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _parse_fields(request: Request, body: bytes) -> dict[str, Any]:
-    """The body's fields: a JSON object or form key/values."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            raise _Rejected(400, "body: form fields must be UTF-8") from None
-    if content_type == "multipart/form-data":
-        sent = False
-
-        async def replay() -> dict[str, Any]:  # the body, already read within the size limit
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form()
-        except Exception:
-            raise _Rejected(400, "body: not a readable multipart form") from None
-        return {name: value for name, value in form.items() if isinstance(value, str)}
-    if content_type in ("", "application/json", "text/json") or content_type.endswith("+json"):
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise _Rejected(400, "body: not valid JSON; send a JSON object or form fields") from None
-        if not isinstance(data, dict):
-            raise _Rejected(400, f"body: must be a JSON object, got a JSON {type(data).__name__}")
-        return data
-    raise _Rejected(
-        415,
-        f"Content-Type: {content_type!r} is not accepted; send application/json or "
-        "application/x-www-form-urlencoded",
-    )
+#: Compared with the key of a secret sent for no known connection, so that the work is the same.
+_NO_KEY = derive_key("-", WEBHOOK)
 
 
 def _user_id(fields: Mapping[str, Any], name: str) -> str:
     value = fields.get(name)
     if value is None or value == "":
-        raise _Rejected(422, f"{name}: missing; the body must carry the customer's Messenger user ID")
+        raise Refused(422, f"{name}: missing; the body must carry the customer's Messenger user ID")
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _USER_ID.fullmatch(value.strip()):
-        raise _Rejected(
-            422, f"{name}: must be the customer's Messenger user ID (1 to 32 digits), got {str(value)[:40]!r}"
+        raise Refused(
+            422,
+            f"{name}: must be the customer's Messenger user ID (1 to 32 digits); got "
+            + (f"{len(value)} characters" if isinstance(value, str) else f"a JSON {type(value).__name__}"),
         )
     return value.strip()
 
@@ -310,21 +300,30 @@ def _idempotency_key(request: Request, fields: dict[str, Any]) -> str | None:
     key = key if key is not None else from_body
     if key is None or key == "":
         return None
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        raise Refused(422, f"{IDEMPOTENCY_FIELD}: must be a string")
     key = str(key)
     if len(key) > _MAX_KEY:
-        raise _Rejected(422, f"{IDEMPOTENCY_FIELD}: at most {_MAX_KEY} characters")
+        raise Refused(422, f"{IDEMPOTENCY_FIELD}: at most {_MAX_KEY} characters")
     return key
 
 
-def _without_secret(value: Any, secret: str) -> Any:
-    """``value`` with every string that contains the secret replaced by ``***``."""
-    if isinstance(value, str):
-        return "***" if secret in value else value
-    if isinstance(value, Mapping):
-        return {k: _without_secret(v, secret) for k, v in value.items() if secret not in str(k)}
-    if isinstance(value, list):
-        return [_without_secret(v, secret) for v in value]
-    return value
+def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every string that holds a secret (or its URL-encoded form) as ``***``."""
+    forms = {form for secret in secrets for form in (secret, quote(secret, safe=""))}
+    if not forms:
+        return value
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, str):
+            return "***" if any(form in item for form in forms) else item
+        if isinstance(item, Mapping):
+            return {k: clean(v) for k, v in item.items() if clean(k) != "***"}
+        if isinstance(item, list):
+            return [clean(v) for v in item]
+        return item
+
+    return clean(value)  # the depth is bounded by the intake's nesting limit
 
 
 def answer(text: str | None) -> dict[str, Any]:
@@ -363,7 +362,8 @@ def create_receiver_app(
     throttle: Throttle | None = None,
 ) -> FastAPI:
     """
-    The receiver as a FastAPI app.
+    The receiver as a FastAPI app. Every route of the app, and any router included in it later,
+    reads bodies within :data:`MAX_BODY_BYTES` (:class:`~airflow_provider_ahachat.events.intake.BodyLimit`).
 
     :param load_settings: the settings of a connection ID, None for no such ``ahachat`` connection;
         called in a worker thread, at most every ``cache_seconds`` per connection.
@@ -378,95 +378,131 @@ def create_receiver_app(
         redoc_url=None,
         openapi_url=None,
     )
-    settings_cache = _SettingsCache(load_settings, cache_seconds)
-    limits = throttle or Throttle()
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    receiver = _Receiver(_SettingsCache(load_settings, cache_seconds), record, throttle or Throttle())
 
     @app.post("/webhooks/{conn_id}/{event}")
     async def receive(conn_id: str, event: str, request: Request) -> JSONResponse:
         """Record the bot's call as an asset event and answer in AhaChat's JSON API format."""
-        try:
-            return JSONResponse(await _receive(conn_id, event, request))
-        except _Rejected as rejected:
-            log.info(
-                "AhaChat webhook %s/%s refused (%s): %s",
-                conn_id[:100],
-                event[:100],
-                rejected.status,
-                rejected.message,
-            )
-            return JSONResponse({"error": rejected.message}, rejected.status, headers=rejected.headers)
+        return await receiver.answer(conn_id, event, request)
 
-    async def _receive(conn_id: str, event: str, request: Request) -> dict[str, Any]:
+    return app
+
+
+class _Receiver:
+    """One call: who calls (the secret), what they send (the body), and the event it records."""
+
+    def __init__(self, settings: _SettingsCache, record: RecordEvent, limits: Throttle) -> None:
+        self.settings = settings
+        self.record = record
+        self.limits = limits
+
+    async def answer(self, conn_id: str, event: str, request: Request) -> JSONResponse:
+        known: WebhookSettings | None = None
         try:
-            settings = await settings_cache.get(conn_id)
+            known = await self.authenticate(conn_id, request)
+            return JSONResponse(await self.receive(known, event, request))
+        except Refused as refused:
+            # The connection and the event are named only to a caller who had the secret.
+            secrets = known.secrets if known else ()
+            message = masked(refused.message, secrets)
+            log.info(
+                "AhaChat webhook refused (%s): connection %s, event %s: %s",
+                refused.status,
+                loggable(conn_id, 100, secrets) if known else "(not authenticated)",
+                loggable(event, 100, secrets) if known else "-",
+                message,
+            )
+            return JSONResponse({"error": message}, refused.status, headers=refused.headers)
+
+    async def authenticate(self, conn_id: str, request: Request) -> WebhookSettings:
+        """The connection's settings, if the right secret came for it; else the same 401 for all."""
+        try:
+            settings = await self.settings.get(conn_id)
         except WebhookConfigError as err:
-            log.error("AhaChat webhook: connection %s: %s", conn_id[:100], err)
+            log.error("AhaChat webhook: a connection's webhook_secret is wrong: %s", err)
             settings = None
-        given = request.headers.get(SECRET_HEADER, "")
-        if settings is None or settings.secret is None:
-            hmac.compare_digest(given.encode(), b"-" * max(len(given), 1))  # the same work either way
-            raise _Rejected(401, _UNAUTHORIZED)
-        if not hmac.compare_digest(given.encode("utf-8"), settings.secret.encode("utf-8")):
-            raise _Rejected(401, _UNAUTHORIZED)
+        given = derive_key(request.headers.get(SECRET_HEADER, ""), WEBHOOK)
+        expected = settings.key if settings is not None else None
+        if not hmac.compare_digest(given, expected or _NO_KEY) or expected is None:
+            raise Refused(401, _UNAUTHORIZED)
+        assert settings is not None
+        return settings
+
+    async def receive(self, settings: WebhookSettings, event: str, request: Request) -> dict[str, Any]:
         if settings.problem is not None:
-            log.error("AhaChat webhook: connection %s: %s", conn_id, settings.problem)
-            raise _Rejected(500, f"the connection's webhook settings are wrong: {settings.problem}")
+            log.error("AhaChat webhook: connection %s: %s", settings.conn_id, settings.problem)
+            raise Refused(500, f"the connection's webhook settings are wrong: {settings.problem}")
         if not settings.enabled:
-            raise _Rejected(403, "receiving is turned off for this connection (webhook_enabled)")
+            raise Refused(403, "receiving is turned off for this connection (webhook_enabled)")
         try:
-            validate_event_name(event)
+            uri = event_uri(validate_event_name(event), settings.conn_id)
         except ValueError:
-            raise _Rejected(422, f"event: not a valid event name ({EVENT_NAME_RULE})") from None
-        body = await _read_body(request)
-        fields = await _parse_fields(request, body)
+            raise Refused(422, f"event: not a valid event name ({EVENT_NAME_RULE})") from None
+        fields = await parse_fields(request, await read_body(request))
+        extra, key = self.extra(settings, event, request, fields)
+        self.take_token(settings)
+        outcome = await self.store(settings, event, uri, extra, key)
+        if outcome == "no_asset":
+            self.limits.give_back(settings.conn_id)
+            raise Refused(
+                404,
+                f"no DAG is scheduled on this event: add schedule=[ahachat_event({event!r}, "
+                f"ahachat_conn_id={settings.conn_id!r})] to one",
+            )
+        if outcome == "duplicate":
+            self.limits.give_back(settings.conn_id)
+            log.info(
+                "AhaChat webhook %s/%s: repeated idempotency key, nothing recorded",
+                settings.conn_id,
+                loggable(event, 100, settings.secrets),
+            )
+        return answer(settings.reply_for(event))
+
+    def extra(
+        self, settings: WebhookSettings, event: str, request: Request, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The event's ``extra`` (checked to be JSON any reader takes) and its idempotency key."""
         user_id = _user_id(fields, settings.user_id_field)
         key = _idempotency_key(request, fields)
-        wait = limits.take(conn_id, settings.events_per_minute)
+        fields.pop(settings.user_id_field, None)
+        extra: dict[str, Any] = {
+            "messenger_user_id": user_id,
+            "bot_id": settings.bot_id,
+            "conn_id": settings.conn_id,
+            "event": event,
+            "received_at": datetime.now(timezone.utc).isoformat(),
+            "fields": _without_secrets(fields, settings.secrets),
+        }
+        if key is not None:
+            key = _without_secrets(key, settings.secrets)
+            extra["idempotency_key"] = key
+        check_json(extra, MAX_DEPTH + 1)  # the body's fields are one level down in the extra
+        return extra, key
+
+    def take_token(self, settings: WebhookSettings) -> None:
+        wait = self.limits.take(settings.conn_id, settings.events_per_minute)
         if wait:
-            raise _Rejected(
+            raise Refused(
                 429,
                 f"more than {settings.events_per_minute:g} events a minute for this connection "
                 "(webhook_events_per_minute)",
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        fields.pop(settings.user_id_field, None)
-        extra = {
-            "messenger_user_id": user_id,
-            "bot_id": settings.bot_id,
-            "conn_id": conn_id,
-            "event": event,
-            "received_at": datetime.now(timezone.utc).isoformat(),
-            "fields": _without_secret(fields, settings.secret),
-        }
-        if key is not None:
-            extra["idempotency_key"] = _without_secret(key, settings.secret)
+
+    async def store(
+        self, settings: WebhookSettings, event: str, uri: str, extra: dict[str, Any], key: str | None
+    ) -> Outcome:
         try:
-            uri = event_uri(event, conn_id)
-        except ValueError as err:
-            raise _Rejected(422, str(err)) from None
-        try:
-            outcome = await run_in_threadpool(record, uri, extra, extra.get("idempotency_key"))
+            return await run_in_threadpool(self.record, uri, extra, key)
         except Exception as err:  # the metadata database is busy or down: the bot may call again
-            limits.give_back(conn_id)
+            self.limits.give_back(settings.conn_id)
             log.error(
                 "AhaChat webhook %s/%s: could not record the event: %s",
-                conn_id,
-                event,
-                f"{type(err).__name__}: {err}".replace(settings.secret, "***")[:500],
+                settings.conn_id,
+                loggable(event, 100, settings.secrets),
+                loggable(f"{type(err).__name__}: {err}", 500, settings.secrets),
             )
-            raise _Rejected(
+            raise Refused(
                 503, "could not record the event now; call again", {"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from None
-        if outcome == "no_asset":
-            limits.give_back(conn_id)
-            raise _Rejected(
-                404,
-                f"no DAG is scheduled on this event: add schedule=[ahachat_event({event!r}, "
-                f"ahachat_conn_id={conn_id!r})] to one",
-            )
-        if outcome == "duplicate":
-            limits.give_back(conn_id)
-            log.info("AhaChat webhook %s/%s: repeated idempotency key, nothing recorded", conn_id, event)
-        return answer(settings.reply_for(event))
-
-    return app

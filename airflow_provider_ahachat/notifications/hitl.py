@@ -19,9 +19,12 @@ from airflow_provider_ahachat.exceptions import (
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 from airflow_provider_ahachat.models import MessageTag
 from airflow_provider_ahachat.notifications.ahachat import AhaChatBaseNotifier
+from airflow_provider_ahachat.version_compat import hitl_response_timeout
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_ahachat.approvals.tokens import Question
 
 __all__ = ["APPROVER_PREFIX", "DEFAULT_QUESTION_TAG", "MAX_TOKEN_LIFETIME", "AhaChatHITLNotifier"]
 
@@ -69,18 +72,22 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
     and its siblings add it for you. Each approver must be among the task's ``assigned_users`` as
     ``{"id": "ahachat:<messenger_user_id>", "name": ...}``.
 
-    Each button carries a token signed with the connection's ``approval_secret`` (or its
-    ``webhook_secret``), bound to the task instance, its try, the option and the approver, which
-    stops working at the task's response deadline. The question goes as a message, which Messenger
-    delivers to approvers who wrote to the bot or tapped one of its buttons in the last 24 hours
-    (every tap on a button is an interaction: an approver who answers keeps their window open).
-    An approver outside the window is named in the task log with the link to answer in Airflow's
-    UI, where the task stays answerable. With a ``message_tag`` the page may use (one its
-    connection's ``message_tags`` allows) and a ``question_block``, such an approver gets that
-    block instead, with the attributes ``airflow_hitl_text``, ``airflow_hitl_title_1..3``,
-    ``airflow_hitl_url_1..3`` and ``airflow_hitl_ui_url``. If no approver can be asked for any
-    other reason (a wrong token, AhaChat down), the notifier raises, so the task fails (and
-    retries) rather than wait for an answer nobody was asked for.
+    Each button carries a token signed with a key derived from the connection's ``approval_secret``
+    (or its ``webhook_secret``) and the question's random nonce, bound to the task instance, its
+    try, the option and the approver, which stops working at the task's response deadline. The
+    nonce, the try, the connection and the deadline are recorded in the XCom
+    ``ahachat_question.<conn_id>`` of the task instance, which the API server reads to check a tap.
+
+    The question goes as a message, which Messenger delivers to approvers who wrote to the bot or
+    tapped one of its buttons in the last 24 hours (every tap on a button is an interaction: an
+    approver who answers keeps their window open). An approver outside the window is named in the
+    task log with the link to answer in Airflow's UI, where the task stays answerable. With a
+    ``message_tag`` the page may use (one its connection's ``message_tags`` allows) and a
+    ``question_block``, such an approver gets that block instead, with the attributes
+    ``airflow_hitl_text``, ``airflow_hitl_title_1..3``, ``airflow_hitl_url_1..3`` and
+    ``airflow_hitl_ui_url``. If no approver can be asked for any other reason (a wrong token,
+    AhaChat down), the notifier raises, so the task fails (and retries) rather than wait for an
+    answer nobody was asked for.
 
     :param approvers: ``messenger_user_id`` of each person to ask, a string or a list (templated);
         by default, every assigned user whose ID starts with ``ahachat:``.
@@ -144,7 +151,7 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
             raise AhaChatValidationError(problems)
         assert secret is not None
 
-        expires = _deadline(task)
+        question = _record_question(ti, self.ahachat_conn_id, int(_deadline(task).timestamp()))
         ui_url = _ui_url(context, base_url)
         client = self.hook.client
         asked: list[str] = []
@@ -162,10 +169,10 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
                     approver=approver,
                     option=option,
                     label=label,
-                    expires=int(expires.timestamp()),
+                    expires=question.expires,
                 )
                 return (
-                    f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret), safe='.')}"
+                    f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret, question.nonce), safe='.')}"
                     "&messenger_user_id={{messenger_user_id}}"
                 )
 
@@ -236,6 +243,27 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
             )
 
 
+#: The questions asked in this process, by task instance, try and connection: a second notifier of
+#: the same try and connection reuses the first one's record, so that its buttons keep working.
+_ASKED: dict[tuple[str, str, str, int, int, str], Question] = {}
+
+
+def _record_question(ti: Any, conn_id: str, expires: int) -> Question:
+    """
+    The question this try asks through ``conn_id``, recorded as an XCom of the task instance (where
+    the API server reads it and a tap cannot write it).
+    """
+    from airflow_provider_ahachat.approvals.tokens import Question
+
+    map_index = ti.map_index if ti.map_index is not None else -1
+    asked = (ti.dag_id, ti.run_id, ti.task_id, map_index, ti.try_number, conn_id)
+    if asked not in _ASKED:
+        question = Question.new(conn_id, ti.try_number, expires)
+        ti.xcom_push(key=question.xcom_key, value=question.to_json())
+        _ASKED[asked] = question
+    return _ASKED[asked]
+
+
 def _deadline(task: Any) -> datetime:
     """When the buttons stop working: the response deadline, or :data:`MAX_TOKEN_LIFETIME` from now."""
     now = datetime.now(timezone.utc)
@@ -243,8 +271,9 @@ def _deadline(task: Any) -> datetime:
     text = extra.get("timeout_datetime")
     if text:
         return datetime.fromisoformat(str(text))
-    if getattr(task, "response_timeout", None):
-        return now + task.response_timeout
+    timeout = hitl_response_timeout(task)
+    if timeout:
+        return now + timeout
     return now + MAX_TOKEN_LIFETIME
 
 

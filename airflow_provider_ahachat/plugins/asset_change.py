@@ -56,7 +56,7 @@ def _record(
     uri: str, extra: dict[str, Any], idempotency_key: str | None, window: timedelta
 ) -> tuple[Outcome, int | None, set[str]]:
     from airflow.assets.manager import asset_manager
-    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
@@ -64,24 +64,63 @@ def _record(
         asset = session.scalar(select(AssetModel).where(AssetModel.name == uri, AssetModel.uri == uri))
         if asset is None:
             return "no_asset", None, set()
-        if idempotency_key is not None:
-            seen = session.scalar(
-                select(AssetEvent.id)
-                .where(
-                    AssetEvent.asset_id == asset.id,
-                    AssetEvent.timestamp >= datetime.now(timezone.utc) - window,
-                    AssetEvent.extra["idempotency_key"].as_string() == idempotency_key,
-                )
-                .limit(1)
-            )
-            if seen is not None:
-                return "duplicate", asset.id, set()
+        if idempotency_key is not None and seen_key(session, asset.id, idempotency_key, window):
+            return "duplicate", asset.id, set()
         event = asset_manager.register_asset_change(
             asset=asset, extra=extra, session=session, source_is_api=True
         )
         if event is None:
             return "no_asset", None, set()
         return "recorded", asset.id, keep_in_next_run(session, asset.id, event.timestamp)
+
+
+def seen_key(session: Any, asset_id: int, key: str, window: timedelta) -> bool:
+    """
+    Whether an event of the asset recorded within ``window`` carries ``extra["idempotency_key"] == key``.
+
+    No stored value can make this fail: the database is not asked to parse any event's ``extra``
+    (an event another writer stored with ``NaN``, say, is text the JSON functions of SQLite refuse,
+    which would fail the look-up of every call; and Airflow 3.1 declares the column without ``[key]``
+    at all). The database only compares the stored text with the key (:func:`may_hold_key`); the
+    few rows that hold it are then read here, one at a time (:func:`holds_key`).
+    """
+    from airflow.models.asset import AssetEvent
+    from sqlalchemy import Text, cast, select
+
+    rows = session.execute(
+        select(cast(AssetEvent.extra, Text)).where(
+            AssetEvent.asset_id == asset_id,
+            AssetEvent.timestamp >= datetime.now(timezone.utc) - window,
+            may_hold_key(AssetEvent.extra, key),
+        )
+    )
+    return any(holds_key(stored, key) for (stored,) in rows)
+
+
+def may_hold_key(extra: Any, key: str) -> Any:
+    """
+    The SQL condition that the JSON column ``extra`` may hold ``key``: its text contains the key as
+    JSON writes it (ASCII-escaped, as Airflow stores it, or not, as MySQL normalises it). The same
+    on every Airflow release's declaration of the column and every database.
+    """
+    import json
+
+    from sqlalchemy import Text, cast, or_
+
+    text = cast(extra, Text)
+    forms = {json.dumps(key, ensure_ascii=escaped)[1:-1] for escaped in (True, False)}
+    return or_(*(text.contains(form, autoescape=True) for form in forms))
+
+
+def holds_key(stored: Any, key: str) -> bool:
+    """Whether a stored ``extra`` (its text, or what a driver decoded) has ``idempotency_key == key``."""
+    import json
+
+    try:
+        extra = json.loads(stored) if isinstance(stored, str | bytes) else stored
+    except ValueError:  # not JSON any reader takes: skipped, never an error
+        return False
+    return isinstance(extra, dict) and extra.get("idempotency_key") == key
 
 
 def queue_rows_are_time_windows() -> bool:

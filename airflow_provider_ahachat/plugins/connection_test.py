@@ -33,6 +33,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_ahachat.events.intake import Refused, parse_json
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -71,10 +73,13 @@ def fix_wanted() -> bool:
 
 
 def rewrite_test_body(body: bytes) -> bytes | None:
-    """The body with ``"port": 0`` as ``null``, for an AhaChat connection; None to leave it as it is."""
+    """
+    The body with ``"port": 0`` as ``null``, for an AhaChat connection; None to leave it as it is
+    (also any body that is not strict JSON: Airflow's route answers it, and nothing is rewritten).
+    """
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = parse_json(body)
+    except Refused:
         return None
     if not isinstance(data, dict) or data.get("conn_type") != "ahachat":
         return None

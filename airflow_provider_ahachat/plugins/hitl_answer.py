@@ -2,13 +2,16 @@
 Record a Human-in-the-loop answer from the API server process, as Airflow's
 ``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails`` does.
 
-The only place that calls Airflow's internal ``update_hitl_detail`` route function; its test
+The only place that calls Airflow's internal ``update_hitl_detail`` route function, and that reads
+a question's record (the XCom the notifier wrote, :func:`read_question`); its test
 (``tests/test_hitl_answer.py``) checks the contract this relies on: the function's parameters, the
 user object it reads, the refusals it raises, and that it resumes the waiting task. Called
 directly, the route skips its DAG permission check and its audit log row, and does not commit: the
-checks that matter here (the try, the assigned users, a first answer) are made below, in the same
-transaction, and the answer's audit line is written by the caller. Runs in a worker thread of the
-API server.
+checks that matter here are made below, in the same transaction, from the task instance itself:
+it waits for input (:func:`~airflow_provider_ahachat.version_compat.hitl_waiting_states`), on the
+try that asked, before its deadline (the response timeout Airflow set on the task instance, and the
+one the task recorded with its question), unanswered, and the user is among the assigned users.
+The answer's audit line is written by the caller. Runs in a worker thread of the API server.
 
 An answer resumes the task only once the task has been parked for a while (see
 :func:`settle_seconds`). The worker process that parked the task reports its exit to the scheduler as
@@ -26,15 +29,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["MAX_HOLD", "SCHEDULER_MARGIN", "Answer", "AnswerOutcome", "record_hitl_answer", "settle_seconds"]
+from airflow_provider_ahachat.version_compat import hitl_waiting_states
+
+if TYPE_CHECKING:
+    from airflow_provider_ahachat.approvals.tokens import Question
+
+__all__ = [
+    "MAX_HOLD",
+    "SCHEDULER_MARGIN",
+    "Answer",
+    "AnswerOutcome",
+    "read_question",
+    "record_hitl_answer",
+    "settle_seconds",
+]
 
 #: ``recorded``, or why nothing was: no such task instance or question, a later try is running,
-#: an answer is already in, the user is not among the assigned users, no such option, or the task
-#: did not park in time for the answer to resume it safely (the person is asked to tap again).
+#: an answer is already in, the task no longer waits for one (failed, succeeded, skipped...), its
+#: deadline has passed, the user is not among the assigned users, no such option, or the task did
+#: not park in time for the answer to resume it safely (the person is asked to tap again).
 AnswerOutcome = Literal[
-    "recorded", "no_question", "earlier_try", "answered", "not_assigned", "bad_option", "unavailable"
+    "recorded",
+    "no_question",
+    "earlier_try",
+    "answered",
+    "closed",
+    "expired",
+    "not_assigned",
+    "bad_option",
+    "unavailable",
 ]
 
 #: Seconds, beyond the worker's own delay, for the scheduler to read a reaped worker's exit: one pass
@@ -45,8 +70,6 @@ SCHEDULER_MARGIN = 2.0
 MAX_HOLD = 9.0
 #: How often a waiting tap looks at the task instance again.
 _POLL = 0.25
-#: States of a task instance whose worker has parked it, waiting for the answer.
-_PARKED = ("awaiting_input", "deferred")
 
 #: One answer at a time in this process, so two taps that arrive together cannot both pass the
 #: checks on a database without row locks (SQLite); Airflow's own row locks cover the others.
@@ -66,6 +89,8 @@ class Answer:
     :param option: the chosen option.
     :param user_id: the answering user's ID, as it must appear among the assigned users.
     :param user_name: the answering user's name, shown by Airflow as ``responded_by``.
+    :param deadline: the response deadline the task recorded with its question, if any (the one
+        Airflow keeps on the task instance applies as well).
     """
 
     dag_id: str
@@ -76,6 +101,7 @@ class Answer:
     option: str
     user_id: str
     user_name: str
+    deadline: datetime | None = None
 
 
 def _user(user_id: str, user_name: str) -> Any:
@@ -112,8 +138,9 @@ def record_hitl_answer(
     sleep: Callable[[float], None] = time.sleep,
 ) -> AnswerOutcome:
     """
-    Record ``answer`` on the task instance's HITL request and resume the task, if it is still the
-    question of that try, unanswered, and the user is among its assigned users.
+    Record ``answer`` on the task instance's HITL request and resume the task, if the task still
+    waits for it: the question of that try, before its deadline, unanswered, and the user among its
+    assigned users.
 
     An answer to a task that is not parked yet, or was parked less than ``settle`` seconds ago,
     waits until it is (see the module's docstring), at most ``max_hold`` seconds: then it records
@@ -160,7 +187,7 @@ def _until_settled(answer: Answer, settle: float) -> float:
     state = str(getattr(row.state, "value", row.state))
     if state == "running":  # the question is out, the task parks next
         return _POLL
-    if state not in _PARKED or row.updated_at is None:
+    if state not in hitl_waiting_states() or row.updated_at is None:
         return 0.0
     parked_for = (datetime.now(timezone.utc) - row.updated_at).total_seconds()
     return max(0.0, settle - parked_for)
@@ -186,17 +213,9 @@ def _record(answer: Answer) -> AnswerOutcome:
             )
             .options(joinedload(TaskInstance.hitl_detail))  # the relationship is lazy="raise"
         )
-        if ti is None or ti.hitl_detail is None:
-            return "no_question"
-        if ti.try_number != answer.try_number:
-            return "earlier_try"
-        detail = ti.hitl_detail
-        if detail.response_received:
-            return "answered"
-        if answer.user_id not in {user["id"] for user in detail.assigned_users or []}:
-            return "not_assigned"
-        if answer.option not in (detail.options or []):
-            return "bad_option"
+        refusal = _refusal(ti, answer)
+        if refusal is not None:
+            return refusal
         try:
             update_hitl_detail(
                 dag_id=answer.dag_id,
@@ -213,3 +232,56 @@ def _record(answer: Answer) -> AnswerOutcome:
                 err.status_code, "no_question"
             )
     return "recorded"
+
+
+def _refusal(ti: Any, answer: Answer) -> AnswerOutcome | None:
+    """Why the task instance cannot take ``answer`` now, from its own state; None if it can."""
+    if ti is None or ti.hitl_detail is None:
+        return "no_question"
+    if ti.try_number != answer.try_number:
+        return "earlier_try"
+    detail = ti.hitl_detail
+    if detail.response_received:
+        return "answered"
+    deadlines = [d for d in (getattr(ti, "trigger_timeout", None), answer.deadline) if d is not None]
+    past_deadline = bool(deadlines) and datetime.now(timezone.utc) >= min(deadlines)
+    if str(getattr(ti.state, "value", ti.state)) not in hitl_waiting_states():
+        return "expired" if past_deadline else "closed"
+    if past_deadline:
+        return "expired"  # the scheduler has not swept it yet; the deadline has passed all the same
+    if answer.user_id not in {user["id"] for user in detail.assigned_users or []}:
+        return "not_assigned"
+    if answer.option not in (detail.options or []):
+        return "bad_option"
+    return None
+
+
+def read_question(dag_id: str, run_id: str, task_id: str, map_index: int, conn_id: str) -> Question | None:
+    """
+    The record of the question the task instance asked through ``conn_id``: the XCom
+    ``ahachat_question.<conn_id>`` its notifier wrote (tasks write XComs through the Execution API;
+    a tap cannot). None if there is none, or it cannot be read.
+    """
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_provider_ahachat.approvals.tokens import QUESTION_XCOM_PREFIX, Question
+
+    with create_session() as session:
+        row = session.scalar(
+            select(XComModel).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.map_index == map_index,
+                XComModel.key == f"{QUESTION_XCOM_PREFIX}{conn_id}",
+            )
+        )
+        if row is None:
+            return None
+        try:
+            value = XComModel.deserialize_value(row)
+        except Exception:  # a value another XCom backend keeps elsewhere: no question we can check
+            return None
+    return Question.from_json(value)
