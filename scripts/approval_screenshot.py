@@ -13,8 +13,8 @@ import html
 import sys
 from pathlib import Path
 
-from airflow_provider_ahachat.approvals.question import labels_for, question_message
 from airflow_provider_ahachat.client import AhaChatClient
+from airflow_provider_ahachat.inbound.question import labels_for, question_message
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
