@@ -1,9 +1,11 @@
 """
-The docs site's own directive: ``ahachat-connection-fields``, the connection form's fields as a table.
+The docs site's own directives, tables read from the code so that the reference cannot drift from it.
 
-The table is read from the provider's metadata (``get_provider_info``: ``conn-fields`` and
-``ui-field-behaviour``), the same place Airflow's connection form is built from, so the reference
-cannot drift from the form.
+- ``ahachat-connection-fields``: the connection form's fields, from the provider's metadata
+  (``get_provider_info``: ``conn-fields`` and ``ui-field-behaviour``), the same place Airflow's
+  connection form is built from.
+- ``ahachat-actions``: every action of the registry (``airflow_provider_ahachat.registry.ACTIONS``),
+  with its endpoints, its arguments and whether it messages someone.
 """
 
 from __future__ import annotations
@@ -69,6 +71,43 @@ class ConnectionFields(Directive):
         return [_table(rows, [20, 20, 60])]
 
 
+def _arguments(action: Any) -> str:
+    """An action's arguments: required ones plain, optional ones marked, templated ones marked."""
+    if not action.arguments:
+        return "(none)"
+    parts = []
+    for argument in action.arguments:
+        text = f"`{argument.name}`"
+        if argument.aliases:
+            text += f" (or `{'`, `'.join(argument.aliases)}`)"
+        if not argument.required:
+            text += " optional"
+        if not argument.templated:
+            text += " not templated"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+class Actions(Directive):
+    """The registry's actions: name, endpoints, arguments, whether it messages a customer."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from airflow_provider_ahachat.registry import ACTIONS
+
+        rows = [["Action", "Endpoints (name: method and path)", "Arguments", "Messages"]]
+        for name, action in ACTIONS.items():
+            endpoints = "; ".join(
+                f"{endpoint.name}: `{endpoint.method} {endpoint.path}`"
+                + ("" if endpoint.documented else " (provisional)")
+                for endpoint in action.endpoints
+            )
+            rows.append([f"`{name}`", endpoints, _arguments(action), "yes" if action.messages else "no"])
+        return [_table(rows, [16, 44, 30, 10])]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("ahachat-connection-fields", ConnectionFields)
+    app.add_directive("ahachat-actions", Actions)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

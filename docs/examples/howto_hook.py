@@ -14,8 +14,12 @@ from airflow.sdk import DAG
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 
 client = AhaChatHook(ahachat_conn_id="ahachat_default").client  # one per hook
-user = client.find_user(phone="+84908071111")
-client.broadcast_block("shipping_update", user_id=user.messenger_user_id, attributes={"order_id": "DH10231"})
+user = client.run("find_user", phone="+84908071111").data  # a User
+client.run(
+    "broadcast_block",
+    {"block_name": "shipping_update", "attributes": {"order_id": "DH10231"}},
+    user_id=user.messenger_user_id,
+)
 # [END howto_hook]
 
 # [START howto_call]
