@@ -85,7 +85,7 @@ def _configure_airflow_environment() -> Path:
 AIRFLOW_TEST_HOME: Path = _configure_airflow_environment()
 
 #: The sandbox fixtures (``sandbox``, ``sandbox_server``, ``sandbox_connection``).
-pytest_plugins = ["sandbox_fixtures"]
+pytest_plugins = ["helpers.sandbox_fixtures", "helpers.postgres_fixtures"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -102,7 +102,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 if TYPE_CHECKING:
-    from airflow_harness import AirflowTestEnv, DagResult
+    from helpers.airflow_harness import AirflowTestEnv, DagResult
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +111,7 @@ def airflow_db() -> AirflowTestEnv:
 
     Request this (or ``dag_runner``) from any test that runs Airflow for real.
     """
-    import airflow_harness
+    from helpers import airflow_harness
 
     return airflow_harness.init_airflow_db()
 
@@ -119,7 +119,7 @@ def airflow_db() -> AirflowTestEnv:
 @pytest.fixture
 def dag_runner(airflow_db: AirflowTestEnv) -> Callable[..., DagResult]:
     """``airflow_harness.run_dag`` with the metadata DB guaranteed to exist."""
-    import airflow_harness
+    from helpers import airflow_harness
 
     def _run(dag: Any, conn_uris: Any = None, **kwargs: Any) -> DagResult:
         return airflow_harness.run_dag(dag, conn_uris, **kwargs)
