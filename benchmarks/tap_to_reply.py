@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from airflow_processes import AirflowProcesses, wait_until  # noqa: E402
+from helpers.airflow_processes import AirflowProcesses, wait_until  # noqa: E402
 
 from airflow_provider_ahachat.sandbox import SandboxProcess  # noqa: E402
 

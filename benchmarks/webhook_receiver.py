@@ -49,8 +49,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from airflow_processes import AirflowProcesses  # noqa: E402
-from postgres_fixtures import PostgresUnavailable, running_cluster  # noqa: E402
+from helpers.airflow_processes import AirflowProcesses  # noqa: E402
+from helpers.postgres_fixtures import PostgresUnavailable, running_cluster  # noqa: E402
 
 CONN_ID = "bench_bot"
 EVENT = "order_status"

@@ -18,7 +18,7 @@ from airflow_provider_ahachat.inbound.question import labels_for, question_messa
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from browser_helpers import CHROMIUM_ARGS as ARGS
+from helpers.browser_helpers import CHROMIUM_ARGS as ARGS
 
 MAI = "6620193847561029"  # the shop owner in the sandbox's seed, who wrote 5 minutes ago
 OUT = Path(__file__).resolve().parent.parent / "docs" / "approval-question.png"

@@ -47,7 +47,7 @@ from typing import Any
 from airflow_provider_ahachat.sandbox import SandboxProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from airflow_processes import AirflowProcesses, wait_until
+from helpers.airflow_processes import AirflowProcesses, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "example_ahachat_shipping_update"

@@ -42,8 +42,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from airflow_processes import free_port, wait_until  # noqa: E402
-from postgres_fixtures import bin_dir as postgres_bin_dir  # noqa: E402
+from helpers.airflow_processes import free_port, wait_until  # noqa: E402
+from helpers.postgres_fixtures import bin_dir as postgres_bin_dir  # noqa: E402
 
 DAGS = ROOT / "scripts" / "scale_dags"
 BUCKET = "ahachat-scale"
