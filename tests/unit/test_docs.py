@@ -2,9 +2,10 @@
 What the docs site shows is tested, not copied.
 
 - No page holds Python of its own: every Python block is a ``literalinclude`` of a file in
-  ``docs/examples/`` (run by ``tests/test_docs_examples.py``) or ``example_dags/`` (run by the
+  ``docs/examples/`` (run by ``tests/unit/test_docs_examples.py``, on PostgreSQL by
+  ``tests/integration/test_docs_examples_postgres.py``) or ``example_dags/`` (run by the
   example DAGs' tests and the demo), between markers that exist.
-- Every file of ``docs/examples/`` is shown by a page and run by ``tests/test_docs_examples.py``.
+- Every file of ``docs/examples/`` is shown by a page and run by a ``test_docs_examples*.py``.
 - The JSON blocks parse; the shell blocks name scripts, benchmarks and modules that exist; the
   connection URIs parse as ``ahachat`` connections.
 
@@ -67,10 +68,10 @@ def test_every_include_is_a_tested_file_with_its_markers() -> None:
 
 def test_every_example_is_shown_and_run() -> None:
     shown = {target.name for _, target, _ in includes()}
-    run = (ROOT / "tests" / "test_docs_examples.py").read_text("utf-8")
+    run = "".join(path.read_text("utf-8") for path in (ROOT / "tests").rglob("test_docs_examples*.py"))
     for example in (DOCS / "examples").glob("*.py"):
         assert example.name in shown, f"{example.name} is shown by no page"
-        assert f'"{example.stem}"' in run, f"{example.name} is not run by tests/test_docs_examples.py"
+        assert f'"{example.stem}"' in run, f"{example.name} is not run by tests/*/test_docs_examples*.py"
 
 
 @pytest.mark.parametrize(("page", "body"), fenced("json"), ids=lambda v: getattr(v, "name", ""))

@@ -224,12 +224,16 @@ def test_the_settling_time_follows_the_workers_heartbeat_interval(monkeypatch: p
 
 
 def set_ti(answer: Answer, **values: Any) -> None:
+    """Set columns of the task instance, as last changed when it was parked (so it stays settled)."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import update
 
     with create_session() as session:
-        session.execute(update(TaskInstance).where(TaskInstance.run_id == answer.run_id).values(**values))
+        kept = {"updated_at": TaskInstance.updated_at}  # else ``onupdate`` makes it "parked just now"
+        session.execute(
+            update(TaskInstance).where(TaskInstance.run_id == answer.run_id).values(**kept, **values)
+        )
 
 
 @pytest.mark.parametrize(
