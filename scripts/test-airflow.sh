@@ -3,7 +3,7 @@
 # with `apache-airflow==<version>`, the provider built from this tree and the test dependencies, all
 # resolved under Airflow's constraints for that release and this Python; then pytest there.
 #
-#   scripts/test-airflow.sh 3.1.8                  the unit tests: no Airflow process, no server
+#   scripts/test-airflow.sh 3.1.8                  the unit tier: no Airflow process, no server
 #   scripts/test-airflow.sh 3.1.8 --integration    and the webhook and approval tests on real Airflow
 #   scripts/test-airflow.sh 3.2.2 -- -k receiver   pytest's own arguments after --
 #
@@ -38,7 +38,8 @@ source scripts/_uv.sh
 ticking() {
   local label=$1 t0=$SECONDS status=0 ticker
   shift
-  (while sleep 15; do echo "  ... $label: $((SECONDS - t0)) s"; done) &
+  # To stderr: the command's own output may be redirected into a file (the constraints).
+  (while sleep 15; do echo "  ... $label: $((SECONDS - t0)) s" >&2; done) &
   ticker=$!
   "$@" || status=$?
   kill "$ticker" 2>/dev/null
@@ -106,14 +107,14 @@ print("Installed (%s): %s" % (airflow_provider_ahachat.__file__.rsplit("/", 2)[0
 EOF
 echo "Environment ready in $((SECONDS - started)) s"
 
-# The tests: the unit tests (by marker); with --integration also the webhook's and the approvals'
-# tests, which start Airflow's own processes (not the scale scenario: Celery, Redis, PostgreSQL).
+# The tests: the unit tier (tests/unit: no Airflow process, no server); with --integration also the
+# webhook's and the approvals' tests of the integration tier, which start Airflow's own processes.
 # The installed provider is tested, not this tree's source: pytest runs from the environment's bin
 # folder, so the tree's root is not on sys.path.
-UNIT="not slow and not browser and not install and not airflow_processes"
-SELECTION=(-m "$UNIT")
+SELECTION=(tests/unit)
 if [[ $INTEGRATION == 1 ]]; then
-  SELECTION=(-m "($UNIT) or airflow_processes" --ignore=tests/test_scale.py)
+  SELECTION+=(tests/integration/test_webhook_airflow.py tests/integration/test_approvals_airflow.py
+    tests/integration/test_inbound_attack.py)
 fi
 echo "Running pytest on Airflow $AIRFLOW_VERSION: ${SELECTION[*]} ${PYTEST_ARGS[*]}"
 tests_started=$SECONDS
