@@ -44,7 +44,7 @@ if "airflow" in sys.modules:  # pragma: no cover - defensive
 
 _TESTS_DIR = Path(__file__).resolve().parent
 if str(_TESTS_DIR) not in sys.path:
-    # Lets test modules ``import airflow_harness`` under any --import-mode.
+    # Lets test modules, in any tier's folder, ``from helpers import ...`` under any --import-mode.
     sys.path.insert(0, str(_TESTS_DIR))
 
 
@@ -84,8 +84,9 @@ def _configure_airflow_environment() -> Path:
 
 AIRFLOW_TEST_HOME: Path = _configure_airflow_environment()
 
-#: The sandbox fixtures (``sandbox``, ``sandbox_server``, ``sandbox_connection``).
-pytest_plugins = ["helpers.sandbox_fixtures", "helpers.postgres_fixtures"]
+#: The shared fixtures: the sandbox (``sandbox``, ``sandbox_server``, ``sandbox_connection``...), a
+#: throw-away PostgreSQL cluster (``postgres``), recording servers (``server``, ``elsewhere``).
+pytest_plugins = ["helpers.sandbox_fixtures", "helpers.postgres_fixtures", "helpers.fixtures"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI
+from helpers.app_server import AppServer
 from uvicorn.logging import AccessFormatter
 
 from airflow_provider_ahachat.inbound import access_log
@@ -48,18 +47,10 @@ def access_lines() -> Iterator[tuple[str, io.StringIO]]:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, access_log=True, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        while not server.started:
-            thread.join(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}", lines
+        with AppServer(app, access_log=True, log_level=None) as served:  # the level set above
+            yield served.url, lines
     finally:
-        server.should_exit = True
-        thread.join(30)
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate

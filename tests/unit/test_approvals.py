@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 import types
 from collections.abc import Iterator
@@ -17,8 +16,8 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI
+from helpers.app_server import AppServer
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.inbound.answer import OUTCOME_HEADER, approvals_router
@@ -179,17 +178,8 @@ def endpoint() -> Iterator[Endpoint]:
         ),
         prefix="/ahachat",
     )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            thread.join(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield Endpoint(f"http://127.0.0.1:{port}/ahachat/approvals/answer", recorded, outcome)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with AppServer(app) as served:
+        yield Endpoint(f"{served.url}/ahachat/approvals/answer", recorded, outcome)
 
 
 def button_url(

@@ -37,13 +37,6 @@ FAST = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.05, max_retry
 
 
 @pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    srv = RecordingServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def client(server: RecordingServer) -> Iterator[AhaChatClient]:
     with AhaChatClient(BOT, TOKEN, server.url, retry=FAST, read_timeout=2, connect_timeout=2) as c:
         yield c

@@ -12,7 +12,6 @@ The code the docs site shows, run: ``docs/examples/`` holds it, the pages includ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -89,12 +88,9 @@ def test_the_hook_example_runs_on_the_sandbox(sandbox_connection: SandboxServer)
 
 
 @pytest.fixture
-def airflow_stand_in() -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def airflow_stand_in(server: RecordingServer) -> RecordingServer:
+    """The server standing for Airflow's (the shared recording server)."""
+    return server
 
 
 def test_the_offline_example_calls_the_webhook_as_the_bot_would(

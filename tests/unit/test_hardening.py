@@ -12,7 +12,7 @@ import json
 import logging
 import pickle
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -54,21 +54,6 @@ def everything(err: BaseException) -> str:
             str(err.api_message),
         ]
     )
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    srv = RecordingServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def elsewhere() -> Iterator[RecordingServer]:
-    """Another origin a redirect may point to."""
-    srv = RecordingServer().start()
-    yield srv
-    srv.stop()
 
 
 def call_sync(server: RecordingServer, action: Callable[[Any], Any], retry: RetryPolicy = FAST) -> Any:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,6 @@ from airflow_provider_ahachat.sandbox.__main__ import exposure_warning
 TOKEN = "bulk9Hq2Wx7Kp4Zt1Lm6Nv3Rb8Cd5Fg0Jy"
 BOT = "12404829"
 FAST = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, max_retry_time=20)
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    srv = RecordingServer().start()
-    yield srv
-    srv.stop()
 
 
 def leaks(text: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
+from helpers.app_server import AppServer
 
 from airflow_provider_ahachat.events import ahachat_event
 from airflow_provider_ahachat.inbound.receiver import (
@@ -26,7 +26,6 @@ from airflow_provider_ahachat.inbound.receiver import (
     WebhookSettings,
     create_receiver_app,
 )
-from airflow_provider_ahachat.sandbox.server import bind_socket
 
 SECRET = "whsec-9f3a1c77-NEVER-IN-LOGS"
 BOT_ID = "12404829"
@@ -40,31 +39,6 @@ def conn_json(**extra: Any) -> str:
     return json.dumps(
         {"conn_type": "ahachat", "login": BOT_ID, "password": "tok-abc", "extra": extra}, ensure_ascii=False
     )
-
-
-class AppServer:
-    """Serve an ASGI app on a free loopback port in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = bind_socket()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> AppServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the receiver did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from urllib.parse import parse_qsl
 
 import pytest
@@ -16,12 +15,9 @@ LAN = "3824547807572463"
 
 
 @pytest.fixture
-def target() -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def target(server: RecordingServer) -> RecordingServer:
+    """The server a JSON API step calls (the shared recording server)."""
+    return server
 
 
 def step(url: str, **more: object) -> dict[str, object]:

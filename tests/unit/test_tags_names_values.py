@@ -44,13 +44,6 @@ NO_RETRY = RetryPolicy(max_retries=0)
 
 
 @pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    srv = RecordingServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def client(server: RecordingServer) -> Iterator[AhaChatClient]:
     with AhaChatClient(BOT, TOKEN, server.url, retry=NO_RETRY, read_timeout=2, connect_timeout=2) as c:
         yield c
