@@ -5,20 +5,20 @@ the Airflow releases it was checked against (3.1.8, 3.2.2 and 3.3.2, the release
 
 Each group has its test, which checks the contract it relies on, on the installed release:
 
-- **Asset events** (``tests/test_asset_change.py``): ``asset_manager.register_asset_change`` (as
+- **Asset events** (``tests/unit/test_asset_change.py``): ``asset_manager.register_asset_change`` (as
   ``POST /api/v2/assets/events`` records an event), the ``AssetModel``, ``AssetEvent``,
   ``AssetDagRunQueue``, ``DagScheduleAssetReference``, ``DagModel`` and ``DagRun`` tables, and
   ``create_session``. Up to 3.3 the scheduler takes a queue row's events by time, and can leave an
   event in no run (apache/airflow#56050, still open; the races are described at
   :func:`keep_in_next_run` and :func:`requeue_stranded`); the workaround waits for
   apache/airflow#70972 and turns itself off from Airflow 3.4.0, decided by version.
-- **Human-in-the-loop answers** (``tests/test_hitl_answer.py``): the route function
+- **Human-in-the-loop answers** (``tests/unit/test_hitl_answer.py``): the route function
   ``update_hitl_detail`` of ``PATCH .../hitlDetails``, its ``UpdateHITLDetailPayload`` and the
   ``BaseUser`` it reads, the ``HITLDetail``, ``TaskInstance`` and ``XComModel`` tables; see
   :func:`record_hitl_answer`.
 - **Connections**: ``Connection.get_connection_from_secrets`` (secrets backends, environment, the
   database), read by the plugin for each call (:func:`read_connection`).
-- **The connection Test route** (``tests/test_connection_test_button.py``): its ``_same_endpoint``
+- **The connection Test route** (``tests/unit/test_connection_test_button.py``): its ``_same_endpoint``
   comparison, asked whether it still takes a port of 0 for another destination (fixed by
   apache/airflow#73298): :func:`test_route_refuses_port_0`.
 
@@ -449,7 +449,7 @@ follow_up = FollowUp(_check_asset)
 #
 # The only place that calls Airflow's internal ``update_hitl_detail`` route function, and that reads
 # a question's record (the XCom the notifier wrote, :func:`read_question`); its test
-# (``tests/test_hitl_answer.py``) checks the contract this relies on: the function's parameters, the
+# (``tests/unit/test_hitl_answer.py``) checks the contract this relies on: the function's parameters, the
 # user object it reads, the refusals it raises, and that it resumes the waiting task. Called
 # directly, the route skips its DAG permission check and its audit log row, and does not commit: the
 # checks that matter here are made below, in the same transaction, from the task instance itself:

@@ -1,4 +1,4 @@
-"""The how-to "Alerts": ``AhaChatNotifier``. ``tests/test_docs_examples.py`` builds it."""
+"""The how-to "Alerts": ``AhaChatNotifier``. ``tests/unit/test_docs_examples.py`` builds it."""
 
 from __future__ import annotations
 

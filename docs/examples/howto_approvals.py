@@ -1,4 +1,4 @@
-"""The how-to "Approvals": the HITL operators. ``tests/test_docs_examples.py`` builds them."""
+"""The how-to "Approvals": the HITL operators. ``tests/unit/test_docs_examples.py`` builds them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """
 The how-to "Any other call": the hook and its client in plain Python, and a path no action wraps.
 
-``tests/test_docs_examples.py`` runs this file against the sandbox (the connection
+``tests/unit/test_docs_examples.py`` runs this file against the sandbox (the connection
 ``ahachat_default``) and checks what Lan received; it builds the operator in a DAG.
 """
 

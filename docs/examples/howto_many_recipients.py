@@ -1,7 +1,7 @@
 """
 The how-tos "Many recipients" and "SQL to chat": an audience from a file, a list, an XCom or a query.
 
-The docs include the parts between the markers. ``tests/test_docs_examples.py`` builds this DAG
+The docs include the parts between the markers. ``tests/unit/test_docs_examples.py`` builds this DAG
 (every argument checked as Airflow and the operators check them when a DAG is parsed) and runs the
 list part against the sandbox; the file and the query name the reader's own bucket and database.
 """

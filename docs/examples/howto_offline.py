@@ -1,7 +1,7 @@
 """
 The how-to "When the bot calls Airflow", tried offline: the sandbox's bot calls a webhook.
 
-``tests/test_docs_examples.py`` calls :func:`lan_sends_her_order_code` with a sandbox and a server
+``tests/unit/test_docs_examples.py`` calls :func:`lan_sends_her_order_code` with a sandbox and a server
 standing for Airflow's, and checks the call that arrived.
 """
 

@@ -1,4 +1,4 @@
-"""The how-to "Waiting for an answer": ``UserSensor``. ``tests/test_docs_examples.py`` builds it."""
+"""The how-to "Waiting for an answer": ``UserSensor``. ``tests/unit/test_docs_examples.py`` builds it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """
 The how-to "Running at scale", beyond one worker: eight slices of one query, mapped.
 
-``tests/test_docs_examples.py`` runs it with ``dag.test()`` against a PostgreSQL database shaped as
-it expects and the sandbox, and checks that every customer was messaged once.
+``tests/integration/test_docs_examples_postgres.py`` runs it with ``dag.test()`` against a PostgreSQL
+database shaped as it expects and the sandbox, and checks that every customer was messaged once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Airflow's command line, run in a child interpreter as a user runs it (``airflow providers list``...)."""
+"""
+Airflow's command line, run in a child interpreter as a user runs it (``airflow providers list``...):
+:func:`airflow` for one command, :func:`run_airflow_commands` for several in one interpreter.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,17 @@ import re
 import subprocess
 import sys
 from typing import Any
+
+
+def airflow(*args: str, env: dict[str, str], timeout: float = 600) -> str:
+    """Run ``airflow <args>`` (``python -m airflow``) with ``env``; its output, or raise with it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
 
 #: Runs Airflow's command line (``airflow.__main__.main``, what ``python -m airflow`` runs) once per
 #: command given, in one interpreter: Airflow starts once, and each command still parses its own

@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from helpers import airflow_cli
+
 #: Seconds allowed for Airflow to start, on a loaded 2-core machine.
 START_TIMEOUT = 900.0
 
@@ -147,19 +149,7 @@ class AirflowProcesses:
 
     def airflow(self, *args: str, timeout: float = 600) -> str:
         """Run one ``airflow`` CLI command with this environment; its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-            )
-        return done.stdout
+        return airflow_cli.airflow(*args, env=self.env, timeout=timeout)
 
     def _alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:

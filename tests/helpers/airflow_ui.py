@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from helpers import airflow_cli
+
 #: Who logs in to the UI, and with which password.
 USERNAME = "admin"
 
@@ -85,18 +87,9 @@ class AirflowApiServer:
         )
         self.log_path = home / "api-server.log"
 
-    def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run the ``airflow`` command line in this server's home; raise with its output on failure."""
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        """Run the ``airflow`` command line in this server's home; its output, or raise with it."""
+        return airflow_cli.airflow(*args, env=self.env, timeout=timeout)
 
     def start(self) -> AirflowApiServer:
         """Migrate the database, start the server and wait until it answers."""

@@ -115,3 +115,9 @@ def run_sql_dag(
 def ahachat_lines(log: str) -> list[str]:
     """The provider's own lines of a task log."""
     return [line for line in log.splitlines() if "] AhaChat" in line]
+
+
+def assert_nothing_sent(sandbox: SandboxServer) -> None:
+    """The sandbox received no request and sent no message."""
+    assert sandbox.stats()["total"] == 0
+    assert sandbox.outbox() == []

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.killed_task import Task, communicate_or_kill, kill_part_way, kill_with_requests_in_flight, users
+from helpers.killed_task import (
+    DAG_FILE,
+    Task,
+    communicate_or_kill,
+    kill_part_way,
+    kill_with_requests_in_flight,
+    users,
+)
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
@@ -80,32 +87,14 @@ def test_with_a_delivery_mark_a_task_killed_outright_loses_and_doubles_nobody(
     assert users(lines, earlier_try=True, outcome="delivered") == reached_first
 
 
-RETRYING_SCRIPT = """
-from __future__ import annotations
-
-import datetime
+#: ``dag.test()`` of the DAG of :data:`DAG_FILE`, the task retried once, at once, in a child process.
+RETRYING_SCRIPT = """{dag}
 import json
 import sys
 
 sys.path.insert(0, {tests!r})
 
 from helpers import airflow_harness
-from airflow.sdk import DAG
-
-from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
-
-with DAG("bulk_stopped", schedule=None) as dag:
-    BroadcastBlockOperator(
-        task_id="send",
-        ahachat_conn_id="aha",
-        block_name="shipping_update",
-        recipients={recipients!r},
-        concurrency=8,
-        rate_limit=150,
-        ledger_path={ledger!r},
-        retries=1,
-        retry_delay=datetime.timedelta(0),
-    )
 
 result = airflow_harness.run_dag(dag, {{"aha": {uri!r}}}, echo=False)
 print("RESULT " + json.dumps({{"states": result.task_states, "xcoms": result.xcoms}}, default=str))
@@ -126,9 +115,13 @@ def test_a_task_stopped_by_airflow_is_retried_and_reaches_everyone_once(
     script = tmp_path / "retrying.py"
     script.write_text(
         RETRYING_SCRIPT.format(
+            dag=DAG_FILE.format(
+                dag_id="bulk_stopped",
+                recipients=str(audience),
+                ledger=str(tmp_path / "ledger"),
+                extra="\n        retries=1,\n        retry_delay=0,",
+            ),
             tests=str(TESTS),
-            recipients=str(audience),
-            ledger=str(tmp_path / "ledger"),
             uri=sandbox.connection_uri,
         )
     )

@@ -34,6 +34,7 @@ from airflow_provider_ahachat.exceptions import (
 from airflow_provider_ahachat.models import MessageTag
 from airflow_provider_ahachat.sandbox import SandboxServer
 from airflow_provider_ahachat.sandbox.server import connection_uri
+from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
 TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
 BOT = "12404829"
@@ -248,7 +249,6 @@ def _constructors() -> dict[str, Callable[[Any], Any]]:
         AhaChatHITLBranchOperator,
         AhaChatHITLOperator,
     )
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     return {
         "broadcast": lambda tag: BroadcastBlockOperator(
@@ -471,7 +471,6 @@ def many_operator(kind: str, audience: list[dict[str, Any]], ledger: str, **kwar
         SendDynamicMessageOperator,
         SendTextMessageOperator,
     )
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     common = {"task_id": "send", "ledger_path": ledger, "rate_limit": 0, **kwargs}
     if kind == "broadcast":

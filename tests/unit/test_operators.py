@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.dag_helpers import CONN, new_dag, operator_for, run_without_token
+from helpers.paths import load_example_dag as example_dag
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 from airflow_provider_ahachat.sandbox.server import connection_uri
@@ -353,12 +352,7 @@ def test_failures_name_the_problem_and_never_the_token(
 
 
 def load_example_dag() -> Any:
-    path = Path(__file__).parents[2] / "example_dags" / "example_ahachat_shipping_update.py"
-    spec = importlib.util.spec_from_file_location("example_ahachat_shipping_update", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return example_dag("example_ahachat_shipping_update")
 
 
 def test_the_example_dag_runs_end_to_end(dag_runner: Any, sandbox: SandboxServer) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.dag_helpers import CONN, new_dag, run_without_token
+from helpers.paths import load_example_dag as example_dag
 from helpers.sandbox_fixtures import user_lookups
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
@@ -275,12 +274,7 @@ def test_an_error_event_from_the_trigger_fails_with_its_own_class() -> None:
 
 
 def load_example_dag() -> Any:
-    path = Path(__file__).parents[2] / "example_dags" / "example_ahachat_confirm_delivery.py"
-    spec = importlib.util.spec_from_file_location("example_ahachat_confirm_delivery", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return example_dag("example_ahachat_confirm_delivery")
 
 
 def test_the_confirm_delivery_example_runs_end_to_end(

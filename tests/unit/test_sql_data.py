@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.dag_helpers import SHOP, ahachat_lines, new_dag, report, run_sql_dag, sqlite_table
+from helpers.dag_helpers import (
+    SHOP,
+    ahachat_lines,
+    assert_nothing_sent,
+    new_dag,
+    report,
+    run_sql_dag,
+    sqlite_table,
+)
 
 from airflow_provider_ahachat.bulk import BulkRunner, Columns, Ledger
 from airflow_provider_ahachat.client import AhaChatClient
 from airflow_provider_ahachat.sandbox import SandboxServer
+from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -29,11 +38,6 @@ def orders_db(path: Path, rows: Iterable[tuple[Any, ...]]) -> Path:
     )
 
 
-def assert_nothing_sent(sandbox: SandboxServer) -> None:
-    assert sandbox.stats()["total"] == 0
-    assert sandbox.outbox() == []
-
-
 # --------------------------------------------------------------------------- columns
 
 
@@ -41,8 +45,6 @@ def test_every_column_named_must_be_in_the_query(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     """A typo in a column name fails before the first request, listing the query's columns."""
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(3)
     phones = [sandbox.user(uid)["phone"] for uid in ids]
     db = orders_db(tmp_path / "shop.db", [(uid, phones[n], f"DH{n}", f"T{n}") for n, uid in enumerate(ids)])
@@ -154,7 +156,6 @@ def test_every_column_named_must_be_in_the_file(
 def test_wrong_choices_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
     from airflow_provider_ahachat.exceptions import AhaChatValidationError
     from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     with new_dag("choices"):
         with pytest.raises(AhaChatValidationError, match="^" + message.replace("[", r"\[")):
@@ -174,8 +175,6 @@ def test_nulls_are_a_choice(dag_runner: Any, sandbox: SandboxServer, tmp_path: P
     shows the value of their previous order; ``omit`` and ``empty`` are asked for. A NULL ID and
     phone is invalid with that reason.
     """
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(7)
     for uid in ids:
         sandbox.update_user(uid, attributes={"tracking_number": "OLD-ORDER"})
@@ -227,8 +226,6 @@ def test_nulls_are_a_choice(dag_runner: Any, sandbox: SandboxServer, tmp_path: P
 
 
 def test_a_null_phone_is_named_in_the_reason(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(2)
     phone = sandbox.user(ids[0])["phone"]
     db = orders_db(tmp_path / "shop.db", [(None, phone, "DH0", "T0"), (None, None, "DH1", "T1")])
@@ -256,8 +253,6 @@ def test_a_null_phone_is_named_in_the_reason(dag_runner: Any, sandbox: SandboxSe
 def test_repeats_are_counted_and_dedupe_on_sends_one_message_per_order(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     a, b = sandbox.generate_users(2)
     rows = [(a, None, "DH1", "T1"), (a, None, "DH2", "T2"), (b, None, "DH3", "T3"), (a, None, "DH1", "T1")]
     db = orders_db(tmp_path / "shop.db", rows)
@@ -335,8 +330,6 @@ def test_dedupe_on_is_exactly_once_per_order_across_tries(sandbox: SandboxServer
 def test_progress_has_a_total_and_the_log_ends_with_one_summary_line(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(3)
     db = orders_db(tmp_path / "shop.db", [(uid, None, f"DH{n}", f"T{n}") for n, uid in enumerate(ids)])
     common: dict[str, Any] = {

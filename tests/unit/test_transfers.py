@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.dag_helpers import CONN, SHOP, new_dag, report, run_sql_dag, sqlite_table
+from helpers.dag_helpers import CONN, SHOP, assert_nothing_sent, new_dag, report, run_sql_dag, sqlite_table
 
 from airflow_provider_ahachat.sandbox import SandboxServer
+from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -35,8 +36,6 @@ def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, db: Path, tmp_path: P
 def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(6)
     db = shop_db(
         tmp_path / "shop.db",
@@ -83,8 +82,6 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
 def test_add_tags_by_phone_with_templated_parameters(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(6)
     phones = [sandbox.user(uid)["phone"] for uid in ids]
     # Phones as customers type them; three shipped on the run's day, three the day before.
@@ -128,8 +125,6 @@ def test_more_rows_than_fetch_size_each_reached_once(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
-
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     ids = sandbox.generate_users(2_500)
     db = shop_db(
@@ -175,8 +170,6 @@ def test_decimal_date_and_null_values(
 ) -> None:
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(3)
     sandbox.update_user(ids[2], attributes={"total": "kept"})
     db = shop_db(
@@ -220,8 +213,6 @@ def test_decimal_date_and_null_values(
 
 
 def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(4)
     db = shop_db(
         tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
@@ -249,15 +240,12 @@ def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path
         "json": {"messages": [{"text": "Đơn hàng của bạn đã được giao"}]},
     }
     assert len(report(summary)) == 4
-    assert sandbox.stats()["total"] == 0
-    assert sandbox.outbox() == []
+    assert_nothing_sent(sandbox)
 
 
 def test_bad_queries_and_connections_fail_before_anything_is_sent(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(2)
     db = shop_db(
         tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
@@ -315,7 +303,6 @@ def test_bad_queries_and_connections_fail_before_anything_is_sent(
 )
 def test_wrong_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
     from airflow_provider_ahachat.exceptions import AhaChatValidationError
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     with new_dag("sql_parse"), pytest.raises(AhaChatValidationError, match="^" + message):
         SqlToAhaChatOperator(task_id="t", sql="SELECT 1", sql_conn_id=SHOP, **kwargs)
@@ -325,8 +312,6 @@ def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     """``phone_column`` is for rows without a user ID: a customer with both is reached by ID, once."""
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(4)
     phones = [sandbox.user(uid)["phone"] for uid in ids]
     db = shop_db(
@@ -366,8 +351,6 @@ def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
 def test_sql_from_a_templated_file_with_positional_parameters(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
-
     ids = sandbox.generate_users(4)
     db = shop_db(
         tmp_path / "shop.db",
@@ -410,7 +393,6 @@ def test_a_delivery_mark_rides_on_every_message_of_the_transfer(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     from airflow_provider_ahachat.bulk import Ledger
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     ids = sandbox.generate_users(3)
     db = shop_db(
