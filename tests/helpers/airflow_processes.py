@@ -32,10 +32,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from helpers import airflow_cli
+from helpers.started import Started
 
 #: Seconds allowed for Airflow to start, on a loaded 2-core machine.
 START_TIMEOUT = 900.0
@@ -60,7 +60,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
-class AirflowProcesses:
+class AirflowProcesses(Started):
     """
     ``airflow standalone`` (or one other command, such as ``api-server``) in its own process group.
 
@@ -303,14 +303,6 @@ class AirflowProcesses:
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
-
-    def __enter__(self) -> AirflowProcesses:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _group_alive(pgid: int) -> bool:

@@ -7,9 +7,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from types import TracebackType
+from typing import Any
 
 import pytest
+
+from helpers.started import Started
 
 
 def free_port() -> int:
@@ -18,7 +20,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
+class RedisServer(Started):
     """
     One throw-away Redis on a free loopback port, no persistence; stopped by its process ID.
 
@@ -64,11 +66,6 @@ class RedisServer:
             self.process.wait(timeout=10)
         self.process = None
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def __exit__(self, *exc_info: Any) -> None:
+        super().__exit__(*exc_info)
         shutil.rmtree(self._dir, ignore_errors=True)

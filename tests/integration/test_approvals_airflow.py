@@ -36,6 +36,7 @@ from helpers.approval_helpers import (
     with_token,
 )
 from helpers.approval_helpers import call as call_as
+from helpers.dag_helpers import sqlite_table
 
 from airflow_provider_ahachat.inbound.question import UI_BUTTON_TITLE
 from airflow_provider_ahachat.inbound.tokens import AnswerToken, sign
@@ -71,16 +72,12 @@ class Setup:
 
 
 def shop_database(path: Path) -> Path:
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE refund_requests (order_id TEXT PRIMARY KEY, messenger_user_id TEXT,"
-            " amount INTEGER, status TEXT)"
-        )
-        db.executemany(
-            "INSERT INTO refund_requests VALUES (?, ?, ?, 'requested')",
-            [("DH10231", LAN, 450000), ("DH10232", MINH, 1250000)],
-        )
-    return path
+    create = (
+        "CREATE TABLE refund_requests (order_id TEXT PRIMARY KEY, messenger_user_id TEXT, amount INTEGER,"
+        " status TEXT)"
+    )
+    rows = [("DH10231", LAN, 450000, "requested"), ("DH10232", MINH, 1250000, "requested")]
+    return sqlite_table(path, create, rows)
 
 
 @pytest.fixture(scope="module")

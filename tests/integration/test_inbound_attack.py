@@ -37,18 +37,8 @@ from urllib.parse import quote
 import psutil
 import pytest
 import requests
+from helpers import approval_helpers as approval
 from helpers.airflow_processes import AirflowProcesses, wait_until
-from helpers.approval_helpers import (
-    WAIT,
-    buttons,
-    call,
-    question_of,
-    questions,
-    token_of,
-    trigger,
-    wait_for_park,
-    with_token,
-)
 
 from airflow_provider_ahachat.events import event_uri
 from airflow_provider_ahachat.inbound.answer import OUTCOME_HEADER
@@ -116,10 +106,10 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
             for event, dag_id in (("attack", "attack_events"), ("keys", "attack_keys")):
                 airflow.wait_for_asset_consumer(event_uri(event, CONN_A), dag_id)
             runs = {
-                "a1": trigger(airflow, "attack_ask_a"),
-                "a2": trigger(airflow, "attack_ask_a"),
-                "b": trigger(airflow, "attack_ask_b"),
-                "deadline": trigger(airflow, "attack_deadline"),
+                "a1": approval.trigger(airflow, "attack_ask_a"),
+                "a2": approval.trigger(airflow, "attack_ask_a"),
+                "b": approval.trigger(airflow, "attack_ask_b"),
+                "deadline": approval.trigger(airflow, "attack_deadline"),
             }
             found = Attack(airflow, sandbox, gate, runs)
             yield found
@@ -144,14 +134,14 @@ def button(attack: Attack, marker: str, run: str, title: str = APPROVE) -> str:
     run_id = attack.runs[run]
 
     def found() -> str | None:
-        for entry in questions(attack.sandbox, OWNER, marker):
-            url = buttons(entry).get(title)
-            if url and token_of(url).run_id == run_id:
+        for entry in approval.questions(attack.sandbox, OWNER, marker):
+            url = approval.buttons(entry).get(title)
+            if url and approval.token_of(url).run_id == run_id:
                 return url
         return None
 
     try:
-        return str(wait_until(found, WAIT, f"the question {marker!r} of run {run}", 1.0))
+        return str(wait_until(found, approval.WAIT, f"the question {marker!r} of run {run}", 1.0))
     except TimeoutError:
         print(attack.airflow.log_tail(20000))
         raise
@@ -174,8 +164,8 @@ def ti_state(attack: Attack, token: AnswerToken) -> str:
 
 def tap_for_real(attack: Attack, url: str) -> str:
     """The owner taps a real button once the task is parked for good: the outcome."""
-    wait_for_park(attack.airflow, token_of(url))
-    return call(url, OWNER)[0]
+    approval.wait_for_park(attack.airflow, approval.token_of(url))
+    return approval.call(url, OWNER)[0]
 
 
 def webhook(
@@ -241,15 +231,17 @@ def test_a_token_never_crosses_connections_dags_runs_tasks_map_indexes_or_tries(
     a2 = button(attack, "Duyệt qua shop A?", "a2")
     m0, m1 = (button(attack, f"Duyệt phần {n}?", "a1") for n in (0, 1))
     b = button(attack, "Duyệt qua shop B?", "b")
-    a_tok, a2_tok, m0_tok, b_tok = (token_of(u) for u in (a, a2, m0, b))
-    a_nonce, m0_nonce, b_nonce = (question_of(attack.airflow, t).nonce for t in (a_tok, m0_tok, b_tok))
+    a_tok, a2_tok, m0_tok, b_tok = (approval.token_of(u) for u in (a, a2, m0, b))
+    a_nonce, m0_nonce, b_nonce = (
+        approval.question_of(attack.airflow, t).nonce for t in (a_tok, m0_tok, b_tok)
+    )
     assert (a_tok.conn_id, b_tok.conn_id, m0_tok.map_index) == (CONN_A, CONN_B, 0)
     b_payload, b_signature = b.split("?t=", 1)[1].split("&", 1)[0].split(".")
     moved_claim = dataclasses.replace(b_tok, conn_id=CONN_A, dag_id=a_tok.dag_id, run_id=a_tok.run_id)
     moved_payload = sign(moved_claim, "any secret", "any nonce").split(".")[0]
 
     def moved(token: AnswerToken, secret: str, nonce: str) -> str:
-        return with_token(a, sign(token, secret, nonce))
+        return approval.with_token(a, sign(token, secret, nonce))
 
     forgeries = {
         # The break that was found: B's secret approving a task that asked through A.
@@ -261,7 +253,7 @@ def test_a_token_never_crosses_connections_dags_runs_tasks_map_indexes_or_tries(
         ),
         "B's secret, naming A": moved(a_tok, SECRET_B, a_nonce),
         "A's webhook secret (A has an approval secret)": moved(a_tok, WEBHOOK_A, a_nonce),
-        "B's real token, moved to A's task": with_token(a, f"{moved_payload}.{b_signature}"),
+        "B's real token, moved to A's task": approval.with_token(a, f"{moved_payload}.{b_signature}"),
         "A's key, for B's DAG": moved(dataclasses.replace(b_tok, conn_id=CONN_A), APPROVAL_A, a_nonce),
         "B's key and nonce, for B's DAG, naming A": moved(
             dataclasses.replace(b_tok, conn_id=CONN_A), SECRET_B, b_nonce
@@ -277,19 +269,20 @@ def test_a_token_never_crosses_connections_dags_runs_tasks_map_indexes_or_tries(
         ),
         "a later try": moved(dataclasses.replace(a_tok, try_number=2), APPROVAL_A, a_nonce),
     }
-    outcomes = {case: call(url, OWNER)[0] for case, url in forgeries.items()}
+    outcomes = {case: approval.call(url, OWNER)[0] for case, url in forgeries.items()}
     assert outcomes == dict.fromkeys(forgeries, "forged")
     assert (
-        call(moved(dataclasses.replace(a_tok, try_number=0), APPROVAL_A, a_nonce), OWNER)[0] == "earlier_try"
+        approval.call(moved(dataclasses.replace(a_tok, try_number=0), APPROVAL_A, a_nonce), OWNER)[0]
+        == "earlier_try"
     )
     assert b_payload  # B's own payload was real; only its signature was reused
-    for token in (a_tok, a2_tok, m0_tok, token_of(m1), b_tok):
+    for token in (a_tok, a2_tok, m0_tok, approval.token_of(m1), b_tok):
         assert hitl(attack, token)["response_received"] is False
     refused = [line for line in log_lines(attack) if "AhaChat HITL answer refused (forged)" in line]
     assert len(refused) >= len(forgeries)
 
     # Positive control: the real buttons, through A (a task and a mapped one) and through B.
-    for url, token in ((a, a_tok), (m1, token_of(m1)), (b, b_tok)):
+    for url, token in ((a, a_tok), (m1, approval.token_of(m1)), (b, b_tok)):
         assert tap_for_real(attack, url) == "recorded"
         detail = hitl(attack, token)
         assert (detail["chosen_options"], detail["responded_by_user"]["id"]) == (
@@ -358,7 +351,9 @@ def test_non_finite_numbers_are_refused_and_a_bad_stored_value_blocks_nothing(at
     events = recorded(attack, "attack")
     assert len(events) == before + 3
     assert events[-1]["fields"]["n"] == numbers
-    runs = wait_until(lambda: settled_runs(attack, "attack_events"), WAIT, "the runs of attack_events", 1.0)
+    runs = wait_until(
+        lambda: settled_runs(attack, "attack_events"), approval.WAIT, "the runs of attack_events", 1.0
+    )
     assert {r["state"] for r in runs} == {"success"}, attack.airflow.log_tail(20000)
 
     # Another writer (Airflow's own public route takes NaN) stores a bad value on an asset; calls
@@ -545,7 +540,10 @@ def test_every_value_a_caller_sends_is_escaped_before_it_is_logged(attack: Attac
     for n, separator in enumerate(SEPARATORS.values()):
         mark = f"Ⓕ{n}"
         forged = f"1{separator}{mark}"  # short: logged values are cut, this must fit in what is quoted
-        assert call(real.replace("{{messenger_user_id}}", quote(forged, safe="")), OWNER)[0] == "not_approver"
+        assert (
+            approval.call(real.replace("{{messenger_user_id}}", quote(forged, safe="")), OWNER)[0]
+            == "not_approver"
+        )
         tap = f"{url}/ahachat/approvals/answer?t=x"
         for sent in (
             requests.post(tap, data={"messenger_user_id": forged}, timeout=120),
@@ -728,42 +726,47 @@ def test_the_tasks_own_state_and_deadline_decide_whether_a_tap_answers(attack: A
         state: button(attack, f"Hạn dài (marked_{state})?", "deadline") for state in ("failed", "success")
     }
     long = button(attack, "Hạn dài (long)?", "deadline")
-    short_tok = token_of(short)
-    nonce = question_of(attack.airflow, short_tok).nonce
+    short_tok = approval.token_of(short)
+    nonce = approval.question_of(attack.airflow, short_tok).nonce
 
     def later(token: AnswerToken) -> str:
         """A validly signed token for the same question with a later expiry."""
-        return with_token(
+        return approval.with_token(
             short, sign(dataclasses.replace(token, expires=int(time.time()) + 3600), APPROVAL_A, nonce)
         )
 
     # Past its deadline, still waiting (the scheduler's sweep is held): no tap answers it.
-    wait_for_park(attack.airflow, short_tok)
+    approval.wait_for_park(attack.airflow, short_tok)
     wait_until(lambda: time.time() > short_tok.expires + 1, 120, "the short question's deadline", 0.5)
     assert ti_state(attack, short_tok) == "awaiting_input"
-    assert call(short, OWNER)[0] == "expired"
-    assert call(later(short_tok), OWNER)[0] == "expired"
+    assert approval.call(short, OWNER)[0] == "expired"
+    assert approval.call(later(short_tok), OWNER)[0] == "expired"
     assert hitl(attack, short_tok)["response_received"] is False
 
     # Marked failed or successful by hand while waiting, before its deadline: no tap answers it.
     for state, url in marked.items():
-        token = token_of(url)
-        wait_for_park(attack.airflow, token)
+        token = approval.token_of(url)
+        approval.wait_for_park(attack.airflow, token)
         patched = requests.patch(
             f"{attack.airflow.url}/api/v2/dags/{token.dag_id}/dagRuns/{token.run_id}/taskInstances/{token.task_id}",
             json={"new_state": state},
             timeout=120,
         )
         assert patched.status_code == 200, patched.text
-        assert call(url, OWNER)[0] == "closed"
+        assert approval.call(url, OWNER)[0] == "closed"
         assert (ti_state(attack, token), hitl(attack, token)["response_received"]) == (state, False)
 
     # Once the scheduler sweeps, the task fails on its timeout; still nothing answers it.
     attack.gate.unlink()
-    wait_until(lambda: ti_state(attack, short_tok) == "failed", WAIT, "the sweep to fail the short task", 1.0)
-    assert call(later(short_tok), OWNER)[0] == "expired"
+    wait_until(
+        lambda: ti_state(attack, short_tok) == "failed",
+        approval.WAIT,
+        "the sweep to fail the short task",
+        1.0,
+    )
+    assert approval.call(later(short_tok), OWNER)[0] == "expired"
     assert hitl(attack, short_tok)["response_received"] is False
 
     # Positive control: a task that waits, before its deadline, is answered by its button.
     assert tap_for_real(attack, long) == "recorded"
-    assert hitl(attack, token_of(long))["chosen_options"] == ["Approve"]
+    assert hitl(attack, approval.token_of(long))["chosen_options"] == ["Approve"]

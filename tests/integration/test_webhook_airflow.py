@@ -12,7 +12,6 @@ import contextlib
 import inspect
 import json
 import shutil
-import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 from helpers.airflow_processes import AirflowProcesses, wait_until
+from helpers.dag_helpers import sqlite_table
 
 from airflow_provider_ahachat.events import event_uri
 from airflow_provider_ahachat.sandbox import SandboxServer
@@ -35,19 +35,15 @@ RUN_TIMEOUT = 600.0
 
 
 def shop_database(path: Path) -> Path:
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, messenger_user_id TEXT, status TEXT,"
-            " eta TEXT, tracking_number TEXT)"
-        )
-        db.executemany(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
-            [
-                ("DH10231", LAN, "dang_giao", "02/12", "GHN8123456VN"),
-                ("DH10232", MINH, "dang_xu_ly", None, None),
-            ],
-        )
-    return path
+    create = (
+        "CREATE TABLE orders (order_id TEXT PRIMARY KEY, messenger_user_id TEXT, status TEXT, eta TEXT,"
+        " tracking_number TEXT)"
+    )
+    rows = [
+        ("DH10231", LAN, "dang_giao", "02/12", "GHN8123456VN"),
+        ("DH10232", MINH, "dang_xu_ly", None, None),
+    ]
+    return sqlite_table(path, create, rows)
 
 
 @contextlib.contextmanager

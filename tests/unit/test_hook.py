@@ -14,6 +14,8 @@ from airflow_provider_ahachat.settings import base_url_from_connection
 
 BOT = "12404829"
 TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
+#: The connection form's extra fields a user fills first, in their order.
+FIRST_FIELDS = ["base_url", "timeout", "connect_timeout", "max_retries", "rate_limit", "concurrency"]
 
 
 @pytest.mark.parametrize(
@@ -141,12 +143,7 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
     assert next(iter(extra)) == "base_url"
     assert extra["base_url"]["schema"]["title"] == "Base URL"
     assert set(extra) == {
-        "base_url",
-        "timeout",
-        "connect_timeout",
-        "max_retries",
-        "rate_limit",
-        "concurrency",
+        *FIRST_FIELDS,
         "rate_limit_redis_conn_id",
         "endpoints",
         "message_tags",
@@ -193,14 +190,7 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
     behaviour = AhaChatHook.get_ui_field_behaviour()
     assert behaviour["relabeling"] == UI_FIELD_BEHAVIOUR["relabeling"]
     assert behaviour["hidden_fields"] == ["host", "port", "schema", "extra"]
-    assert list(CONN_FIELDS)[:6] == [
-        "base_url",
-        "timeout",
-        "connect_timeout",
-        "max_retries",
-        "rate_limit",
-        "concurrency",
-    ]
+    assert list(CONN_FIELDS)[:6] == FIRST_FIELDS
     assert {"rate_limit_redis_conn_id", "endpoints", *WEBHOOK_FIELDS, "approval_secret"} <= set(CONN_FIELDS)
 
 
