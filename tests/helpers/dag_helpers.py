@@ -121,3 +121,10 @@ def assert_nothing_sent(sandbox: SandboxServer) -> None:
     """The sandbox received no request and sent no message."""
     assert sandbox.stats()["total"] == 0
     assert sandbox.outbox() == []
+
+
+def sql_transfer(tmp_path: Path, **kwargs: Any) -> Any:
+    """A ``SqlToAhaChatOperator`` reading the database :data:`SHOP`, its ledger under ``tmp_path``."""
+    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
+
+    return SqlToAhaChatOperator(sql_conn_id=SHOP, ledger_path=str(tmp_path / "ledger"), **kwargs)

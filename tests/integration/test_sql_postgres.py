@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.dag_helpers import SHOP, ahachat_lines, new_dag, run_sql_dag
+from helpers.dag_helpers import ahachat_lines, new_dag, run_sql_dag, sql_transfer
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
@@ -23,7 +23,6 @@ def test_postgres_types_are_sent_exactly(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, postgres: Any
 ) -> None:
     """NUMERIC beyond a float's precision, BIGINT, DATE, TIMESTAMP, BOOLEAN and NULL, as sent."""
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     ids = sandbox.generate_users(2)
     database = postgres.new_database_with(
@@ -40,14 +39,13 @@ def test_postgres_types_are_sent_exactly(
     )  # fmt: skip
     select = "SELECT psid, total, price, points, born, seen, vip, note FROM customers ORDER BY psid"
     with new_dag("pg_types") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="attrs",
             sql=select,
-            sql_conn_id=SHOP,
             action="add_attributes",
             user_id_column="psid",
             null_attributes="omit",
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run_sql_dag(dag_runner, dag, sandbox, postgres.uri(database), tmp_path)
@@ -71,7 +69,6 @@ def test_postgres_broadcast_with_named_parameters(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, postgres: Any
 ) -> None:
     """A %(name)s query, counted for the progress total; NUMERIC in the Broadcast API's query string."""
-    from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
     ids = sandbox.generate_users(4)
     amount = decimal.Decimal("9999999999999999.12345678")
@@ -81,17 +78,16 @@ def test_postgres_broadcast_with_named_parameters(
         [(uid, f"DH{n}", amount, ["2026-11-10", "2026-11-11"][n % 2]) for n, uid in enumerate(ids)],
     )
     with new_dag("pg_params") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="send",
             sql="SELECT messenger_user_id, order_id, amount FROM orders "
             "WHERE shipped_on = %(day)s AND order_id <> %(skip)s",
             parameters={"day": "{{ params.day }}", "skip": "DH3"},
             params={"day": "2026-11-11"},
             user_id_column="messenger_user_id",
-            sql_conn_id=SHOP,
             action="broadcast_block",
             block_name="shipping_update",
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run_sql_dag(dag_runner, dag, sandbox, postgres.uri(database), tmp_path)

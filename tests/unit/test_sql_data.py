@@ -20,6 +20,7 @@ from helpers.dag_helpers import (
     new_dag,
     report,
     run_sql_dag,
+    sql_transfer,
     sqlite_table,
 )
 
@@ -230,13 +231,12 @@ def test_a_null_phone_is_named_in_the_reason(dag_runner: Any, sandbox: SandboxSe
     phone = sandbox.user(ids[0])["phone"]
     db = orders_db(tmp_path / "shop.db", [(None, phone, "DH0", "T0"), (None, None, "DH1", "T1")])
     with new_dag("sql_null_phone") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="tags",
             sql="SELECT phone, order_id FROM orders ORDER BY rowid",
-            sql_conn_id=SHOP,
             action="add_tags",
             tags="da_giao",
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path)

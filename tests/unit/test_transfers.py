@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.dag_helpers import CONN, SHOP, assert_nothing_sent, new_dag, report, run_sql_dag, sqlite_table
+from helpers.dag_helpers import (
+    CONN,
+    SHOP,
+    assert_nothing_sent,
+    new_dag,
+    report,
+    run_sql_dag,
+    sql_transfer,
+    sqlite_table,
+)
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
@@ -92,16 +101,15 @@ def test_add_tags_by_phone_with_templated_parameters(
         [(None, typed[n], f"DH{n}", None, None, days[n], None) for n in range(6)],
     )
     with new_dag("sql_tags_by_phone") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="tags",
             sql="SELECT phone AS sdt FROM orders WHERE shipped_on = :day AND ma_don != :skip",
             parameters={"day": "{{ ds }}", "skip": "{{ params.skip }}"},
             params={"skip": "DH4"},
-            sql_conn_id=SHOP,
             phone_column="sdt",
             action="add_tags",
             tags=["da_giao_{{ ds_nodash }}"],
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     day = datetime.datetime(2026, 11, 11, tzinfo=datetime.timezone.utc)
@@ -144,15 +152,14 @@ def test_more_rows_than_fetch_size_each_reached_once(
 
     monkeypatch.setattr(SqliteHook, "get_conn", lambda self: sqlite3.connect(db, factory=CountingConnection))
     with new_dag("sql_fetch_size") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="broadcast",
             sql="SELECT user_id, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
-            sql_conn_id=SHOP,
             action="broadcast_block",
             block_name="shipping_update",
             fetch_size=100,
             rate_limit=0,
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run(dag_runner, dag, sandbox, db, tmp_path)
@@ -187,14 +194,13 @@ def test_decimal_date_and_null_values(
         SqliteHook, "get_conn", lambda self: sqlite3.connect(db, detect_types=sqlite3.PARSE_DECLTYPES)
     )
     with new_dag("sql_types") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="attrs",
             sql="SELECT user_id, ma_van_don, ten, shipped_on, total FROM orders",
-            sql_conn_id=SHOP,
             action="add_attributes",
             attributes={"nguon": "sql"},
             null_attributes="omit",
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run(dag_runner, dag, sandbox, db, tmp_path)
@@ -218,14 +224,13 @@ def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path
         tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
     )
     with new_dag("sql_dry_run") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="text",
             sql="SELECT user_id FROM orders",
-            sql_conn_id=SHOP,
             action="send_text",
             text="Đơn hàng của bạn đã được giao",
             dry_run=True,
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run(dag_runner, dag, sandbox, db, tmp_path)
@@ -255,13 +260,12 @@ def test_bad_queries_and_connections_fail_before_anything_is_sent(
         SqlToAhaChatOperator(
             task_id="no_id_column", sql="SELECT ma_don, ten FROM orders", sql_conn_id=SHOP, **common
         )
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="no_attribute_column",
             sql="SELECT user_id, ma_don FROM orders",
-            sql_conn_id=SHOP,
             action="add_attributes",
             attribute_columns=["ma_don", "ma_van_don"],
-            ledger_path=str(tmp_path / "ledger"),
         )
         SqlToAhaChatOperator(task_id="not_sql", sql="SELECT 1", sql_conn_id=CONN, **common)
         SqlToAhaChatOperator(task_id="bad_sql", sql="SELECT user_id FROM nowhere", sql_conn_id=SHOP, **common)
@@ -324,13 +328,12 @@ def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
         ],
     )
     with new_dag("sql_id_and_phone") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="broadcast",
             sql="SELECT user_id, phone, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
-            sql_conn_id=SHOP,
             action="broadcast_block",
             block_name="shipping_update",
-            ledger_path=str(tmp_path / "ledger"),
         )
 
     result = run(dag_runner, dag, sandbox, db, tmp_path)
@@ -363,15 +366,14 @@ def test_sql_from_a_templated_file_with_positional_parameters(
         "SELECT user_id FROM orders WHERE shipped_on = '{{ ds }}' AND ma_don != ?", encoding="utf-8"
     )
     with new_dag("sql_file", template_searchpath=[str(tmp_path)]) as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="tags",
             sql="shipped.sql",
             parameters=["{{ params.skip }}"],
             params={"skip": "DH2"},
-            sql_conn_id=SHOP,
             action="remove_tags",
             tags="cho_giao_hang",
-            ledger_path=str(tmp_path / "ledger"),
         )
     for uid in ids:
         sandbox.update_user(uid, add_tags=["cho_giao_hang", "vip"])
@@ -399,13 +401,12 @@ def test_a_delivery_mark_rides_on_every_message_of_the_transfer(
         tmp_path / "shop.db", [(uid, None, f"DH{n}", None, None, None, None) for n, uid in enumerate(ids)]
     )
     with new_dag("sql_marked") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="send",
-            sql_conn_id=SHOP,
             sql="SELECT user_id, ma_don AS order_id FROM orders",
             action="broadcast_block",
             block_name="shipping_update",
-            ledger_path=str(tmp_path / "ledger"),
             delivery_mark="da_gui",
         )
     result = run(dag_runner, dag, sandbox, db, tmp_path)
