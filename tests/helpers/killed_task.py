@@ -148,3 +148,15 @@ def kill_with_requests_in_flight(task: Task, sandbox: SandboxServer, *, after: i
     reached_first = set(sandbox.outbox_counts())
     assert after <= len(reached_first) < total
     return reached_first
+
+
+def nobody_twice(
+    sandbox: SandboxServer, lines: list[dict[str, Any]], log: str
+) -> tuple[dict[str, int], set[str], set[str]]:
+    """
+    Check that the sandbox messaged nobody twice; return its counts by customer, and who the report
+    ``lines`` say is ``unknown`` (claimed, never answered) and ``delivered``.
+    """
+    counts = sandbox.outbox_counts()
+    assert max(counts.values()) == 1, log[-3000:]
+    return counts, users(lines, outcome="unknown"), users(lines, outcome="delivered")
