@@ -379,3 +379,16 @@ def test_a_sqlite_store_makes_its_folder_and_hides_no_password_in_its_repr(tmp_p
         store.close()
     remote = HeldStore.from_url("postgresql+psycopg2://user:s3cr3t-pw@127.0.0.1:1/db")
     assert "s3cr3t-pw" not in repr(remote)
+
+
+def test_a_repeated_call_gets_the_same_messages_again_without_a_second_delivery(store: HeldStore) -> None:
+    hold(store, LAN, "a", "b")
+    first = store.deliver(LAN, call="order_status key-1")
+    hold(store, LAN, "held after the first answer")
+    again = store.delivered(LAN, call="order_status key-1")
+    assert [h.id for h in again] == [h.id for h in first]
+    assert shown(again) == ["a", "b"]
+    assert store.delivered(LAN, call="order_status key-2") == []
+    assert store.delivered(MINH, call="order_status key-1") == []
+    assert [r["state"] for r in rows(store)] == ["delivered", "delivered", "held"]
+    assert [r["delivery"] for r in rows(store)] == ["order_status key-1"] * 2 + [None]

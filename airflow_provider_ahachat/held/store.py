@@ -536,6 +536,30 @@ class HeldStore:
         )
         return int(done.rowcount)
 
+    def delivered(self, customer: Customer, *, call: str) -> list[Held]:
+        """
+        What :meth:`deliver` gave ``call`` for ``customer`` (oldest first), recording nothing: the
+        answer again for a call the bot repeats (the same idempotency key) because the first answer
+        did not reach it.
+
+        :param customer: who calls.
+        :param call: the call, as given to :meth:`deliver`.
+        """
+        t = held_table.c
+        query = (
+            select(held_table)
+            .where(
+                t.conn_id == customer.conn_id,
+                t.bot_id == customer.bot_id,
+                t.user_id == customer.user_id,
+                t.state == "delivered",
+                t.delivery == call[:100],
+            )
+            .order_by(t.held_at, t.id)
+        )
+        with self._begin() as connection:
+            return [Held.of(row) for row in connection.execute(query)]
+
     # -- listing and dropping
 
     def select(self, selection: Selection) -> list[Held]:
