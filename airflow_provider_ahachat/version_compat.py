@@ -106,3 +106,47 @@ def object_storage_path(url: str) -> Any:
 def airflow_home() -> pathlib.Path:
     """``$AIRFLOW_HOME``, as Airflow reads it (``~/airflow`` when unset)."""
     return pathlib.Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+
+
+def hitl_takes_response_timeout() -> bool:
+    """
+    Whether the installed ``HITLOperator`` takes ``response_timeout``: from
+    apache-airflow-providers-standard 1.13 (Airflow 3.2's); 1.12 and before (Airflow 3.1's) take the
+    response's deadline from ``execution_timeout``.
+    """
+    import inspect
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    return "response_timeout" in inspect.signature(HITLOperator.__init__).parameters
+
+
+def hitl_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """
+    ``HITLOperator`` arguments for the installed standard provider: ``response_timeout`` becomes the
+    ``execution_timeout`` where only that sets the response's deadline (see
+    :func:`hitl_takes_response_timeout`).
+
+    :param kwargs: the operator's keyword arguments.
+    :raises ValueError: when both are given there, since they would be one setting.
+    """
+    if "response_timeout" not in kwargs or hitl_takes_response_timeout():
+        return kwargs
+    arguments = dict(kwargs)
+    response_timeout = arguments.pop("response_timeout")
+    if response_timeout is not None and arguments.get("execution_timeout") is not None:
+        raise ValueError(
+            "response_timeout, execution_timeout: give one; with apache-airflow-providers-standard "
+            "before 1.13 the execution_timeout of a Human-in-the-loop task is its response timeout"
+        )
+    if response_timeout is not None:
+        arguments["execution_timeout"] = response_timeout
+    return arguments
+
+
+def hitl_response_timeout(task: Any) -> Any:
+    """The response timeout of a Human-in-the-loop task (a ``timedelta``), None when it has none."""
+    timeout = getattr(task, "response_timeout", None)
+    if timeout is None and not hitl_takes_response_timeout():
+        timeout = getattr(task, "execution_timeout", None)
+    return timeout

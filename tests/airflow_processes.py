@@ -12,7 +12,9 @@ Facts this relies on (Airflow 3.3): tasks reach the API server through ``[core]
 execution_api_server_url``, which must follow ``[api] port``; ``standalone`` runs ``airflow`` from
 ``PATH``; new DAGs are paused unless ``[core] dags_are_paused_at_creation`` is off; with
 ``[core] simple_auth_manager_all_admins`` every API request is an admin's, so the public API needs
-no token here. Everything waits by polling, with generous deadlines for a loaded machine.
+no token here (Airflow 3.1 wants one all the same, and hands it out: see
+``AirflowProcesses.auth_headers``). Everything waits by polling, with generous deadlines for a loaded
+machine.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class AirflowProcesses:
             **dict(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        #: What a request to the public API carries (a token where Airflow wants one).
+        self.auth_headers: dict[str, str] = {}
 
     def start(self) -> AirflowProcesses:
         """Start the command and wait until the API server answers (and, standalone, the scheduler)."""
@@ -131,6 +135,8 @@ class AirflowProcesses:
             )
         try:
             wait_until(self._ready, self.start_timeout, f"airflow {self.command} on {self.url}", 0.5)
+            token = self._all_admins_token()
+            self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         except TimeoutError as err:
             self.stop()
             raise TimeoutError(f"{err}; its output ends with:\n{self.log_tail()}") from None
@@ -172,10 +178,24 @@ class AirflowProcesses:
             (health.get(part) or {}).get("status") == "healthy" for part in ("scheduler", "dag_processor")
         )
 
+    def _all_admins_token(self) -> str | None:
+        """
+        An admin's token for the public API: with ``[core] simple_auth_manager_all_admins`` Airflow
+        3.1 still wants one on every request, and hands it out at ``GET /auth/token``; None where
+        there is none to get (3.3 needs none).
+        """
+        try:
+            with urllib.request.urlopen(f"{self.url}/auth/token", timeout=30) as answer:
+                token = json.loads(answer.read()).get("access_token")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return token if isinstance(token, str) else None
+
     def get_json(self, path: str) -> Any:
         """The JSON answer of ``GET path`` on the API server, None if it does not answer 200."""
         try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as answer:
+            request = urllib.request.Request(f"{self.url}{path}", headers=self.auth_headers)
+            with urllib.request.urlopen(request, timeout=30) as answer:
                 return json.loads(answer.read())
         except (OSError, ValueError, urllib.error.URLError):
             return None

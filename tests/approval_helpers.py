@@ -25,6 +25,7 @@ def trigger(airflow: AirflowProcesses, dag_id: str, conf: dict[str, Any] | None 
     answer = requests.post(
         f"{airflow.url}/api/v2/dags/{dag_id}/dagRuns",
         json={"logical_date": None, "conf": conf or {}},
+        headers=airflow.auth_headers,
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
@@ -81,6 +82,13 @@ def question_of(airflow: AirflowProcesses, token: AnswerToken) -> Question:
     return question
 
 
+def parked_state() -> str:
+    """Where a task waits for its answer: ``awaiting_input`` from Airflow 3.3, ``deferred`` before."""
+    from airflow.utils.state import TaskInstanceState
+
+    return str(getattr(TaskInstanceState, "AWAITING_INPUT", TaskInstanceState.DEFERRED).value)
+
+
 def parked_and_reaped(airflow: AirflowProcesses, token: AnswerToken) -> bool:
     """
     The try waits for its answer and the scheduler has read the exit of the worker that parked it
@@ -93,7 +101,7 @@ def parked_and_reaped(airflow: AirflowProcesses, token: AnswerToken) -> bool:
     )
     return any(
         finished_line in line
-        and "state=awaiting_input," in line
+        and f"state={parked_state()}," in line
         and f"try_number={token.try_number}," in line
         and f"map_index={token.map_index}," in line
         for line in airflow.log_tail(10**9).splitlines()

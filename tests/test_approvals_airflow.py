@@ -27,6 +27,7 @@ from airflow_processes import AirflowProcesses, wait_until
 from approval_helpers import (
     WAIT,
     buttons,
+    parked_state,
     question_of,
     questions,
     token_of,
@@ -290,7 +291,7 @@ def test_every_refused_tap_records_nothing(setup: Setup) -> None:
     assert outcomes["another person taps"][1] == "Không ghi nhận: câu hỏi này dành cho người khác."
     detail = hitl(setup, "reject", "approve_refund")
     assert detail["response_received"] is False
-    assert task_states(setup, "reject")["approve_refund"] == ("awaiting_input", 1)
+    assert task_states(setup, "reject")["approve_refund"] == (parked_state(), 1)
 
     # Then the owner's own tap is the answer: Từ chối, and the customer is told.
     assert tapped(setup, "Từ chối", question["seq"]) == "Đã ghi nhận: Từ chối"
@@ -374,6 +375,7 @@ def test_an_approver_outside_the_window_is_named_with_the_link_and_the_task_is_a
     answer = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask/-1/hitlDetails",
         json={"chosen_options": ["Approve"], "params_input": {}},
+        headers=setup.airflow.auth_headers,
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
@@ -429,6 +431,7 @@ def test_more_options_than_buttons_go_as_quick_replies_or_a_link_to_the_ui(setup
     answered = requests.patch(
         f"{setup.airflow.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ask_province/-1/hitlDetails",
         json={"chosen_options": ["Cần Thơ"]},
+        headers=setup.airflow.auth_headers,
         timeout=120,
     )
     assert answered.status_code == 200, answered.text

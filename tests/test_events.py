@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -96,6 +97,54 @@ def test_every_event_of_a_batched_run_is_kept(airflow_db: Any) -> None:
     assert customer_events(events, ahachat_conn_id="elsewhere") == []
     assert recipients_from_events(events) == [{"user_id": "2"}, {"user_id": "1"}, {"user_id": "3"}]
     assert recipients_from_events(events, event="cancel_order") == [{"user_id": "3"}]
+
+
+class UnhashableAsset:
+    """An asset as task SDKs before 1.2 (Airflow 3.1) give it: equal by value, and unhashable."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnhashableAsset) and other.uri == self.uri
+
+
+class EventsByAsset(Mapping[Any, list[Any]]):
+    """``triggering_asset_events`` keyed by unhashable assets, kept in a list as such a mapping must."""
+
+    def __init__(self, batches: list[tuple[Any, list[Any]]]) -> None:
+        self._batches = batches
+
+    def __getitem__(self, key: Any) -> list[Any]:
+        for asset, events in self._batches:
+            if asset == key:
+                return events
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([asset for asset, _ in self._batches])
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [UnhashableAsset("ahachat://bot/order_status"), {"uri": "ahachat://bot/order_status"}, ["extra"]],
+    ids=["asset", "dict", "list"],
+)
+def test_events_keyed_by_unhashable_assets_are_read_without_hashing_them(key: Any) -> None:
+    def event(user_id: str, at: str) -> dict[str, Any]:
+        return {
+            "asset": {"uri": "ahachat://bot/order_status"},
+            "extra": {"messenger_user_id": user_id, "event": "order_status", "received_at": at},
+        }
+
+    events = EventsByAsset([(key, [event("7", "b"), event("6", "a"), event("7", "c")])])
+    assert [e["messenger_user_id"] for e in customer_events(events)] == ["6", "7", "7"]
+    assert recipients_from_events(events, event="order_status") == [{"user_id": "6"}, {"user_id": "7"}]
 
 
 def test_events_passed_through_xcom_as_plain_data() -> None:

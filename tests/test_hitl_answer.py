@@ -22,6 +22,22 @@ DAG_ID = "t_hitl_answer_contract"
 APPROVER = "ahachat:6620193847561029"
 
 
+def parked_state() -> str:
+    """Where a task waits for its answer: ``awaiting_input`` from Airflow 3.3, ``deferred`` before."""
+    from airflow.utils.state import TaskInstanceState
+
+    return str(getattr(TaskInstanceState, "AWAITING_INPUT", TaskInstanceState.DEFERRED).value)
+
+
+def answered_state() -> str:
+    """
+    The task's state once the answer is in: from Airflow 3.3 the answer resumes the task (the
+    scheduler queues ``execute_complete`` next); before, the task stays deferred until its
+    ``HITLTrigger`` reads the answer.
+    """
+    return "scheduled" if parked_state() == "awaiting_input" else "deferred"
+
+
 @pytest.fixture(scope="module")
 def serialized_dag(airflow_db: Any) -> Any:
     from airflow.models.serialized_dag import SerializedDagModel
@@ -47,7 +63,7 @@ def waiting(serialized_dag: Any) -> Answer:
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
     from sqlalchemy import select
 
@@ -64,7 +80,7 @@ def waiting(serialized_dag: Any) -> Answer:
         session.flush()
         ti = session.scalar(select(TaskInstance).where(TaskInstance.run_id == run_id))
         assert ti is not None
-        ti.state = TaskInstanceState.AWAITING_INPUT
+        ti.state = parked_state()
         ti.try_number = 1
         session.add(
             HITLDetail(
@@ -79,7 +95,7 @@ def waiting(serialized_dag: Any) -> Answer:
             )
         )
     answer = Answer(DAG_ID, run_id, "ask", -1, 1, "Approve", APPROVER, APPROVER)
-    park(answer, "awaiting_input", seconds_ago=3600)  # long settled, unless a test parks it again
+    park(answer, parked_state(), seconds_ago=3600)  # long settled, unless a test parks it again
     return answer
 
 
@@ -136,7 +152,7 @@ def test_an_answer_is_recorded_as_the_approver_and_resumes_the_task(waiting: Ans
 
     assert record_hitl_answer(waiting) == "recorded"
     state, chosen, by = state_of(waiting)
-    assert state == "scheduled"  # resumed: the scheduler queues execute_complete next
+    assert state == answered_state()
     assert (chosen, by) == (["Approve"], {"id": APPROVER, "name": APPROVER})
     assert record_hitl_answer(waiting) == "answered"
     assert record_hitl_answer(Answer(**{**waiting.__dict__, "option": "Reject"})) == "answered"
@@ -158,17 +174,17 @@ def test_a_refused_answer_records_nothing(waiting: Answer, change: dict[str, Any
     from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
 
     assert record_hitl_answer(Answer(**{**waiting.__dict__, **change})) == outcome
-    assert state_of(waiting) == ("awaiting_input", None, None)
+    assert state_of(waiting) == (parked_state(), None, None)
 
 
 def test_a_tap_on_a_task_parked_just_now_waits_until_it_has_settled(waiting: Answer) -> None:
     from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
 
-    park(waiting, "awaiting_input")
+    park(waiting, parked_state())
     started = time.monotonic()
     assert record_hitl_answer(waiting, settle=1.5) == "recorded"
     assert time.monotonic() - started >= 1.2  # the park was a moment before ``started``
-    assert state_of(waiting) == ("scheduled", ["Approve"], {"id": APPROVER, "name": APPROVER})
+    assert state_of(waiting) == (answered_state(), ["Approve"], {"id": APPROVER, "name": APPROVER})
 
 
 def test_a_tap_that_comes_before_the_task_parks_waits_for_the_park(waiting: Answer) -> None:
@@ -182,10 +198,10 @@ def test_a_tap_that_comes_before_the_task_parks_waits_for_the_park(waiting: Answ
     tap.start()
     time.sleep(1.0)
     assert tap.is_alive() and state_of(waiting) == ("running", None, None)  # nothing recorded while running
-    park(waiting, "awaiting_input")
+    park(waiting, parked_state())
     tap.join(30)
     assert outcome == ["recorded"]
-    assert state_of(waiting)[:2] == ("scheduled", ["Approve"])
+    assert state_of(waiting)[:2] == (answered_state(), ["Approve"])
 
 
 def test_a_task_that_does_not_park_in_time_records_nothing(waiting: Answer) -> None:
@@ -194,9 +210,9 @@ def test_a_task_that_does_not_park_in_time_records_nothing(waiting: Answer) -> N
     park(waiting, "running")
     assert record_hitl_answer(waiting, settle=0.5, max_hold=0.6) == "unavailable"
     assert state_of(waiting) == ("running", None, None)
-    park(waiting, "awaiting_input", seconds_ago=0.4)
+    park(waiting, parked_state(), seconds_ago=0.4)
     assert record_hitl_answer(waiting, settle=30, max_hold=0.6) == "unavailable"
-    assert state_of(waiting) == ("awaiting_input", None, None)
+    assert state_of(waiting) == (parked_state(), None, None)
 
 
 def test_the_settling_time_follows_the_workers_heartbeat_interval(monkeypatch: pytest.MonkeyPatch) -> None:

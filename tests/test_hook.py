@@ -172,8 +172,16 @@ WEBHOOK_FIELDS = (
 
 
 def test_the_webhook_secret_is_a_masked_field(airflow_db: Any) -> None:
+    from airflow import __version__ as airflow_version
     from airflow.providers_manager import ProvidersManager
+    from packaging.version import Version
 
+    if Version(airflow_version) < Version("3.2"):  # 3.2 reads the fields from the provider's info
+        pytest.importorskip(
+            "flask_appbuilder",
+            reason="Airflow 3.1 builds a connection form's fields only with Flask-AppBuilder installed "
+            "(apache-airflow-providers-fab)",
+        )
     widgets = ProvidersManager().connection_form_widgets
     assert widgets["extra__ahachat__webhook_secret"].is_sensitive
     assert not widgets["extra__ahachat__webhook_replies"].is_sensitive

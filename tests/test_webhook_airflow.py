@@ -9,6 +9,7 @@ their fields and answer each of them, also when they write while the scheduler i
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import shutil
 import sqlite3
@@ -173,6 +174,17 @@ def test_customers_who_write_while_the_scheduler_creates_a_run_get_the_next_run(
     and two more customers write then: the run takes the first event only and deletes the queue row
     (on SQLite nothing locks it); the two later events must still get a run of their own.
     """
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    if (
+        "triggered_date_by_dag"
+        in inspect.signature(SchedulerJobRunner._create_dag_runs_asset_triggered).parameters
+    ):
+        pytest.skip(
+            "Airflow 3.1's scheduler reads the queue rows of every DAG in each loop (dags_needing_dagruns), "
+            "a read the hold cannot tell from the one before a run; tests/test_asset_change.py makes the "
+            "race with 3.1's own scheduler code instead"
+        )
     hold = tmp_path / "hold"
     hold.mkdir()
     home = tmp_path / "home"

@@ -100,11 +100,16 @@ def _event_extra(event: Any) -> tuple[str | None, Mapping[str, Any] | None]:
     return uri, extra if isinstance(extra, Mapping) else None
 
 
+#: The keys of one event given as a mapping (rather than a mapping of assets to their events).
+_EVENT_KEYS = ("extra", "asset")
+
+
 def _flatten(events: Any) -> Iterable[Any]:
     """Every event in ``triggering_asset_events`` (asset → events), or in a plain list of events."""
     if events is None:
         return []
-    if isinstance(events, Mapping) and not {"extra", "asset"} & set(events):
+    # The keys are compared, never hashed: before task SDK 1.2 (Airflow 3.2) an Asset is unhashable.
+    if isinstance(events, Mapping) and not any(isinstance(key, str) and key in _EVENT_KEYS for key in events):
         # An event recorded through an asset alias is listed under the asset and under the alias.
         unique = {id(one): one for batch in events.values() for one in batch}
         return list(unique.values())

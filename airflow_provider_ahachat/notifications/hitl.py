@@ -19,6 +19,7 @@ from airflow_provider_ahachat.exceptions import (
 from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 from airflow_provider_ahachat.models import MessageTag
 from airflow_provider_ahachat.notifications.ahachat import AhaChatBaseNotifier
+from airflow_provider_ahachat.version_compat import hitl_response_timeout
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -270,8 +271,9 @@ def _deadline(task: Any) -> datetime:
     text = extra.get("timeout_datetime")
     if text:
         return datetime.fromisoformat(str(text))
-    if getattr(task, "response_timeout", None):
-        return now + task.response_timeout
+    timeout = hitl_response_timeout(task)
+    if timeout:
+        return now + timeout
     return now + MAX_TOKEN_LIFETIME
 
 

@@ -23,6 +23,7 @@ from airflow_provider_ahachat.notifications.hitl import (
     AhaChatHITLNotifier,
     _as_list,
 )
+from airflow_provider_ahachat.version_compat import hitl_arguments
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -64,7 +65,7 @@ class AhaChatHITLOperator(HITLOperator):
         **kwargs: Any,
     ) -> None:
         # In ApprovalOperator and HITLBranchOperator below, this reaches their own __init__ first.
-        super().__init__(**kwargs)
+        super().__init__(**hitl_arguments(kwargs))
         self.approvers = approvers
         self.ahachat_conn_id = ahachat_conn_id
         self.ahachat_notifier = AhaChatHITLNotifier(

@@ -14,6 +14,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from airflow_provider_ahachat.events.intake import LoggablePaths
 from airflow_provider_ahachat.events.receiver import WebhookSettings, create_receiver_app
+from airflow_provider_ahachat.plugins import access_log
 from airflow_provider_ahachat.plugins.approvals import approvals_router
 from airflow_provider_ahachat.plugins.asset_change import record_asset_event
 
@@ -39,6 +40,7 @@ def create_app() -> Any:
     """The receiver with Airflow's connections and asset events behind it."""
     app = create_receiver_app(load_settings=load_webhook_settings, record=record_asset_event)
     app.include_router(approvals_router())  # /ahachat/approvals/answer: Messenger taps answer HITL tasks
+    access_log.install()  # the answer URLs carry tokens: masked in the access log (Airflow 3.1's uvicorn)
     return app
 
 

@@ -80,32 +80,47 @@ def seen_key(session: Any, asset_id: int, key: str, window: timedelta) -> bool:
 
     No stored value can make this fail: the database is not asked to parse any event's ``extra``
     (an event another writer stored with ``NaN``, say, is text the JSON functions of SQLite refuse,
-    which would fail the look-up of every call). It only compares the stored text with the key as
-    JSON writes it (ASCII-escaped, as Airflow stores it, or not, as MySQL normalises it); the few
-    rows that hold it are then read here, one at a time, and one that cannot be read is skipped.
+    which would fail the look-up of every call; and Airflow 3.1 declares the column without ``[key]``
+    at all). The database only compares the stored text with the key (:func:`may_hold_key`); the
+    few rows that hold it are then read here, one at a time (:func:`holds_key`).
+    """
+    from airflow.models.asset import AssetEvent
+    from sqlalchemy import Text, cast, select
+
+    rows = session.execute(
+        select(cast(AssetEvent.extra, Text)).where(
+            AssetEvent.asset_id == asset_id,
+            AssetEvent.timestamp >= datetime.now(timezone.utc) - window,
+            may_hold_key(AssetEvent.extra, key),
+        )
+    )
+    return any(holds_key(stored, key) for (stored,) in rows)
+
+
+def may_hold_key(extra: Any, key: str) -> Any:
+    """
+    The SQL condition that the JSON column ``extra`` may hold ``key``: its text contains the key as
+    JSON writes it (ASCII-escaped, as Airflow stores it, or not, as MySQL normalises it). The same
+    on every Airflow release's declaration of the column and every database.
     """
     import json
 
-    from airflow.models.asset import AssetEvent
-    from sqlalchemy import Text, cast, or_, select
+    from sqlalchemy import Text, cast, or_
 
-    text = cast(AssetEvent.extra, Text)
+    text = cast(extra, Text)
     forms = {json.dumps(key, ensure_ascii=escaped)[1:-1] for escaped in (True, False)}
-    rows = session.execute(
-        select(text).where(
-            AssetEvent.asset_id == asset_id,
-            AssetEvent.timestamp >= datetime.now(timezone.utc) - window,
-            or_(*(text.contains(form, autoescape=True) for form in forms)),
-        )
-    )
-    for (stored,) in rows:
-        try:
-            extra = json.loads(stored) if isinstance(stored, str | bytes) else stored
-        except ValueError:
-            continue
-        if isinstance(extra, dict) and extra.get("idempotency_key") == key:
-            return True
-    return False
+    return or_(*(text.contains(form, autoescape=True) for form in forms))
+
+
+def holds_key(stored: Any, key: str) -> bool:
+    """Whether a stored ``extra`` (its text, or what a driver decoded) has ``idempotency_key == key``."""
+    import json
+
+    try:
+        extra = json.loads(stored) if isinstance(stored, str | bytes) else stored
+    except ValueError:  # not JSON any reader takes: skipped, never an error
+        return False
+    return isinstance(extra, dict) and extra.get("idempotency_key") == key
 
 
 def queue_rows_are_time_windows() -> bool:

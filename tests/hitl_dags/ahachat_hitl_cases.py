@@ -15,6 +15,7 @@ import pendulum
 from airflow.sdk import DAG
 
 from airflow_provider_ahachat.operators.hitl import AhaChatApprovalOperator, AhaChatHITLOperator
+from airflow_provider_ahachat.version_compat import hitl_takes_response_timeout
 
 OWNER = os.environ.get("SHOP_OWNER_ID", "6620193847561029")
 SHORT = timedelta(seconds=int(os.environ.get("HITL_SHORT_TIMEOUT", "8")))
@@ -27,6 +28,8 @@ class ShortFirstTry(AhaChatApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         self.response_timeout = SHORT if context["ti"].try_number == 1 else timedelta(minutes=10)
+        if not hitl_takes_response_timeout():  # the standard provider before 1.13 (Airflow 3.1)
+            self.execution_timeout = self.response_timeout
         return super().execute(context)
 
 
