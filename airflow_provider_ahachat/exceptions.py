@@ -3,10 +3,12 @@
 Every error's text is built by this package and never contains the bot token: the client redacts
 AhaChat's own messages and never chains the exceptions of ``requests``, whose texts carry the URL.
 As a last guard, every error redacts the live tokens from its own text and keeps at most a few KB
-of it (:func:`airflow_provider_ahachat.transport.bounded`).
+of it (:func:`airflow_provider_ahachat.redaction.bounded`).
 """
 
 from __future__ import annotations
+
+from airflow_provider_ahachat.redaction import MAX_KEPT, bounded
 
 
 class AhaChatError(Exception):
@@ -30,8 +32,6 @@ class AhaChatError(Exception):
         outcome_unknown: bool = False,
         meta_code: int | None = None,
     ) -> None:
-        from airflow_provider_ahachat.transport import MAX_KEPT, bounded
-
         message = bounded(message, limit=4 * MAX_KEPT)
         super().__init__(message)
         self.message = message

@@ -1,10 +1,16 @@
-"""Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point."""
+"""
+Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point.
+
+The list of endpoints in the connection form comes from the registry
+(:mod:`airflow_provider_ahachat.registry`), as everything that names the actions does.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow_provider_ahachat import __version__
+from airflow_provider_ahachat.registry import ENDPOINTS
 
 #: The connection form. Airflow 3.2+ renders it from here without importing the hook; older versions
 #: get the same fields from ``AhaChatHook.get_ui_field_behaviour`` and ``get_connection_form_widgets``,
@@ -30,7 +36,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "max_retries": "5",
         "rate_limit": "20",
         "concurrency": "16",
-        "endpoints": '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}',
+        "endpoints": f'{{"add_tags": "{ENDPOINTS["add_tags"]}"}}',
         "message_tags": "HUMAN_AGENT",
         "default_message_tag": "empty: no tag",
     },
@@ -84,9 +90,7 @@ CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["string", "null"]},
         "description": "Optional. Corrects the paths AhaChat does not publish (all but the Broadcast "
         'API\'s): a JSON object of endpoint name to "METHOD /path" with {bot_id} and {user_id}, e.g. '
-        '{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}. Endpoints: broadcast_by_user, '
-        "broadcast_by_phone, check_connection, find_user, find_user_by_phone, add_tags, remove_tags, "
-        "add_attributes, reset_attributes, send_message.",
+        f'{{"add_tags": "{ENDPOINTS["add_tags"]}"}}. Endpoints: {", ".join(ENDPOINTS)}.',
     },
     "message_tags": {
         "label": "Message tags the page may use",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -547,6 +547,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} cannot be written as JSON")
 
 
+def _number_value(value: float | Decimal, field: str) -> int | float | str:
+    """A float or a ``Decimal`` as it reads (see :func:`attribute_value`)."""
+    if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+        raise AhaChatValidationError(f"{field}: must be a finite number, got {value!r}")
+    exact = Decimal(repr(value)) if isinstance(value, float) else value
+    if exact == exact.to_integral_value():
+        return int(exact)
+    text = _plain_number(exact)
+    as_float = float(text)
+    return as_float if Decimal(repr(as_float)) == Decimal(text) else text
+
+
 def attribute_value(value: Any, field: str = "attribute") -> WireValue:
     """
     Convert an attribute value to AhaChat's attribute types; the same on every path.
@@ -569,14 +581,7 @@ def attribute_value(value: Any, field: str = "attribute") -> WireValue:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float | Decimal):
-        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
-            raise AhaChatValidationError(f"{field}: must be a finite number, got {value!r}")
-        exact = Decimal(repr(value)) if isinstance(value, float) else value
-        if exact == exact.to_integral_value():
-            return int(exact)
-        text = _plain_number(exact)
-        as_float = float(text)
-        return as_float if Decimal(repr(as_float)) == Decimal(text) else text
+        return _number_value(value, field)
     if isinstance(value, datetime):
         return value.strftime(DATETIME_FORMAT)
     if isinstance(value, date):
@@ -738,6 +743,21 @@ class _Checker:
 
     # -- the format
 
+    def extras(self, top: Mapping[str, Any]) -> dict[str, Any]:
+        """A message's ``set_attributes`` and ``redirect_to_blocks``, checked, where they are given."""
+        rules: dict[str, Callable[[Any], Any]] = {
+            "set_attributes": lambda value: validate_attributes(value, "set_attributes"),
+            "redirect_to_blocks": lambda value: _string_list(value, "redirect_to_blocks", "block name"),
+        }
+        extras: dict[str, Any] = {}
+        for name, rule in rules.items():
+            if top.get(name) is not None:
+                try:
+                    extras[name] = rule(top[name])
+                except AhaChatValidationError as err:
+                    self.problems.extend(err.problems)
+        return extras
+
     def message(self, value: Any, path: str) -> None:
         msg = self.obj(value, path, ("text", "attachment", "quick_replies"))
         if msg is None:
@@ -882,29 +902,15 @@ class DynamicMessage(BaseModel):
             value = {"messages": [value]}
         check = _Checker()
         top = check.obj(value, field, ("messages", "set_attributes", "redirect_to_blocks"))
-        set_attributes: dict[str, Any] | None = None
-        redirect: list[str] | None = None
+        extras: dict[str, Any] = {}
         if top is not None:
             for i, message in enumerate(check.items(top.get("messages"), "messages", None)):
                 check.message(message, f"messages[{i}]")
-            if top.get("set_attributes") is not None:
-                try:
-                    set_attributes = validate_attributes(top["set_attributes"], "set_attributes")
-                except AhaChatValidationError as err:
-                    check.problems.extend(err.problems)
-            if top.get("redirect_to_blocks") is not None:
-                try:
-                    redirect = _string_list(top["redirect_to_blocks"], "redirect_to_blocks", "block name")
-                except AhaChatValidationError as err:
-                    check.problems.extend(err.problems)
+            extras = check.extras(top)
         if check.problems:
             raise AhaChatValidationError(check.problems)
         assert top is not None
-        return cls(
-            messages=[dict(m) for m in top["messages"]],
-            set_attributes=set_attributes,
-            redirect_to_blocks=redirect,
-        )
+        return cls(messages=[dict(m) for m in top["messages"]], **extras)
 
     @classmethod
     def text(cls, text: str, field: str = "text") -> DynamicMessage:

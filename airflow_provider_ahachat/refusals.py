@@ -35,10 +35,10 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatRecipientUnavailableError,
 )
 from airflow_provider_ahachat.models import INSTEAD_OF_A_TAG, RETIRED_MESSAGE_TAGS
-from airflow_provider_ahachat.transport import bounded
+from airflow_provider_ahachat.redaction import bounded
 
 if TYPE_CHECKING:
-    from airflow_provider_ahachat.actions import ApiRequest
+    from airflow_provider_ahachat.request import ApiRequest
 
 __all__ = ["MetaRefusal", "find_refusal", "raise_refusal", "refusal_error"]
 

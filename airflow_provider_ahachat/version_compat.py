@@ -48,6 +48,14 @@ def redact(text: str) -> str:
     return text if core is None else str(core.redact(text))
 
 
+def airflow_at_least(version: str) -> bool:
+    """Whether the installed Airflow is ``version`` or later (a pre-release of it counts as it)."""
+    from airflow import __version__
+    from packaging.version import Version
+
+    return Version(Version(__version__).base_version) >= Version(version)
+
+
 def hitl_waiting_states() -> tuple[str, ...]:
     """
     The states of a Human-in-the-loop task instance that waits for its answer: ``awaiting_input``

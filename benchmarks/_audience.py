@@ -18,7 +18,7 @@ FIELDS = ("user_id", "order_id", "tracking_number")
 
 
 def synthetic_user_id(number: int) -> str:
-    """The sandbox's generated customer ``number`` (as ``sandbox.state.synthetic_user_id``)."""
+    """The sandbox's generated customer ``number`` (as ``sandbox.world.synthetic_user_id``)."""
     return f"9{number:015d}"
 
 

@@ -13,8 +13,8 @@ import html
 import sys
 from pathlib import Path
 
-from airflow_provider_ahachat.approvals.question import labels_for, question_message
 from airflow_provider_ahachat.client import AhaChatClient
+from airflow_provider_ahachat.inbound.question import labels_for, question_message
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -55,7 +55,7 @@ def main() -> int:
             ),
             ui_url=None,
         )
-        client.send_message(MAI, message)
+        client.run("send_message", {"message": message}, user_id=MAI)
         (entry,) = sandbox.outbox(MAI)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)

@@ -197,7 +197,11 @@ def rules_demo(sandbox: SandboxProcess) -> dict[str, str]:
         for rules in ("2026", "2025"):
             sandbox.configure(messenger_rules=rules)
             try:
-                client.broadcast_block("welcome", user_id=LAN, message_tag="POST_PURCHASE_UPDATE")
+                client.run(
+                    "broadcast_block",
+                    {"block_name": "welcome", "message_tag": "POST_PURCHASE_UPDATE"},
+                    user_id=LAN,
+                )
                 outcome[rules] = "delivered"
             except AhaChatMessageTagRefusedError as err:
                 outcome[rules] = f"refused ({err.api_message})"

@@ -473,7 +473,7 @@ def start_airflow(processes: Processes, folder: Path, args: argparse.Namespace, 
 
 
 def user_id(number: int) -> str:
-    from airflow_provider_ahachat.sandbox.state import synthetic_user_id
+    from airflow_provider_ahachat.sandbox.world import synthetic_user_id
 
     return str(synthetic_user_id(number))
 

@@ -12,8 +12,8 @@ from typing import Any
 import requests
 from airflow_processes import AirflowProcesses, wait_until
 
-from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, Question, peek
+from airflow_provider_ahachat.inbound.answer import OUTCOME_HEADER
+from airflow_provider_ahachat.inbound.tokens import AnswerToken, Question, peek
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 #: Seconds a test waits for a question, a park or a run, on a loaded machine.

@@ -4,6 +4,7 @@ Helpers shared by the tests that run the provider's operators inside Airflow aga
 - :func:`new_dag`: a DAG whose tasks use the connection :data:`CONN` and never retry.
 - :func:`run_without_token`: run a DAG and check that the bot token appears nowhere it could leak.
 - :func:`report`: the per-recipient report a bulk summary points to.
+- :func:`operator_for`: the operator class of an action of the registry.
 """
 
 from __future__ import annotations
@@ -56,3 +57,20 @@ def run_without_token(
 def report(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-recipient report a bulk summary points to, one dict per line."""
     return [json.loads(line) for line in Path(summary["report"]).read_text(encoding="utf-8").splitlines()]
+
+
+def operator_for(action: str) -> Any:
+    """The operator class of ``action``: the one operator of the provider that names it."""
+    from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator, AhaChatBaseOperator
+
+    def every(cls: type) -> Iterable[type]:
+        sub: type
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from every(sub)
+
+    named = {cls for cls in every(AhaChatBaseOperator) if cls.__dict__.get("action") == action}
+    assert len(named) == 1, f"the action {action!r} has {len(named)} operators: {named}"
+    (found,) = named
+    assert issubclass(found, AhaChatAudienceOperator) or action == "find_user"
+    return found

@@ -17,8 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.logging import AccessFormatter
 
-from airflow_provider_ahachat.approvals.answer import approvals_router
-from airflow_provider_ahachat.plugins import access_log
+from airflow_provider_ahachat.inbound import access_log
+from airflow_provider_ahachat.inbound.answer import approvals_router
 
 TOKEN = "eyJjIjoic2hvcCIsImQiOiJyZWZ1bmQifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 

@@ -20,11 +20,11 @@ import requests
 import uvicorn
 from fastapi import FastAPI
 
-from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER, approvals_router
-from airflow_provider_ahachat.approvals.question import labels_for, question_message
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, Question, TokenError, peek, sign, verify
-from airflow_provider_ahachat.events.keys import APPROVAL, WEBHOOK, derive_key, hkdf_sha256
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.inbound.answer import OUTCOME_HEADER, approvals_router
+from airflow_provider_ahachat.inbound.keys import APPROVAL, WEBHOOK, derive_key, hkdf_sha256
+from airflow_provider_ahachat.inbound.question import labels_for, question_message
+from airflow_provider_ahachat.inbound.tokens import AnswerToken, Question, TokenError, peek, sign, verify
 from airflow_provider_ahachat.models import DynamicMessage
 from airflow_provider_ahachat.sandbox import SandboxServer
 

@@ -37,8 +37,8 @@ from approval_helpers import (
 )
 from approval_helpers import call as call_as
 
-from airflow_provider_ahachat.approvals.question import UI_BUTTON_TITLE
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign
+from airflow_provider_ahachat.inbound.question import UI_BUTTON_TITLE
+from airflow_provider_ahachat.inbound.tokens import AnswerToken, sign
 from airflow_provider_ahachat.sandbox import SandboxControlError, SandboxServer
 
 pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]

@@ -9,7 +9,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ URI = "ahachat://contract_bot/order_status"
 @pytest.fixture(autouse=True)
 def followed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, set[str]]]:
     """The assets (and DAGs) the adapter asks to follow; no follow-up thread runs in these tests."""
-    from airflow_provider_ahachat.plugins import asset_change
+    from airflow_provider_ahachat.inbound import airflow_internals as asset_change
 
     watched: list[tuple[int, set[str]]] = []
     monkeypatch.setattr(
@@ -84,7 +84,7 @@ def test_register_asset_change_takes_what_the_adapter_passes(airflow_db: Any) ->
 def test_an_event_is_recorded_and_queues_the_dag(
     scheduled: str, followed: list[tuple[int, set[str]]]
 ) -> None:
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event
 
     assert record_asset_event(URI, {"messenger_user_id": "1", "fields": {"a": "b"}}, None) == "recorded"
     extras, queued = events_and_queue()
@@ -96,7 +96,7 @@ def test_an_event_is_recorded_and_queues_the_dag(
 def test_a_repeated_key_is_found_in_the_window_only(
     scheduled: str, followed: list[tuple[int, set[str]]]
 ) -> None:
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event
 
     extra = {"messenger_user_id": "2", "idempotency_key": "contract-k"}
     assert record_asset_event(URI, extra, "contract-k") == "recorded"
@@ -117,7 +117,7 @@ def test_the_queue_row_covers_every_event_recorded_so_far(scheduled: str) -> Non
     from airflow.utils.session import create_session
     from sqlalchemy import delete, func, select
 
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event
 
     with create_session() as session:
         session.execute(delete(AssetDagRunQueue))
@@ -141,7 +141,7 @@ def test_the_queue_row_covers_every_event_recorded_so_far(scheduled: str) -> Non
 def test_an_asset_no_dag_declares_is_not_created(
     airflow_db: Any, followed: list[tuple[int, set[str]]]
 ) -> None:
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event
 
     assert record_asset_event("ahachat://contract_bot/nobody", {"messenger_user_id": "1"}, None) == "no_asset"
     assert followed == []
@@ -267,7 +267,7 @@ def test_an_event_recorded_while_the_scheduler_creates_a_run_gets_the_next_run(r
     """
     from airflow.utils.session import create_session
 
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event, requeue_stranded
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event, requeue_stranded
 
     assert record_asset_event(RACE_URI, {"messenger_user_id": "1"}, None) == "recorded"
     late = create_run_as_the_scheduler(
@@ -294,10 +294,44 @@ def test_an_event_recorded_while_the_scheduler_creates_a_run_gets_the_next_run(r
     assert race_state(race_dag)[1:] == ([["1"], ["2"]], [])
 
 
+@pytest.mark.parametrize(
+    ("version", "active"), [("3.3.2", True), ("3.4.0rc1", False), ("3.4.0", False), ("3.5.1", False)]
+)
+def test_the_race_workaround_turns_itself_off_from_airflow_3_4(
+    race_dag: str, monkeypatch: pytest.MonkeyPatch, version: str, active: bool
+) -> None:
+    """
+    From Airflow 3.4.0 the scheduler's queue rows name their events (apache/airflow#70972): the
+    workaround neither moves a queue row, nor queues a DAG, nor follows an event, by version alone.
+    """
+    import airflow
+
+    from airflow_provider_ahachat.inbound import airflow_internals
+
+    monkeypatch.setattr(airflow, "__version__", version)
+    assert airflow_internals.queue_rows_are_time_windows() is active
+    if not active:  # the tables are still 3.3's here: nothing of the workaround may touch them
+        assert record_asset_event_and_queue(race_dag) == (set(), False)
+
+
+def record_asset_event_and_queue(dag_id: str) -> tuple[set[str], bool]:
+    """What the workaround does for one event: the DAGs it queued, and whether the follow-up waits."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_ahachat.inbound.airflow_internals import keep_in_next_run, requeue_stranded
+
+    asset_id = race_state(dag_id)[0]
+    with create_session() as session:
+        queued = keep_in_next_run(session, asset_id, datetime.now(timezone.utc))
+        waiting = requeue_stranded(session, asset_id, {dag_id})
+        session.rollback()
+    return queued, waiting
+
+
 def test_the_follow_up_leaves_a_queued_or_taken_event_alone(race_dag: str) -> None:
     from airflow.utils.session import create_session
 
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event, requeue_stranded
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event, requeue_stranded
 
     assert record_asset_event(RACE_URI, {"messenger_user_id": "1"}, None) == "recorded"
     asset_id, _, queued = race_state(race_dag)
@@ -318,7 +352,7 @@ def test_a_paused_dag_is_not_queued_by_the_follow_up(
     from airflow.utils.session import create_session
     from sqlalchemy import update
 
-    from airflow_provider_ahachat.plugins.asset_change import record_asset_event, requeue_stranded
+    from airflow_provider_ahachat.inbound.airflow_internals import record_asset_event, requeue_stranded
 
     def pause(paused: bool) -> None:
         with create_session() as session:
@@ -337,7 +371,7 @@ def test_a_paused_dag_is_not_queued_by_the_follow_up(
 
 
 def test_recorded_events_are_followed_until_nothing_waits() -> None:
-    from airflow_provider_ahachat.plugins.asset_change import FollowUp
+    from airflow_provider_ahachat.inbound.airflow_internals import FollowUp
 
     waiting = {1: 2, 2: 0}  # asset -> rounds during which it still waits
     checked: list[tuple[int, frozenset[str]]] = []
@@ -367,7 +401,7 @@ def test_recorded_events_are_followed_until_nothing_waits() -> None:
 
 
 def test_an_event_recorded_during_a_check_is_checked_again() -> None:
-    from airflow_provider_ahachat.plugins.asset_change import FollowUp
+    from airflow_provider_ahachat.inbound.airflow_internals import FollowUp
 
     def check(asset_id: int, dag_ids: frozenset[str]) -> bool:
         if asset_id == 1 and not checked:
@@ -385,7 +419,7 @@ def test_an_event_recorded_during_a_check_is_checked_again() -> None:
 
 
 def test_the_follow_up_thread_checks_and_stops() -> None:
-    from airflow_provider_ahachat.plugins.asset_change import FollowUp
+    from airflow_provider_ahachat.inbound.airflow_internals import FollowUp
 
     rounds = threading.Semaphore(0)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dag_helpers import CONN, new_dag, report, run_without_token
+from dag_helpers import CONN, new_dag, operator_for, report, run_without_token
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
@@ -59,11 +59,9 @@ def test_every_bulk_option_reaches_the_runner_or_the_columns() -> None:
     import inspect
 
     from airflow_provider_ahachat.bulk import BulkRunner
-    from airflow_provider_ahachat.operators.ahachat import (
-        AddTagsOperator,
-        AhaChatAudienceOperator,
-        BulkOptions,
-    )
+    from airflow_provider_ahachat.bulk.setup import columns_of, runner_options
+    from airflow_provider_ahachat.bulk_options import BulkOptions
+    from airflow_provider_ahachat.operators.ahachat import AddTagsOperator, AhaChatAudienceOperator
 
     given: dict[str, Any] = {
         "concurrency": 3,
@@ -82,18 +80,11 @@ def test_every_bulk_option_reaches_the_runner_or_the_columns() -> None:
     assert names <= set(inspect.signature(AhaChatAudienceOperator.__init__).parameters)
     options = AddTagsOperator(task_id="tag", tags="vip", recipients=[LAN], **given).bulk_options
     assert options == BulkOptions(**given)
-    runner_options = options.runner_options()
-    assert set(runner_options) <= set(inspect.signature(BulkRunner).parameters)
-    assert runner_options == {name: given[name] for name in names - {"dedupe_on", "null_attributes"}}
-    columns = options.columns()
+    to_runner = runner_options(options)
+    assert set(to_runner) <= set(inspect.signature(BulkRunner).parameters)
+    assert to_runner == {name: given[name] for name in names - {"dedupe_on", "null_attributes"}}
+    columns = columns_of(options)
     assert (columns.dedupe_on, columns.null_attributes) == (("order_id",), "omit")
-
-    # The attributes the operators had before the options were one object still read them.
-    operator = AddTagsOperator(task_id="tag", tags="vip", recipients=[LAN], **given)
-    assert {name: getattr(operator, name) for name in names - {"dry_run"}} == {
-        name: value for name, value in given.items() if name != "dry_run"
-    }
-    assert operator.is_dry_run is True and callable(operator.dry_run)
 
 
 # --------------------------------------------------------------------------- 1. every operator
@@ -103,91 +94,32 @@ def test_every_bulk_option_reaches_the_runner_or_the_columns() -> None:
 def test_every_audience_operator_acts_once_on_each_recipient(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow_provider_ahachat.operators.ahachat import (
-        AddAttributesOperator,
-        AddTagsOperator,
-        BroadcastBlockOperator,
-        RemoveTagsOperator,
-        ResetAttributesOperator,
-        SendDynamicMessageOperator,
-        SendTextMessageOperator,
-    )
+    """The operator of each action of the registry that acts on customers, for three of them."""
+    from airflow_provider_ahachat.registry import ACTIONS, RECIPIENT_ACTIONS
 
-    groups = {
-        name: sandbox.generate_users(3, start=10 * i)
-        for i, name in enumerate(["tags", "untag", "attrs", "reset", "text", "dynamic", "broadcast"])
-    }
-    for uid in groups["untag"]:
-        sandbox.update_user(uid, add_tags=["cu", "giu_lai"])
-    for uid in groups["reset"]:
-        sandbox.update_user(uid, attributes={"gio_hang": "2 áo", "city": "Huế"})
+    groups = {action: sandbox.generate_users(3, start=10 * i) for i, action in enumerate(RECIPIENT_ACTIONS)}
     ledger = str(tmp_path / "ledger")
-
     with new_dag("bulk_every_operator") as dag:
-        AddTagsOperator(
-            task_id="tags", recipients=groups["tags"], tags=["thang_11", "vip"], ledger_path=ledger
-        )
-        RemoveTagsOperator(task_id="untag", recipients=groups["untag"], tags="cu", ledger_path=ledger)
-        AddAttributesOperator(
-            task_id="attrs",
-            recipients=[{"user_id": uid, "diem": n} for n, uid in enumerate(groups["attrs"])],
-            attributes={"chien_dich": "black_friday"},
-            ledger_path=ledger,
-        )
-        ResetAttributesOperator(
-            task_id="reset", recipients=groups["reset"], attributes=["gio_hang"], ledger_path=ledger
-        )
-        SendTextMessageOperator(
-            task_id="text", recipients=groups["text"], text="Chào bạn! Sale 11.11", ledger_path=ledger
-        )
-        SendDynamicMessageOperator(
-            task_id="dynamic",
-            recipients=groups["dynamic"],
-            message=[{"text": "Chọn size:", "quick_replies": [{"title": "M", "block_name": "size_m"}]}],
-            ledger_path=ledger,
-        )
-        BroadcastBlockOperator(
-            task_id="broadcast",
-            recipients=groups["broadcast"],
-            block_name="shipping_update",
-            attributes={"order_id": "DH1", "tracking_number": "GHN1"},
-            ledger_path=ledger,
-        )
+        for action, ids in groups.items():
+            operator_for(action)(
+                task_id=action, recipients=ids, ledger_path=ledger, **ACTIONS[action].example()
+            )
 
     result = run(dag_runner, dag, sandbox, tmp_path / "ledger")
 
     assert result.succeeded, result.summary()
-    actions = {
-        "tags": "add_tags",
-        "untag": "remove_tags",
-        "attrs": "add_attributes",
-        "reset": "reset_attributes",
-        "text": "send_text",
-        "dynamic": "send_message",
-        "broadcast": "broadcast_block",
-    }
-    for task_id, action in actions.items():
-        summary = result.xcoms[task_id]
+    for action in groups:
+        summary = result.xcoms[action]
         assert_is_summary(summary, action, {"delivered": 3})
-        assert f"task_id={task_id}" in summary["report"]
+        assert f"task_id={action}" in summary["report"]
         assert [line["outcome"] for line in report(summary)] == ["delivered"] * 3
     # One request per recipient, each recipient named once.
     assert user_requests(sandbox) == Counter({uid: 1 for uids in groups.values() for uid in uids})
-    for uid in groups["tags"]:
-        assert set(sandbox.user(uid)["tags"]) == {"thang_11", "vip"}
-    for uid in groups["untag"]:
-        assert sandbox.user(uid)["tags"] == ["giu_lai"]
-    for n, uid in enumerate(groups["attrs"]):
-        assert sandbox.user(uid)["attributes"] == {"chien_dich": "black_friday", "diem": n}
-    for uid in groups["reset"]:
-        assert sandbox.user(uid)["attributes"] == {"city": "Huế"}
-    messaged = {uid: kind for kind in ("text", "dynamic", "broadcast") for uid in groups[kind]}
+    messaged = {uid for action, ids in groups.items() if ACTIONS[action].sends_message for uid in ids}
     assert sandbox.outbox_counts() == dict.fromkeys(messaged, 1)
     for entry in sandbox.outbox():
-        assert entry["kind"] == messaged[entry["messenger_user_id"]]
         if entry["kind"] == "broadcast":
             assert entry["message_tag"] is None  # no tag by default: a standard message
-            assert "DH1" in entry["text"] and "GHN1" in entry["text"]
 
 
 # --------------------------------------------------------------------------- 2. recipients forms

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ahachat.plugins.connection_test import (
+from airflow_provider_ahachat.inbound.airflow_internals import test_route_refuses_port_0
+from airflow_provider_ahachat.inbound.connection_test import (
     AhaChatConnectionTestPlugin,
     ConnectionTestPortFix,
-    airflow_has_the_bug,
     rewrite_test_body,
 )
 
@@ -128,9 +128,11 @@ def press_test(api: Any, conn_id: str) -> Any:
 
 def test_the_test_button_works_for_a_connection_without_a_port(api: Any, stored: Any, sandbox: Any) -> None:
     if route_compares_destinations():  # 3.3.0 to 3.3.2: the workaround runs
-        assert airflow_has_the_bug(), "Airflow has the fix: this test shows the workaround no longer runs"
+        assert test_route_refuses_port_0(), (
+            "Airflow has the fix: this test shows the workaround no longer runs"
+        )
     else:  # before 3.3 there is nothing to work around
-        assert not airflow_has_the_bug()
+        assert not test_route_refuses_port_0()
     assert any(
         m["middleware"] is ConnectionTestPortFix for m in AhaChatConnectionTestPlugin.fastapi_root_middlewares
     )

@@ -15,19 +15,26 @@ from typing import Any
 import pytest
 from dag_helpers import report
 
-from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Columns, Ledger, bulk_action
+from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Columns, Ledger
 from airflow_provider_ahachat.client import AhaChatClient
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.registry import ACTIONS
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 MARK = "airflow_delivery"
 CONFIRMED = f"its {MARK} is on the customer"
 
+#: Arguments richer than the registry's examples: a message that sets an attribute of its own too.
 MESSAGES: dict[str, dict[str, Any]] = {
-    "broadcast_block": {"block_name": "shipping_update"},
-    "send_text": {"text": "Đơn hàng của bạn đã được giao."},
     "send_message": {"message": {"messages": [{"text": "Chào bạn!"}], "set_attributes": {"hoi": "roi"}}},
 }
+#: Every action that carries a delivery mark, by user ID and, where AhaChat has it, by phone.
+MARKED = [
+    (name, by_phone)
+    for name, action in ACTIONS.items()
+    if action.marks_with
+    for by_phone in ([False, True] if action.by_phone else [False])
+]
 
 
 def run(
@@ -37,7 +44,7 @@ def run(
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
         runner = BulkRunner(
             client,
-            bulk_action(client, action, **MESSAGES.get(action, {"tags": ["t"]})),
+            client.bind(action, MESSAGES.get(action, ACTIONS[action].example())),
             ledger=Ledger(ledger),
             progress_interval=60,
             **options,
@@ -45,10 +52,7 @@ def run(
         return runner.run(audience)
 
 
-@pytest.mark.parametrize(
-    ("action", "by_phone"),
-    [("broadcast_block", False), ("broadcast_block", True), ("send_text", False), ("send_message", False)],
-)
+@pytest.mark.parametrize(("action", "by_phone"), MARKED)
 def test_unknown_outcomes_end_neither_lost_nor_doubled(
     sandbox: SandboxServer, tmp_path: Path, action: str, by_phone: bool
 ) -> None:
@@ -133,7 +137,7 @@ def test_a_mark_that_cannot_work_is_refused_before_anything_is_sent(
     options.setdefault("delivery_mark", MARK)
     ledger = options.pop("ledger", tmp_path)
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
-        bound = bulk_action(client, action, **MESSAGES.get(action, {"tags": ["t"]}))
+        bound = client.bind(action, MESSAGES.get(action, ACTIONS[action].example()))
         with pytest.raises(AhaChatValidationError) as caught:
             BulkRunner(client, bound, ledger=Ledger(ledger) if ledger else None, **options).run(ids)
     assert expected in str(caught.value)

@@ -21,7 +21,7 @@ from recording_server import RecordingServer, Reply
 
 from airflow_provider_ahachat.client import AhaChatClient, AsyncAhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import AhaChatAPIError, AhaChatError
-from airflow_provider_ahachat.transport import MAX_KEPT, MIN_FRAGMENT, bounded, redact
+from airflow_provider_ahachat.redaction import MAX_KEPT, MIN_FRAGMENT, bounded, redact
 
 # A token with characters that change when percent-encoded, so that both forms are tried.
 TOKEN = "tk+Q9/v7Zx3Lm8Np2Rs6Tu0Wy4Ab1Cd5Ef9Gh3Jk7Mn=="
@@ -85,18 +85,20 @@ def call_async(server: RecordingServer, action: Callable[[Any], Any], retry: Ret
 
 
 SYNC_ACTIONS: dict[str, Callable[[Any], Any]] = {
-    "send_text (POST, messages)": lambda c: c.send_text(USER, "xin chào"),
-    "broadcast by phone (POST)": lambda c: c.broadcast_block("welcome", phone="0908071111"),
-    "find_user (GET)": lambda c: c.find_user(user_id=USER),
+    "send_text (POST, messages)": lambda c: c.run("send_text", {"text": "xin chào"}, user_id=USER),
+    "broadcast by phone (POST)": lambda c: c.run(
+        "broadcast_block", {"block_name": "welcome"}, phone="0908071111"
+    ),
+    "find_user (GET)": lambda c: c.send(c.prepare("find_user", user_id=USER)),
 }
 
 
 def _async_find(c: Any) -> Any:
-    return c.find_user(user_id=USER)
+    return c.send(c.prepare("find_user", user_id=USER))
 
 
 def _async_check(c: Any) -> Any:
-    return c.check_connection()
+    return c.send(c.prepare("check_connection"))
 
 
 ASYNC_ACTIONS: dict[str, Callable[[Any], Any]] = {"find_user": _async_find, "check_connection": _async_check}

@@ -22,8 +22,8 @@ from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Ledger
 from airflow_provider_ahachat.bulk.recipients import read_recipients
 from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.models import normalize_phone
+from airflow_provider_ahachat.redaction import MAX_KEPT, MIN_FRAGMENT
 from airflow_provider_ahachat.sandbox.__main__ import exposure_warning
-from airflow_provider_ahachat.transport import MAX_KEPT, MIN_FRAGMENT
 
 TOKEN = "bulk9Hq2Wx7Kp4Zt1Lm6Nv3Rb8Cd5Fg0Jy"
 BOT = "12404829"
@@ -81,6 +81,8 @@ def _http_date(offset: float) -> str:
 def test_429_forever_tries_each_recipient_max_retries_plus_one_times(
     airflow_db: Any, server: RecordingServer, monkeypatch: pytest.MonkeyPatch, retry_after: str | None
 ) -> None:
+    from airflow_provider_ahachat.bulk.setup import bulk_runner
+    from airflow_provider_ahachat.bulk_options import BulkOptions
     from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 
     value = {"past date": _http_date(-3600), "soon date": _http_date(0.5)}.get(str(retry_after), retry_after)
@@ -99,9 +101,8 @@ def test_429_forever_tries_each_recipient_max_retries_plus_one_times(
     }
     monkeypatch.setenv("AIRFLOW_CONN_STORM", json.dumps(conn))
     hook = AhaChatHook("storm")
-    runner = hook.bulk_runner(
-        "send_text", {"text": "hi"}, ledger=None, concurrency=2, rate_limit=0, progress_interval=60
-    )
+    options = BulkOptions(concurrency=2, rate_limit=0, progress_interval=60)
+    runner = bulk_runner(hook, "send_text", {"text": "hi"}, options, ledger=None)
     rows = ["1001", "1002", "1003"]
     with pytest.raises(AhaChatBulkError) as caught:
         runner.run(rows)
@@ -281,7 +282,7 @@ def test_the_connection_sets_the_default_country(airflow_db: Any, monkeypatch: p
             json.dumps({"conn_type": "ahachat", "login": BOT, "password": TOKEN, "extra": extra}),
         )
         client = AhaChatHook("cc").client
-        assert client.prepare_find_user(phone="0908071111").recipient.phone == expected  # type: ignore[union-attr]
+        assert client.prepare("find_user", phone="0908071111").recipient.phone == expected  # type: ignore[union-attr]
     monkeypatch.setenv(
         "AIRFLOW_CONN_CC",
         json.dumps(

@@ -1,6 +1,6 @@
 """
 The contract with Airflow's internal ``update_hitl_detail`` route function that the approvals
-plugin relies on (``airflow_provider_ahachat.plugins.hitl_answer``), checked against the installed
+plugin relies on (``airflow_provider_ahachat.inbound.airflow_internals``), checked against the installed
 Airflow: its parameters, that it records the answer as the user given and resumes a task waiting
 for input, and the refusals the adapter makes before calling it.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ahachat.plugins.hitl_answer import Answer
+from airflow_provider_ahachat.inbound.airflow_internals import Answer
 
 DAG_ID = "t_hitl_answer_contract"
 APPROVER = "ahachat:6620193847561029"
@@ -148,7 +148,7 @@ def test_update_hitl_detail_takes_what_the_adapter_passes(airflow_db: Any) -> No
 
 
 def test_an_answer_is_recorded_as_the_approver_and_resumes_the_task(waiting: Answer) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     assert record_hitl_answer(waiting) == "recorded"
     state, chosen, by = state_of(waiting)
@@ -171,14 +171,14 @@ def test_an_answer_is_recorded_as_the_approver_and_resumes_the_task(waiting: Ans
     ],
 )
 def test_a_refused_answer_records_nothing(waiting: Answer, change: dict[str, Any], outcome: str) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     assert record_hitl_answer(Answer(**{**waiting.__dict__, **change})) == outcome
     assert state_of(waiting) == (parked_state(), None, None)
 
 
 def test_a_tap_on_a_task_parked_just_now_waits_until_it_has_settled(waiting: Answer) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     park(waiting, parked_state())
     started = time.monotonic()
@@ -188,7 +188,7 @@ def test_a_tap_on_a_task_parked_just_now_waits_until_it_has_settled(waiting: Ans
 
 
 def test_a_tap_that_comes_before_the_task_parks_waits_for_the_park(waiting: Answer) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     park(waiting, "running")  # the question is out; the worker has not parked the task yet
     outcome: list[str] = []
@@ -205,7 +205,7 @@ def test_a_tap_that_comes_before_the_task_parks_waits_for_the_park(waiting: Answ
 
 
 def test_a_task_that_does_not_park_in_time_records_nothing(waiting: Answer) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     park(waiting, "running")
     assert record_hitl_answer(waiting, settle=0.5, max_hold=0.6) == "unavailable"
@@ -216,7 +216,7 @@ def test_a_task_that_does_not_park_in_time_records_nothing(waiting: Answer) -> N
 
 
 def test_the_settling_time_follows_the_workers_heartbeat_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import SCHEDULER_MARGIN, settle_seconds
+    from airflow_provider_ahachat.inbound.airflow_internals import SCHEDULER_MARGIN, settle_seconds
 
     assert settle_seconds() == 5 + SCHEDULER_MARGIN  # Airflow's default
     monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "11")
@@ -236,7 +236,7 @@ def set_ti(answer: Answer, **values: Any) -> None:
     ("state", "outcome"), [("failed", "closed"), ("success", "closed"), ("skipped", "closed")]
 )
 def test_a_task_that_no_longer_waits_takes_no_answer(waiting: Answer, state: str, outcome: str) -> None:
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     park(waiting, state, seconds_ago=3600)
     assert record_hitl_answer(waiting) == outcome
@@ -249,7 +249,7 @@ def test_a_task_that_no_longer_waits_takes_no_answer(waiting: Answer, state: str
 def test_past_its_deadline_a_waiting_task_takes_no_answer(waiting: Answer, where: str) -> None:
     from airflow._shared.timezones import timezone
 
-    from airflow_provider_ahachat.plugins.hitl_answer import record_hitl_answer
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
     past, future = timezone.utcnow() - timedelta(seconds=1), timezone.utcnow() + timedelta(hours=1)
     ti_timeout = past if where != "the question's deadline" else future
@@ -270,8 +270,8 @@ def test_a_questions_record_is_read_from_the_task_instances_xcom(waiting: Answer
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from airflow_provider_ahachat.approvals.tokens import Question
-    from airflow_provider_ahachat.plugins.hitl_answer import read_question
+    from airflow_provider_ahachat.inbound.airflow_internals import read_question
+    from airflow_provider_ahachat.inbound.tokens import Question
 
     question = Question.new("shop_a", 1, 2_000_000_000)
     where = (waiting.dag_id, waiting.run_id, waiting.task_id, waiting.map_index)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ahachat.hooks.ahachat import base_url_from_connection
+from airflow_provider_ahachat.settings import base_url_from_connection
 
 BOT = "12404829"
 TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
@@ -205,6 +205,16 @@ def test_hook_methods_describe_the_same_form(airflow_db: Any) -> None:
     assert {"rate_limit_redis_conn_id", "endpoints", *WEBHOOK_FIELDS, "approval_secret"} <= set(CONN_FIELDS)
 
 
+def test_the_form_lists_every_endpoint_of_the_registry() -> None:
+    """The endpoints field names every endpoint a connection may correct, from the registry."""
+    from airflow_provider_ahachat.get_provider_info import CONN_FIELDS
+    from airflow_provider_ahachat.registry import ENDPOINTS
+
+    described = CONN_FIELDS["endpoints"]["description"]
+    listed = described.split("Endpoints: ", 1)[1].rstrip(".").split(", ")
+    assert listed == list(ENDPOINTS)
+
+
 #: Runs Airflow's command line (``airflow.__main__.main``, what ``python -m airflow`` runs) once per
 #: command given, in one interpreter: Airflow starts once, and each command still parses its own
 #: arguments and reads the environment it is given. Everything is written unbuffered to one stream,
@@ -300,7 +310,6 @@ def test_importing_what_dag_files_import_pulls_in_nothing_heavy() -> None:
         "httpx",
         "airflow_provider_ahachat.sandbox",
         "airflow_provider_ahachat.client",
-        "airflow_provider_ahachat.async_client",
         "airflow_provider_ahachat.bulk",
         "sqlite3",
     )
@@ -382,13 +391,16 @@ def test_the_hook_registers_the_token_with_the_secret_masker(airflow_db: Any) ->
 
 
 def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_ahachat.bulk.setup import bulk_runner
+    from airflow_provider_ahachat.bulk_options import BulkOptions
     from airflow_provider_ahachat.exceptions import AhaChatValidationError
     from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 
     def runner(extra: dict[str, Any], tags: Any = "x", **options: Any) -> Any:
         conn = {"conn_type": "ahachat", "login": BOT, "password": TOKEN, "extra": extra}
         monkeypatch.setenv("AIRFLOW_CONN_BULK", json.dumps(conn))
-        return AhaChatHook("bulk").bulk_runner("add_tags", {"tags": tags}, ledger=None, **options)
+        hook = AhaChatHook("bulk")
+        return bulk_runner(hook, "add_tags", {"tags": tags}, BulkOptions(**options), ledger=None)
 
     default = runner({})
     assert (default.concurrency, default.limiter.limit) == (16, 20.0)
@@ -411,38 +423,47 @@ def test_bulk_defaults_come_from_the_connection(airflow_db: Any, monkeypatch: py
 
 def test_a_single_send_never_imports_the_bulk_engine(sandbox: Any) -> None:
     """
-    Every single-user operator's ``execute`` goes from the action table to the socket without the
-    bulk engine: run each once, for real against the sandbox, in a fresh interpreter.
+    Every single-user operator's ``execute`` goes from the registry to the socket without the bulk
+    engine: the operator of each action, by user ID and, where AhaChat has it, by phone, run once
+    for real against the sandbox, in a fresh interpreter.
     """
     code = f"""
 import json, os, sys
 os.environ["AIRFLOW_CONN_SINGLE"] = {sandbox.connection_uri!r}
-from airflow_provider_ahachat.operators import ahachat as ops
-user = "3824547807572463"
-operators = [
-    ops.FindUserOperator(task_id="find", phone="+84 908 071 111", ahachat_conn_id="single"),
-    ops.AddTagsOperator(task_id="tag", user_id=user, tags=["vip"], ahachat_conn_id="single"),
-    ops.RemoveTagsOperator(task_id="untag", user_id=user, tags="vip", ahachat_conn_id="single"),
-    ops.AddAttributesOperator(task_id="attr", user_id=user, attributes={{"a": 1}}, ahachat_conn_id="single"),
-    ops.ResetAttributesOperator(task_id="reset", user_id=user, attributes=["a"], ahachat_conn_id="single"),
-    ops.SendTextMessageOperator(task_id="text", user_id=user, text="Chào", ahachat_conn_id="single"),
-    ops.SendDynamicMessageOperator(
-        task_id="message", user_id=user, message=[{{"text": "Chào"}}], ahachat_conn_id="single"
-    ),
-    ops.BroadcastBlockOperator(
-        task_id="broadcast", phone="+84908071111", block_name="shipping_update", ahachat_conn_id="single"
-    ),
-]
+from airflow_provider_ahachat.operators.ahachat import AhaChatBaseOperator
+from airflow_provider_ahachat.registry import ACTIONS
+
+def every(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from every(sub)
+
+operators = []
+customer = iter(range(1000))  # one generated customer per send: 9 and 15 digits, +849 and 8 digits
+for cls in every(AhaChatBaseOperator):
+    if cls.__dict__.get("action"):
+        action = ACTIONS[cls.action]
+        for way in ["id", "phone"] if action.by_phone else ["id"]:
+            n = next(customer)
+            who = {{"user_id": f"9{{n:015d}}"}} if way == "id" else {{"phone": f"+849{{n:08d}}"}}
+            task_id = f"{{cls.action}}_{{way}}"
+            operators.append(cls(task_id=task_id, ahachat_conn_id="single", **who, **action.example()))
 class TI:
     def xcom_push(self, key, value): pass
 results = {{op.task_id: type(op.execute({{"ti": TI()}})).__name__ for op in operators}}
-print(json.dumps([results, sorted(m for m in sys.modules if m.startswith("airflow_provider_ahachat.bulk"))]))
+messages = sum(ACTIONS[op.action].sends_message for op in operators)
+bulk = sorted(m for m in sys.modules if m.split(".")[:2] == ["airflow_provider_ahachat", "bulk"])
+print(json.dumps([results, messages, bulk]))
 """
+    sandbox.generate_users(100)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    results, bulk_modules = json.loads(out.stdout.strip().splitlines()[-1])
-    assert results == dict.fromkeys(
-        ["find", "tag", "untag", "attr", "reset", "text", "message", "broadcast"], "dict"
-    )
+    results, messages, bulk_modules = json.loads(out.stdout.strip().splitlines()[-1])
+    from airflow_provider_ahachat.registry import ACTIONS
+
+    assert {name.rsplit("_", 1)[0] for name in results} == {
+        name for name, action in ACTIONS.items() if action.addresses_customer
+    }
+    assert set(results.values()) == {"dict"}
     assert bulk_modules == []
-    assert len(sandbox.outbox()) == 3  # the text, the dynamic message and the broadcast reached Lan
+    assert len(sandbox.outbox()) == messages  # every message reached its customer

@@ -50,10 +50,10 @@ from approval_helpers import (
     with_token,
 )
 
-from airflow_provider_ahachat.approvals.answer import OUTCOME_HEADER
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, sign
 from airflow_provider_ahachat.events import event_uri
-from airflow_provider_ahachat.events.intake import MAX_DEPTH
+from airflow_provider_ahachat.inbound.answer import OUTCOME_HEADER
+from airflow_provider_ahachat.inbound.intake import MAX_DEPTH
+from airflow_provider_ahachat.inbound.tokens import AnswerToken, sign
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 pytestmark = [pytest.mark.airflow_processes, pytest.mark.timeout(3600)]

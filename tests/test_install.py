@@ -86,8 +86,8 @@ def check(python: Path, tmp_path: Path) -> dict[str, str]:
         "provider": __version__,
         "hook": "airflow_provider_ahachat.hooks.ahachat.AhaChatHook",
         "plugins": [
-            "airflow_provider_ahachat.plugins.ahachat:AhaChatPlugin",
-            "airflow_provider_ahachat.plugins.connection_test:AhaChatConnectionTestPlugin",
+            "airflow_provider_ahachat.inbound.connection_test:AhaChatConnectionTestPlugin",
+            "airflow_provider_ahachat.inbound.plugin:AhaChatPlugin",
         ],
         "seed_bot": "Shop Thời Trang Lan Anh",
     }, found

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_provider_ahachat.events.intake import (
+from airflow_provider_ahachat.inbound.intake import (
     MAX_DEPTH,
     Refused,
     check_json,

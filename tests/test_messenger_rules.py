@@ -115,10 +115,16 @@ STATUSES = (200, 400, 422, 500, 503)
 
 #: Every kind of message, each carrying ``tag`` where it can (only a broadcast carries a tag).
 SENDS: dict[str, Callable[[AhaChatClient, str | None], Any]] = {
-    "broadcast_by_user": lambda c, tag: c.broadcast_block("welcome", user_id=USER, message_tag=tag),
-    "broadcast_by_phone": lambda c, tag: c.broadcast_block("welcome", phone="0908 071 111", message_tag=tag),
-    "text": lambda c, tag: c.send_text(USER, "Đơn hàng của bạn đã được giao."),
-    "dynamic": lambda c, tag: c.send_message(USER, {"messages": [{"text": "Chào bạn!"}]}),
+    "broadcast_by_user": lambda c, tag: c.run(
+        "broadcast_block", {"block_name": "welcome", "message_tag": tag}, user_id=USER
+    ),
+    "broadcast_by_phone": lambda c, tag: c.run(
+        "broadcast_block", {"block_name": "welcome", "message_tag": tag}, phone="0908 071 111"
+    ),
+    "text": lambda c, tag: c.run("send_text", {"text": "Đơn hàng của bạn đã được giao."}, user_id=USER),
+    "dynamic": lambda c, tag: c.run(
+        "send_message", {"message": {"messages": [{"text": "Chào bạn!"}]}}, user_id=USER
+    ),
 }
 
 
@@ -200,7 +206,7 @@ def test_what_only_looks_like_a_refusal_is_not_one(
 ) -> None:
     server.default = Reply(status=status, body=body)
     with AhaChatClient(BOT, TOKEN, server.url, retry=RETRYING) as client, pytest.raises(expected) as info:
-        client.broadcast_block("welcome", user_id=USER, message_tag="HUMAN_AGENT")
+        client.run("broadcast_block", {"block_name": "welcome", "message_tag": "HUMAN_AGENT"}, user_id=USER)
     assert not isinstance(info.value, AhaChatOutsideWindowError | AhaChatMessageTagRefusedError)
 
 
@@ -208,7 +214,8 @@ def test_a_success_that_mentions_a_code_is_a_success(server: RecordingServer) ->
     server.default = Reply(body={"success": True, "result": "Sent; earlier (#10) errors were retried"})
     with AhaChatClient(BOT, TOKEN, server.url) as client:
         assert (
-            client.broadcast_block("welcome", user_id=USER).data == "Sent; earlier (#10) errors were retried"
+            client.run("broadcast_block", {"block_name": "welcome"}, user_id=USER).data
+            == "Sent; earlier (#10) errors were retried"
         )
 
 
@@ -224,7 +231,7 @@ def test_a_retired_tag_in_any_case_is_refused_and_nothing_is_sent(
     with AhaChatClient(BOT, TOKEN, server.url) as client:
         for way in ({"user_id": USER}, {"phone": "0908071111"}):
             with pytest.raises(AhaChatValidationError) as info:
-                client.broadcast_block("welcome", message_tag=given, **way)
+                client.run("broadcast_block", {"block_name": "welcome", "message_tag": given}, **way)
             assert f"message_tag: Messenger refuses the message tag {tag}: {WHY[tag]}" in str(info.value)
             assert "Instead, send without a tag" in str(info.value)
             with pytest.raises(AhaChatValidationError, match=WHY[tag]):
@@ -604,16 +611,20 @@ def test_human_agent_reaches_a_customer_within_7_days_and_not_after(sandbox: San
     sandbox.update_user(LAN, last_interaction_minutes_ago=week - 5)
     sandbox.update_user(BAO, last_interaction_minutes_ago=week + 5)
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=RETRYING) as client:
-        client.broadcast_block("welcome", message_tag="human_agent", **address(LAN))
+        client.run("broadcast_block", {"block_name": "welcome", "message_tag": "human_agent"}, **address(LAN))
         with pytest.raises(
             AhaChatOutsideWindowError, match="more than 7 days ago, past what HUMAN_AGENT allows"
         ):
-            client.broadcast_block("welcome", message_tag="HUMAN_AGENT", **address(BAO))
+            client.run(
+                "broadcast_block", {"block_name": "welcome", "message_tag": "HUMAN_AGENT"}, **address(BAO)
+            )
         with pytest.raises(AhaChatOutsideWindowError, match="more than 7 days ago"):
-            client.broadcast_block("welcome", message_tag="HUMAN_AGENT", **address(HUNG))
+            client.run(
+                "broadcast_block", {"block_name": "welcome", "message_tag": "HUMAN_AGENT"}, **address(HUNG)
+            )
         # Without the tag, even 6 days and 23 hours is outside the window.
         with pytest.raises(AhaChatOutsideWindowError, match="more than 24 hours ago"):
-            client.broadcast_block("welcome", **address(LAN))
+            client.run("broadcast_block", {"block_name": "welcome"}, **address(LAN))
     assert [(e["messenger_user_id"], e["message_tag"]) for e in sandbox.outbox()] == [(LAN, "HUMAN_AGENT")]
     assert len([r for r in sandbox.request_log() if r["method"] == "POST"]) == 4
 
@@ -627,11 +638,15 @@ def test_the_sandbox_refuses_a_retired_tag_inside_the_window_and_the_2025_rules_
     ) as client:
         for tag in RETIRED:
             with pytest.raises(AhaChatMessageTagRefusedError) as info:
-                client.broadcast_block("welcome", user_id=LAN, message_tag=tag)  # Lan wrote 30 minutes ago
+                client.run(
+                    "broadcast_block", {"block_name": "welcome", "message_tag": tag}, user_id=LAN
+                )  # Lan wrote 30 minutes ago
             assert info.value.status == 400 and info.value.meta_code == 100
         sandbox.configure(messenger_rules="2025")
         for tag in RETIRED:
-            client.broadcast_block("welcome", user_id=BAO, message_tag=tag)  # 3 days ago: reached then
+            client.run(
+                "broadcast_block", {"block_name": "welcome", "message_tag": tag}, user_id=BAO
+            )  # 3 days ago: reached then
         with pytest.raises(AhaChatOutsideWindowError):  # untagged messages keep the 24-hour rule
-            client.send_text(BAO, "Chào")
+            client.run("send_text", {"text": "Chào"}, user_id=BAO)
     assert [e["message_tag"] for e in sandbox.outbox()] == list(RETIRED)

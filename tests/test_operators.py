@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dag_helpers import CONN, new_dag, run_without_token
+from dag_helpers import CONN, new_dag, operator_for, run_without_token
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 from airflow_provider_ahachat.sandbox.server import connection_uri
@@ -41,7 +41,9 @@ def api_requests(sandbox: SandboxServer) -> list[dict[str, Any]]:
     return sandbox.request_log(limit=1000)
 
 
-def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
+def test_a_customer_found_then_tagged_and_messaged_in_one_dag(
+    dag_runner: Any, sandbox: SandboxServer
+) -> None:
     from airflow_provider_ahachat.operators.ahachat import (
         AddAttributesOperator,
         AddTagsOperator,
@@ -53,7 +55,7 @@ def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
         SendTextMessageOperator,
     )
 
-    with new_dag("all_eight") as dag:
+    with new_dag("find_tag_message") as dag:
         find = FindUserOperator(task_id="find", phone="0908 071 111")
         uid = find.output["messenger_user_id"]
         add_attrs = AddAttributesOperator(
@@ -103,6 +105,27 @@ def test_all_eight_operators(dag_runner: Any, sandbox: SandboxServer) -> None:
     assert ("ahachat_message_tag" in api_requests(sandbox)[-1]["query"]) is False
     assert "DH777" in json.dumps(broadcast_entry, ensure_ascii=False)
     assert "GHN0001VN" in json.dumps(broadcast_entry, ensure_ascii=False)
+
+
+def test_the_operator_of_every_action_acts_once(dag_runner: Any, sandbox: SandboxServer) -> None:
+    """The operator of each action of the registry about a customer, with its example arguments."""
+    from airflow_provider_ahachat.registry import ACTIONS
+
+    actions = [name for name, action in ACTIONS.items() if action.addresses_customer]
+    customers = dict(zip(actions, sandbox.generate_users(len(actions)), strict=True))  # one each
+    with new_dag("every_action") as dag:
+        for name, uid in customers.items():
+            operator_for(name)(task_id=name, user_id=uid, **ACTIONS[name].example())
+
+    result = run(dag_runner, dag, sandbox)
+
+    assert result.succeeded, result.summary()
+    for name, uid in customers.items():
+        xcom = result.xcoms[name]
+        assert uid in (xcom.get("user_id"), xcom.get("messenger_user_id")), (name, xcom)
+    messaged = {uid: 1 for name, uid in customers.items() if ACTIONS[name].sends_message}
+    assert sandbox.outbox_counts() == messaged
+    assert len(api_requests(sandbox)) == len(actions)
 
 
 def test_templates_and_xcom_args_are_rendered_before_validation(

@@ -14,8 +14,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 from recording_server import RecordingServer, Reply
 
-from airflow_provider_ahachat.actions import ENDPOINTS, endpoint_table
-from airflow_provider_ahachat.bulk import BulkRunner, bulk_action
+from airflow_provider_ahachat.bulk import BulkRunner
 from airflow_provider_ahachat.client import AhaChatClient, AsyncAhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import (
     AhaChatAPIError,
@@ -23,6 +22,7 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatServerError,
     AhaChatValidationError,
 )
+from airflow_provider_ahachat.registry import ENDPOINTS, endpoint_table
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
@@ -50,8 +50,8 @@ def client_for(server: RecordingServer, endpoints: Any = None) -> AhaChatClient:
 def test_an_override_changes_that_endpoint_only(server: RecordingServer) -> None:
     overrides = {"add_tags": "put /api/v2/bots/{bot_id}/customers/{user_id}/labels"}
     with client_for(server, overrides) as client:
-        client.add_tags(USER, ["khách_quen", "vip"])
-        client.remove_tags(USER, "vip")
+        client.run("add_tags", {"tags": ["khách_quen", "vip"]}, user_id=USER)
+        client.run("remove_tags", {"tags": "vip"}, user_id=USER)
     added, removed = server.requests
     assert (added.method, added.path) == ("PUT", f"/api/v2/bots/{BOT}/customers/{USER}/labels")
     assert added.json == {"tags": ["khách_quen", "vip"]}
@@ -63,11 +63,15 @@ def test_every_endpoint_can_be_corrected(server: RecordingServer) -> None:
     overrides = {name: f"PATCH /v9{spec.path}/x" for name, spec in ENDPOINTS.items()}
     server.default = Reply(body={"success": True, "data": {"messenger_user_id": USER}})
     with client_for(server, json.dumps(overrides)) as client:  # a JSON string, as the form stores it
-        client.check_connection()
-        client.find_user(phone="0908 071 111")
-        client.broadcast_block("Giao hàng", phone="0908071111", attributes={"ma_don": "Đơn #1"})
-        client.broadcast_block("Giao hàng", user_id=USER)
-        client.reset_attributes(USER, ["city"])
+        client.send(client.prepare("check_connection"))
+        client.send(client.prepare("find_user", phone="0908 071 111"))
+        client.run(
+            "broadcast_block",
+            {"block_name": "Giao hàng", "attributes": {"ma_don": "Đơn #1"}},
+            phone="0908071111",
+        )
+        client.run("broadcast_block", {"block_name": "Giao hàng"}, user_id=USER)
+        client.run("reset_attributes", {"attributes": ["city"]}, user_id=USER)
     paths = [(r.method, r.path) for r in server.requests]
     assert paths == [
         ("PATCH", f"/v9/api/bots/{BOT}/x"),
@@ -86,12 +90,12 @@ def test_overrides_reach_the_bulk_engine_and_the_async_client(server: RecordingS
     overrides = {"add_tags": "POST /v2/{bot_id}/{user_id}/tags", "find_user": "GET /v2/{bot_id}/u/{user_id}"}
     server.default = Reply(body={"success": True, "data": {"messenger_user_id": USER}})
     with client_for(server, overrides) as client:
-        summary = BulkRunner(client, bulk_action(client, "add_tags", tags="vip")).run([USER, "1234567890"])
+        summary = BulkRunner(client, client.bind("add_tags", tags="vip")).run([USER, "1234567890"])
         assert summary["outcomes"] == {"delivered": 2}
 
         async def find() -> str:
             async with AsyncAhaChatClient.like(client) as aclient:
-                return (await aclient.find_user(user_id=USER)).messenger_user_id
+                return (await aclient.send(aclient.prepare("find_user", user_id=USER))).messenger_user_id
 
         assert asyncio.run(find()) == USER
     assert sorted(r.path for r in server.requests) == [
@@ -161,7 +165,7 @@ def test_an_override_works_against_the_sandbox(sandbox: SandboxServer) -> None:
     # Send add_tags to the sandbox's remove path: the tag goes away, so the override took effect.
     overrides = {"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags/remove"}
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, endpoints=overrides) as client:
-        client.add_tags(LAN, "vip")
+        client.run("add_tags", {"tags": "vip"}, user_id=LAN)
     assert "vip" not in sandbox.user(LAN)["tags"]
 
 
@@ -274,17 +278,17 @@ def test_a_phone_several_users_share_is_an_error_saying_how_many(server: Recordi
     with client_for(server) as client:
         server.script.append(Reply(body={"success": True, "data": users}))
         with pytest.raises(AhaChatAPIError) as info:
-            client.find_user(phone="0908 071 111")
+            client.send(client.prepare("find_user", phone="0908 071 111"))
         assert str(info.value) == (
             "AhaChat has 3 users with phone +84908071111 (1111111111111111, 2222222222222222, "
             "3333333333333333); find the customer by user_id instead"
         )
         assert not isinstance(info.value, AhaChatNotFoundError)
         server.script.append(Reply(body={"success": True, "data": users[:1]}))
-        assert client.find_user(phone="0908071111").messenger_user_id == "1" * 16
+        assert client.send(client.prepare("find_user", phone="0908071111")).messenger_user_id == "1" * 16
         server.script.append(Reply(body={"success": True, "data": []}))
         with pytest.raises(AhaChatNotFoundError, match="AhaChat knows no user with phone"):
-            client.find_user(phone="0908071111")
+            client.send(client.prepare("find_user", phone="0908071111"))
 
 
 # --------------------------------------------------------------------------- inside Airflow

@@ -2,7 +2,7 @@
 The webhook receiver over real HTTP (uvicorn on loopback), recording into Airflow's metadata DB.
 
 The app is the plugin's (connections read by Airflow from ``AIRFLOW_CONN_*``, events recorded
-through :mod:`airflow_provider_ahachat.plugins.asset_change`), only without the connection cache.
+through :mod:`airflow_provider_ahachat.inbound.airflow_internals`), only without the connection cache.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import requests
 import uvicorn
 
 from airflow_provider_ahachat.events import ahachat_event
-from airflow_provider_ahachat.events.receiver import (
+from airflow_provider_ahachat.inbound.receiver import (
     MAX_BODY_BYTES,
     SECRET_HEADER,
     Throttle,
@@ -86,8 +86,8 @@ def consumer_dag(airflow_db: Any) -> str:
 
 @pytest.fixture(scope="module")
 def receiver_url(consumer_dag: str) -> Iterator[str]:
-    from airflow_provider_ahachat.plugins import asset_change
-    from airflow_provider_ahachat.plugins.ahachat import load_webhook_settings
+    from airflow_provider_ahachat.inbound import airflow_internals as asset_change
+    from airflow_provider_ahachat.inbound.plugin import load_webhook_settings
 
     app = create_receiver_app(
         load_settings=load_webhook_settings, record=asset_change.record_asset_event, cache_seconds=0

@@ -136,8 +136,8 @@ def test_a_worker_killed_outright_and_the_retry_on_another_messages_nobody_twice
 
 
 def test_the_lease_lasts_as_configured_and_a_bad_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_ahachat.bulk.setup import ledger_lease_seconds
     from airflow_provider_ahachat.exceptions import AhaChatValidationError
-    from airflow_provider_ahachat.hooks.ahachat import ledger_lease_seconds
 
     monkeypatch.delenv("AIRFLOW__AHACHAT__LEDGER_LEASE_SECONDS", raising=False)
     assert ledger_lease_seconds() == 60.0

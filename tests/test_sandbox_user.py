@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from airflow_provider_ahachat.models import User
 from airflow_provider_ahachat.sandbox import SandboxState
-from airflow_provider_ahachat.sandbox.state import SandboxUser, build_user
+from airflow_provider_ahachat.sandbox.seed import build_user
+from airflow_provider_ahachat.sandbox.world import SandboxUser
 
 
 def test_every_seeded_user_is_a_provider_user_answered_with_exactly_its_fields() -> None:

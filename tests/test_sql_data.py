@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ahachat.bulk import BulkRunner, Columns, Ledger, bulk_action
+from airflow_provider_ahachat.bulk import BulkRunner, Columns, Ledger
 from airflow_provider_ahachat.client import AhaChatClient
 from airflow_provider_ahachat.sandbox import SandboxServer
 
@@ -345,7 +345,7 @@ def test_dedupe_on_is_exactly_once_per_order_across_tries(sandbox: SandboxServer
     with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
 
         def attempt() -> dict[str, Any]:
-            action = bulk_action(client, "broadcast_block", block_name="shipping_update")
+            action = client.bind("broadcast_block", block_name="shipping_update")
             runner = BulkRunner(
                 client, action, ledger=Ledger(tmp_path / "ledger"), concurrency=1, columns=columns,
                 max_failure_ratio=1, progress_interval=60,

@@ -14,7 +14,7 @@ import pendulum
 import pytest
 from recording_server import RecordingServer, Reply
 
-from airflow_provider_ahachat.bulk import BulkRunner, bulk_action
+from airflow_provider_ahachat.bulk import BulkRunner
 from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.conditions import UserConditions
 from airflow_provider_ahachat.exceptions import (
@@ -97,13 +97,17 @@ def test_the_tags_are_those_ahachat_lists_and_meta_allows_one() -> None:
 def test_human_agent_in_any_case_goes_out_upper_case(
     client: AhaChatClient, server: RecordingServer, spelling: Any
 ) -> None:
-    client.broadcast_block("Chăm sóc khách hàng", user_id=USER, message_tag=spelling("HUMAN_AGENT"))
+    client.run(
+        "broadcast_block",
+        {"block_name": "Chăm sóc khách hàng", "message_tag": spelling("HUMAN_AGENT")},
+        user_id=USER,
+    )
     assert query_of(server)["ahachat_message_tag"] == "HUMAN_AGENT"
 
 
 @pytest.mark.parametrize("tag", [None, "", "  "])
 def test_no_tag_sends_no_tag_parameter(client: AhaChatClient, server: RecordingServer, tag: Any) -> None:
-    client.broadcast_block("Chăm sóc khách hàng", user_id=USER, message_tag=tag)
+    client.run("broadcast_block", {"block_name": "Chăm sóc khách hàng", "message_tag": tag}, user_id=USER)
     assert "ahachat_message_tag" not in query_of(server)
 
 
@@ -122,7 +126,7 @@ def test_any_other_tag_is_refused_saying_why(
     client: AhaChatClient, server: RecordingServer, tag: Any, rule: str
 ) -> None:
     with pytest.raises(AhaChatValidationError) as info:
-        client.broadcast_block("b", user_id=USER, message_tag=tag)
+        client.run("broadcast_block", {"block_name": "b", "message_tag": tag}, user_id=USER)
     assert f"message_tag: {tag!r} {rule}" in str(info.value)
     if rule == UNKNOWN:
         assert "connection's extra message_tags" in str(info.value)
@@ -130,7 +134,9 @@ def test_any_other_tag_is_refused_saying_why(
 
 
 def test_the_sandbox_takes_human_agent(sandbox_client: AhaChatClient, sandbox: SandboxServer) -> None:
-    sandbox_client.broadcast_block("welcome", user_id=LAN, message_tag="human_agent")
+    sandbox_client.run(
+        "broadcast_block", {"block_name": "welcome", "message_tag": "human_agent"}, user_id=LAN
+    )
     (sent,) = sandbox.outbox(LAN)
     assert sent["message_tag"] == "HUMAN_AGENT"
 
@@ -193,11 +199,19 @@ def test_ahachat_names_are_refused_everywhere_before_sending(
     client: AhaChatClient, server: RecordingServer, name: str
 ) -> None:
     calls = [
-        lambda: client.broadcast_block("b", user_id=USER, attributes={name: "Nguyễn Thị Lan"}),
-        lambda: client.broadcast_block("b", phone="0908071111", attributes={name: "x"}),
-        lambda: client.add_attributes(USER, {name: "x"}),
-        lambda: client.reset_attributes(USER, [name]),
-        lambda: client.send_message(USER, {"messages": [{"text": "Chào"}], "set_attributes": {name: "x"}}),
+        lambda: client.run(
+            "broadcast_block", {"block_name": "b", "attributes": {name: "Nguyễn Thị Lan"}}, user_id=USER
+        ),
+        lambda: client.run(
+            "broadcast_block", {"block_name": "b", "attributes": {name: "x"}}, phone="0908071111"
+        ),
+        lambda: client.run("add_attributes", {"attributes": {name: "x"}}, user_id=USER),
+        lambda: client.run("reset_attributes", {"attributes": [name]}, user_id=USER),
+        lambda: client.run(
+            "send_message",
+            {"message": {"messages": [{"text": "Chào"}], "set_attributes": {name: "x"}}},
+            user_id=USER,
+        ),
     ]
     for call in calls:
         with pytest.raises(AhaChatValidationError) as info:
@@ -217,13 +231,19 @@ def test_phone_is_reserved_only_in_the_by_phone_broadcast(
     with pytest.raises(
         AhaChatValidationError, match=rf"attribute name '{__import__('re').escape(name)}' is reserved"
     ):
-        client.broadcast_block("b", phone="0908071111", attributes={name: "0912000111"})
+        client.run(
+            "broadcast_block", {"block_name": "b", "attributes": {name: "0912000111"}}, phone="0908071111"
+        )
     assert server.requests == []
 
-    client.broadcast_block("b", user_id=USER, attributes={name: "0912 000 111"})
-    client.add_attributes(USER, {name: "0912 000 111"})
-    client.reset_attributes(USER, [name])
-    client.send_message(USER, {"messages": [{"text": "Chào"}], "set_attributes": {name: "0912"}})
+    client.run("broadcast_block", {"block_name": "b", "attributes": {name: "0912 000 111"}}, user_id=USER)
+    client.run("add_attributes", {"attributes": {name: "0912 000 111"}}, user_id=USER)
+    client.run("reset_attributes", {"attributes": [name]}, user_id=USER)
+    client.run(
+        "send_message",
+        {"message": {"messages": [{"text": "Chào"}], "set_attributes": {name: "0912"}}},
+        user_id=USER,
+    )
     by_user, added, reset, sent = server.requests
     assert by_user.path == f"/api/bots/{BOT}/users/{USER}/send"
     assert by_user.query[-1] == (name, "0912 000 111")
@@ -236,7 +256,7 @@ def test_phone_is_reserved_only_in_the_by_phone_broadcast(
 def test_names_that_only_look_reserved_go_through(
     client: AhaChatClient, server: RecordingServer, name: str
 ) -> None:
-    client.broadcast_block("b", phone="0908071111", attributes={name: "Hà Nội"})
+    client.run("broadcast_block", {"block_name": "b", "attributes": {name: "Hà Nội"}}, phone="0908071111")
     assert query_of(server)[name] == "Hà Nội"
 
 
@@ -245,9 +265,9 @@ def test_names_with_leading_or_trailing_spaces_are_refused(
     client: AhaChatClient, server: RecordingServer, name: str
 ) -> None:
     for call in (
-        lambda: client.broadcast_block("b", user_id=USER, attributes={name: "Lan"}),
-        lambda: client.add_attributes(USER, {name: "Lan"}),
-        lambda: client.reset_attributes(USER, [name]),
+        lambda: client.run("broadcast_block", {"block_name": "b", "attributes": {name: "Lan"}}, user_id=USER),
+        lambda: client.run("add_attributes", {"attributes": {name: "Lan"}}, user_id=USER),
+        lambda: client.run("reset_attributes", {"attributes": [name]}, user_id=USER),
     ):
         with pytest.raises(AhaChatValidationError) as info:
             call()
@@ -273,8 +293,10 @@ def test_every_bad_name_is_reported_at_once() -> None:
 def test_the_sandbox_keeps_phone_as_an_attribute_of_a_by_user_broadcast(
     sandbox_client: AhaChatClient, sandbox: SandboxServer
 ) -> None:
-    sandbox_client.broadcast_block("welcome", user_id=LAN, attributes={"phone": "0912 000 111"})
-    sandbox_client.add_attributes(LAN, {"Phone": "0913"})
+    sandbox_client.run(
+        "broadcast_block", {"block_name": "welcome", "attributes": {"phone": "0912 000 111"}}, user_id=LAN
+    )
+    sandbox_client.run("add_attributes", {"attributes": {"Phone": "0913"}}, user_id=LAN)
     assert sandbox.user(LAN)["attributes"]["phone"] == "0912 000 111"
     assert sandbox.user(LAN)["attributes"]["Phone"] == "0913"
 
@@ -323,10 +345,16 @@ VALUES: list[tuple[Any, str, Any]] = [
 def test_values_go_on_the_wire_as_ahachat_types_them(
     client: AhaChatClient, server: RecordingServer, value: Any, text: str, body: Any
 ) -> None:
-    client.broadcast_block("Giao hàng", user_id=USER, attributes={"giá_trị": value})
-    client.broadcast_block("Giao hàng", phone="0908071111", attributes={"giá_trị": value})
-    client.add_attributes(USER, {"giá_trị": value})
-    client.send_message(USER, {"messages": [{"text": "Chào"}], "set_attributes": {"giá_trị": value}})
+    client.run("broadcast_block", {"block_name": "Giao hàng", "attributes": {"giá_trị": value}}, user_id=USER)
+    client.run(
+        "broadcast_block", {"block_name": "Giao hàng", "attributes": {"giá_trị": value}}, phone="0908071111"
+    )
+    client.run("add_attributes", {"attributes": {"giá_trị": value}}, user_id=USER)
+    client.run(
+        "send_message",
+        {"message": {"messages": [{"text": "Chào"}], "set_attributes": {"giá_trị": value}}},
+        user_id=USER,
+    )
     by_user, by_phone, added, sent = server.requests
     assert by_user.query[-1] == ("giá_trị", text)
     assert by_phone.query[-1] == ("giá_trị", text)
@@ -358,8 +386,10 @@ def test_other_values_are_refused_before_sending(
     client: AhaChatClient, server: RecordingServer, value: Any, rule: str
 ) -> None:
     for call in (
-        lambda: client.broadcast_block("b", user_id=USER, attributes={"ngày_giao": value}),
-        lambda: client.add_attributes(USER, {"ngày_giao": value}),
+        lambda: client.run(
+            "broadcast_block", {"block_name": "b", "attributes": {"ngày_giao": value}}, user_id=USER
+        ),
+        lambda: client.run("add_attributes", {"attributes": {"ngày_giao": value}}, user_id=USER),
     ):
         with pytest.raises(AhaChatValidationError) as info:
             call()
@@ -389,9 +419,11 @@ def test_the_sandbox_stores_values_as_ahachat_types_them(
         "so_luong": 2.0,
         "san_pham": ["Áo thun", "Quần jean"],
     }
-    sandbox_client.broadcast_block("welcome", user_id=LAN, attributes=values)
+    sandbox_client.run("broadcast_block", {"block_name": "welcome", "attributes": values}, user_id=LAN)
     by_query = sandbox.user(LAN)["attributes"]
-    sandbox_client.add_attributes(LAN, {f"{name}_2": value for name, value in values.items()})
+    sandbox_client.run(
+        "add_attributes", {"attributes": {f"{name}_2": value for name, value in values.items()}}, user_id=LAN
+    )
     by_body = sandbox.user(LAN)["attributes"]
     expected = {
         "ngay_giao": "30/12/2026",
@@ -405,7 +437,7 @@ def test_the_sandbox_stores_values_as_ahachat_types_them(
         assert by_query[name] == text
         assert attribute_query_value(by_body[f"{name}_2"]) == text
     # find_user reads them back, and a sensor's condition matches them as written in Python.
-    user = sandbox_client.find_user(user_id=LAN)
+    user = sandbox_client.send(sandbox_client.prepare("find_user", user_id=LAN))
     assert user.attributes["ngay_giao"] == "30/12/2026"
     conditions = UserConditions.parse(
         attributes={"da_thanh_toan": True, "so_luong": 2, "tong_tien": 199000.5}
@@ -454,7 +486,7 @@ def test_a_2xx_with_success_false_is_a_failure_with_its_reason(
 ) -> None:
     server.default = Reply(status=200, body=body)
     with pytest.raises(AhaChatAPIError) as info:
-        client.broadcast_block("Giao hàng", user_id=USER)
+        client.run("broadcast_block", {"block_name": "Giao hàng"}, user_id=USER)
     assert str(info.value) == f"AhaChat refused POST /api/bots/{BOT}/users/{USER}/send: {reason}"
     assert info.value.api_message == (None if reason == "success is false" else reason)
     assert info.value.status == 200
@@ -469,7 +501,7 @@ def test_an_error_status_reads_its_reason_from_any_field(
         status=400, body={"success": False, key: f"Thẻ không hợp lệ ahachat_token={TOKEN}"}
     )
     with pytest.raises(AhaChatInvalidRequestError) as info:
-        client.broadcast_block("b", user_id=USER)
+        client.run("broadcast_block", {"block_name": "b"}, user_id=USER)
     assert info.value.api_message == "Thẻ không hợp lệ ahachat_token=***"
     assert str(info.value).endswith(": Thẻ không hợp lệ ahachat_token=***")
     assert TOKEN not in repr(info.value)
@@ -479,21 +511,19 @@ def test_a_success_in_chatfuels_shape_gives_its_result(
     client: AhaChatClient, server: RecordingServer
 ) -> None:
     server.default = Reply(body={"success": True, "result": f"Đã gửi tới Lan {TOKEN}"})
-    result = client.broadcast_block("b", user_id=USER)
+    result = client.run("broadcast_block", {"block_name": "b"}, user_id=USER)
     assert result.data == "Đã gửi tới Lan ***"
     server.default = Reply(body={"success": True, "data": {"queued": 1}, "result": "ok"})
-    assert client.broadcast_block("b", user_id=USER).data == {"queued": 1}
+    assert client.run("broadcast_block", {"block_name": "b"}, user_id=USER).data == {"queued": 1}
     server.default = Reply(body={"success": True})
-    assert client.broadcast_block("b", user_id=USER).data is None
+    assert client.run("broadcast_block", {"block_name": "b"}, user_id=USER).data is None
 
 
 def test_the_bulk_report_carries_the_reason_from_result(
     client: AhaChatClient, server: RecordingServer, tmp_path: Any
 ) -> None:
     server.default = Reply(status=200, body={"success": False, "result": "Khách hàng chưa đăng ký nhận tin"})
-    runner = BulkRunner(
-        client, bulk_action(client, "broadcast_block", block_name="Giao hàng"), max_failure_ratio=1
-    )
+    runner = BulkRunner(client, client.bind("broadcast_block", block_name="Giao hàng"), max_failure_ratio=1)
     summary = runner.run([USER])
     assert summary["outcomes"] == {"failed": 1}
     (failure,) = summary["first_failures"]
@@ -510,14 +540,18 @@ def test_dynamic_message_set_attributes_typed_too() -> None:
 def test_the_sandbox_answers_broadcasts_in_chatfuels_shape(
     sandbox_client: AhaChatClient, sandbox: SandboxServer
 ) -> None:
-    result = sandbox_client.broadcast_block(
-        "shipping_update", phone="0908 071 111", attributes={"order_id": "Đơn #9", "tracking_number": "GHN1"}
+    result = sandbox_client.run(
+        "broadcast_block",
+        {"block_name": "shipping_update", "attributes": {"order_id": "Đơn #9", "tracking_number": "GHN1"}},
+        phone="0908 071 111",
     )
     assert result.data == f"Block 'shipping_update' sent to user {LAN} without a tag: 1 message(s), outbox #1"
     with pytest.raises(AhaChatAPIError) as info:
-        sandbox_client.broadcast_block("Khối không có", user_id=LAN)
+        sandbox_client.run("broadcast_block", {"block_name": "Khối không có"}, user_id=LAN)
     assert info.value.status == 404
     assert info.value.api_message is not None and "Khối không có" in info.value.api_message
     assert str(info.value).endswith(info.value.api_message)
     # The other actions keep {"success": true, "data": ...}.
-    assert sandbox_client.add_tags(LAN, "khách_quen").data["tags"][-1] == "khách_quen"
+    assert (
+        sandbox_client.run("add_tags", {"tags": "khách_quen"}, user_id=LAN).data["tags"][-1] == "khách_quen"
+    )

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy_jsonfield
 
 from airflow_provider_ahachat import version_compat
-from airflow_provider_ahachat.plugins.asset_change import holds_key, may_hold_key
+from airflow_provider_ahachat.inbound.airflow_internals import holds_key, may_hold_key
 from airflow_provider_ahachat.version_compat import hitl_arguments, hitl_response_timeout
 
 pytest_plugins = ["postgres_fixtures"]

@@ -1,7 +1,8 @@
 """
 The bulk engine: one AhaChat action for many recipients, fast, polite and exactly once.
 
-No Airflow import here (but to open an object storage URL). Each concern has its own module:
+No Airflow import here (but to open an object storage URL, and in ``setup.py``). Each concern has its own
+module:
 
 - ``columns.py``: which columns a run uses, checked against the input's header;
 - ``recipients.py``: reading the input (lists, JSON, CSV and JSON Lines files) into validated rows;
@@ -9,16 +10,15 @@ No Airflow import here (but to open an object storage URL). Each concern has its
 - ``pacing.py``: the shared rate limit and the 429 pause;
 - ``report.py``: outcomes, counts, progress lines, the summary and the verdict;
 - ``index.py``: every recipient's state during a run, in a temporary SQLite file;
-- ``runner.py``: :class:`BulkRunner`, the producer and its workers.
+- ``runner.py``: :class:`BulkRunner`, the producer and its workers;
+- ``setup.py``: from an operator's ``BulkOptions`` to a runner: the ledger's place and lease, the
+  connection's pace (the only module here that reads Airflow's configuration and connections).
 
 A single send never imports this package.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow_provider_ahachat.actions import BoundAction
 from airflow_provider_ahachat.bulk.columns import NULL_POLICIES, Columns
 from airflow_provider_ahachat.bulk.ledger import Claims, Ledger, local_path, task_folder
 from airflow_provider_ahachat.bulk.pacing import RateLimiter
@@ -45,7 +45,6 @@ from airflow_provider_ahachat.bulk.report import (
     Tally,
 )
 from airflow_provider_ahachat.bulk.runner import BulkRunner
-from airflow_provider_ahachat.client import BaseAhaChatClient
 
 __all__ = [
     "COUNTED_AS_FAILURES",
@@ -68,7 +67,6 @@ __all__ = [
     "RateLimiter",
     "Row",
     "Tally",
-    "bulk_action",
     "count_recipients",
     "local_path",
     "open_recipients",
@@ -76,15 +74,3 @@ __all__ = [
     "read_recipients",
     "task_folder",
 ]
-
-
-def bulk_action(client: BaseAhaChatClient, action: str, **arguments: Any) -> BoundAction:
-    """
-    ``action`` with its shared ``arguments`` validated now, before any row: ``client.bind(...)``.
-
-    ``action`` is one of ``add_tags``, ``remove_tags`` (``tags=``), ``add_attributes``
-    (``attributes=``, merged under each row's own), ``reset_attributes`` (``names=``), ``send_text``
-    (``text=``), ``send_message`` (``message=``) and ``broadcast_block`` (``block_name=``,
-    ``message_tag=``, ``attributes=``).
-    """
-    return client.bind(action, arguments)

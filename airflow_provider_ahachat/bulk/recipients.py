@@ -293,34 +293,40 @@ def unencodable(raw: Any) -> str | None:
     Where ``raw`` (an input item) holds text that cannot be sent: a lone surrogate (from ``\\ud800``
     in JSON, or bytes that are not UTF-8 in a file). The field's name, or None when all is well.
     """
-
-    def bad(text: str) -> bool:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-
-    def find(value: Any, where: str) -> str | None:
-        if isinstance(value, str):
-            return where if bad(value) else None
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                name = f"{where}.{key}" if where != "the row" else str(key)
-                if isinstance(key, str) and bad(key):
-                    return f"the name of {printable(name)!r}"
-                found = find(item, name)
-                if found is not None:
-                    return found
-        elif isinstance(value, list | tuple):
-            for i, item in enumerate(value):
-                found = find(item, f"{where}[{i}]")
-                if found is not None:
-                    return found
-        return None
-
-    found = find(raw, "the row")
+    found = _unencodable_in(raw, "the row")
     return None if found is None else printable(found)
+
+
+def _bad_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unencodable_in(value: Any, where: str) -> str | None:
+    if isinstance(value, str):
+        return where if _bad_text(value) else None
+    if isinstance(value, Mapping):
+        return _unencodable_in_mapping(value, where)
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _unencodable_in(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _unencodable_in_mapping(value: Mapping[Any, Any], where: str) -> str | None:
+    for key, item in value.items():
+        name = f"{where}.{key}" if where != "the row" else str(key)
+        if isinstance(key, str) and _bad_text(key):
+            return f"the name of {printable(name)!r}"
+        found = _unencodable_in(item, name)
+        if found is not None:
+            return found
+    return None
 
 
 def printable(text: str) -> str:
@@ -351,43 +357,53 @@ def open_recipients(
     ``s3://aws_default@bucket/audience.csv``. Files are read row by row, never whole. With
     ``columns``, a file's header (a JSON Lines file's first object) is checked against them first.
     """
-    from airflow_provider_ahachat.bulk.ledger import local_path
-
     if recipients is None:
         raise AhaChatValidationError("recipients: give a list, a file or an XCom of recipients")
     if isinstance(recipients, str):
-        text = recipients.strip()
-        if text.startswith("["):
-            recipients = load_json(text, "recipients")
-        elif text.isdigit():
-            recipients = [text]
-        elif "://" in text:
-            from airflow_provider_ahachat.version_compat import object_storage_path
-
-            recipients = object_storage_path(text)
-        elif text.lower().endswith(RECIPIENT_FILE_SUFFIXES):
-            recipients = pathlib.Path(text).expanduser()
-        else:
-            raise AhaChatValidationError(
-                f"recipients: {text[:80]!r} is neither a user ID, a JSON list nor a .csv or .jsonl file"
-            )
+        recipients = _named(recipients.strip())
     if isinstance(recipients, Mapping):
         return [recipients], 1
     if hasattr(recipients, "open") and hasattr(recipients, "name"):  # a file
-        try:
-            exists = recipients.exists()
-        except OSError as err:
-            raise AhaChatValidationError(f"recipients: cannot reach {recipients}: {err}") from None
-        if not exists:
-            raise AhaChatValidationError(f"recipients: there is no file {recipients}")
-        _file_kind(recipients)
-        header = file_header(recipients) if columns is not None else None
-        if columns is not None and header is not None:
-            columns.check(header, f"the file {recipients.name}", takes_attributes=takes_attributes)
-        total = count_recipients(recipients) if local_path(recipients) is not None else None
-        return read_recipients(recipients), total
+        return _open_file(recipients, columns, takes_attributes)
     if isinstance(recipients, Iterable) and not isinstance(recipients, bytes):
         return recipients, len(recipients) if isinstance(recipients, Sized) else None
     raise AhaChatValidationError(
         f"recipients: must be a list, a file or an XCom of recipients, got {type(recipients).__name__}"
     )
+
+
+def _named(text: str) -> Any:
+    """What a string of ``recipients`` names: a JSON list, one user ID, or a file."""
+    if text.startswith("["):
+        return load_json(text, "recipients")
+    if text.isdigit():
+        return [text]
+    if "://" in text:
+        from airflow_provider_ahachat.version_compat import object_storage_path
+
+        return object_storage_path(text)
+    if text.lower().endswith(RECIPIENT_FILE_SUFFIXES):
+        return pathlib.Path(text).expanduser()
+    raise AhaChatValidationError(
+        f"recipients: {text[:80]!r} is neither a user ID, a JSON list nor a .csv or .jsonl file"
+    )
+
+
+def _open_file(
+    path: Any, columns: Columns | None, takes_attributes: bool
+) -> tuple[Iterable[Any], int | None]:
+    """A file's rows, its header checked against ``columns`` first; their number when it is local."""
+    from airflow_provider_ahachat.bulk.ledger import local_path
+
+    try:
+        exists = path.exists()
+    except OSError as err:
+        raise AhaChatValidationError(f"recipients: cannot reach {path}: {err}") from None
+    if not exists:
+        raise AhaChatValidationError(f"recipients: there is no file {path}")
+    _file_kind(path)
+    header = file_header(path) if columns is not None else None
+    if columns is not None and header is not None:
+        columns.check(header, f"the file {path.name}", takes_attributes=takes_attributes)
+    total = count_recipients(path) if local_path(path) is not None else None
+    return read_recipients(path), total

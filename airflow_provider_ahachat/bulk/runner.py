@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from airflow_provider_ahachat.actions import ApiRequest, BoundAction
-from airflow_provider_ahachat.client import AhaChatClient, user_from_data
+from airflow_provider_ahachat.actions import BoundAction
+from airflow_provider_ahachat.client import AhaChatClient
 from airflow_provider_ahachat.exceptions import (
     AhaChatAuthError,
     AhaChatError,
@@ -32,9 +32,11 @@ from airflow_provider_ahachat.exceptions import (
 from airflow_provider_ahachat.models import (
     OUTSIDE_WINDOW_BULK_DEFAULT,
     Recipient,
+    User,
     attribute_name_problem,
     validate_outside_window,
 )
+from airflow_provider_ahachat.request import ApiRequest
 
 from .columns import Columns
 from .index import RunIndex
@@ -230,50 +232,9 @@ class BulkRunner:
                 index.load(self.ledger.replay())
             for worker in workers:
                 worker.start()
-            batch: list[_Job] = []
-            for number, raw in enumerate(recipients, start=1):
-                tally.rows = number
-                self._drain(index, tally)
-                if self._should_stop():
-                    who = describe_raw(raw, self.columns)
-                    index.add(number, None, who, NOT_SENT, _STOPPED_REASON)
-                    tally.add(number, who, NOT_SENT, _STOPPED_REASON)
-                    continue
-                job = self._admit(index, tally, number, raw)
-                if job is not None:
-                    batch.append(job)
-                    if len(batch) >= self.concurrency:
-                        self._queue(index, tally, batch)
-                        batch = []
-            if batch:
-                if self._should_stop():
-                    for job in batch:
-                        self._settle(index, tally, _Outcome(job.row, NOT_SENT, _STOPPED_REASON))
-                else:
-                    self._queue(index, tally, batch)
-            for _ in workers:
-                self._put(index, tally, _STOP)
-            while any(worker.is_alive() for worker in workers):
-                self._drain(index, tally, wait=0.1)
-            self._drain(index, tally)
-            for number in index.unsettled():  # cannot happen unless a worker died
-                index.settle(number, UNKNOWN, "no outcome was recorded")
-                tally.add(number, "?", UNKNOWN, "no outcome was recorded")
-            if self._pace_failure is not None and self._fatal is None:
-                self._fatal = self._pace_failure
-            self.claims.flush()
-            tally.progress(final=True)
-            report = None
-            if self.ledger is not None:
-                name = "dry-run.jsonl" if self.dry_run else "report.jsonl"
-                report = self.ledger.write(name, index.report_lines())
-            summary = tally.summary(
-                report=report,
-                ledger=self.ledger.location() if self.ledger is not None else None,
-                pauses=self.limiter.pauses,
-                retries=self.retries.counts,
-            )
-            tally.final_line(summary)
+            self._produce(index, tally, recipients)
+            self._wind_down(index, tally, workers)
+            summary = self._summary(index, tally)
         finally:
             # On an error (a file that cannot be read, a database cursor that broke), the rows
             # still queued are not sent, and the requests in flight are waited for so that their
@@ -296,6 +257,59 @@ class BulkRunner:
         )
         return summary
 
+    def _produce(self, index: RunIndex, tally: Tally, recipients: Iterable[Any]) -> None:
+        """Read every row; admit it and queue it in batches, or, once stopping, record it not sent."""
+        batch: list[_Job] = []
+        for number, raw in enumerate(recipients, start=1):
+            tally.rows = number
+            self._drain(index, tally)
+            if self._should_stop():
+                who = describe_raw(raw, self.columns)
+                index.add(number, None, who, NOT_SENT, _STOPPED_REASON)
+                tally.add(number, who, NOT_SENT, _STOPPED_REASON)
+                continue
+            job = self._admit(index, tally, number, raw)
+            if job is not None:
+                batch.append(job)
+                if len(batch) >= self.concurrency:
+                    self._queue(index, tally, batch)
+                    batch = []
+        if batch and self._should_stop():
+            for job in batch:
+                self._settle(index, tally, _Outcome(job.row, NOT_SENT, _STOPPED_REASON))
+        elif batch:
+            self._queue(index, tally, batch)
+
+    def _wind_down(self, index: RunIndex, tally: Tally, workers: list[threading.Thread]) -> None:
+        """Stop the workers once they have sent what is queued; record every outcome."""
+        for _ in workers:
+            self._put(index, tally, _STOP)
+        while any(worker.is_alive() for worker in workers):
+            self._drain(index, tally, wait=0.1)
+        self._drain(index, tally)
+        for number in index.unsettled():  # cannot happen unless a worker died
+            index.settle(number, UNKNOWN, "no outcome was recorded")
+            tally.add(number, "?", UNKNOWN, "no outcome was recorded")
+        if self._pace_failure is not None and self._fatal is None:
+            self._fatal = self._pace_failure
+
+    def _summary(self, index: RunIndex, tally: Tally) -> dict[str, Any]:
+        """The last progress line, the report beside the ledger, and the summary."""
+        self.claims.flush()
+        tally.progress(final=True)
+        report = None
+        if self.ledger is not None:
+            name = "dry-run.jsonl" if self.dry_run else "report.jsonl"
+            report = self.ledger.write(name, index.report_lines())
+        summary = tally.summary(
+            report=report,
+            ledger=self.ledger.location() if self.ledger is not None else None,
+            pauses=self.limiter.pauses,
+            retries=self.retries.counts,
+        )
+        tally.final_line(summary)
+        return summary
+
     def _should_stop(self) -> bool:
         return self.stop_event.is_set() or self._fatal is not None
 
@@ -315,39 +329,24 @@ class BulkRunner:
             final(None, printable(describe_raw(raw)), INVALID, why)
             return None
         try:
-            row = parse_row(
-                number,
-                raw,
-                takes_attributes=self.action.action.takes_attributes,
-                columns=self.columns,
-                country_code=self.client.default_country_code,
-            )
-            if self.resolve_phones and row.recipient.user_id is None and not self.dry_run:
-                resolved = self._resolve(row)
-                if isinstance(resolved, _Outcome):
-                    final(row.key, row.recipient.describe(), resolved.outcome, resolved.reason)
-                    return None
-                row = resolved
-            needs_lookup = row.recipient.user_id is None and not self.action.action.by_phone
-            request = None if needs_lookup else self._request(row.recipient, row)
+            parsed = self._parse(number, raw)
         except AhaChatValidationError as err:
             final(None, describe_raw(raw, self.columns), INVALID, "; ".join(err.problems))
             return None
+        if isinstance(parsed, _Outcome):  # the phone could not be resolved
+            final(parsed.row.key, parsed.row.recipient.describe(), parsed.outcome, parsed.reason)
+            return None
+        row, request = parsed
         who = row.recipient.describe()
         if index.seen(row.key):
             final(row.key, who, DUPLICATE, tally.repeat_reason)
             return None
         tally.nulls.update(row.nulls)
         earlier = index.earlier(row.key)
-        if earlier is not None:
-            before, before_reason = earlier
-            if before in (DELIVERED, OUTSIDE_WINDOW):  # reached, or refused by Messenger: never asked again
-                final(row.key, who, before, before_reason, earlier=True)
-                return None
-            if before == UNKNOWN and not self.resend_unknown and not self.delivery_mark:
-                why = "an earlier try's outcome is unknown; not resent (resend_unknown=True resends)"
-                final(row.key, who, UNKNOWN, why, earlier=True)
-                return None
+        settled = self._settled_before(earlier)
+        if settled is not None:
+            final(row.key, who, *settled, earlier=True)
+            return None
         if self.dry_run:
             if request is not None:
                 tally.sample(row.number, request.preview())
@@ -358,18 +357,47 @@ class BulkRunner:
         confirm = earlier is not None and earlier[0] == UNKNOWN and not self.resend_unknown
         return _Job(row, request, confirm=confirm)
 
+    def _parse(self, number: int, raw: Any) -> tuple[Row, ApiRequest | None] | _Outcome:
+        """
+        The row, validated, and its request (None when a phone must be looked up first); or, with
+        ``resolve_phones``, the outcome of a phone that could not be resolved.
+
+        :raises AhaChatValidationError: for a row that can never be sent.
+        """
+        row = parse_row(
+            number,
+            raw,
+            takes_attributes=self.action.action.takes_attributes,
+            columns=self.columns,
+            country_code=self.client.default_country_code,
+        )
+        if self.resolve_phones and row.recipient.user_id is None and not self.dry_run:
+            resolved = self._resolve(row)
+            if isinstance(resolved, _Outcome):
+                return resolved
+            row = resolved
+        needs_lookup = row.recipient.user_id is None and not self.action.action.by_phone
+        return row, None if needs_lookup else self._request(row.recipient, row)
+
+    def _settled_before(self, earlier: tuple[str, str | None] | None) -> tuple[str, str | None] | None:
+        """The outcome an earlier try settled for good (the recipient is not asked again), if any."""
+        if earlier is None:
+            return None
+        before, reason = earlier
+        if before in (DELIVERED, OUTSIDE_WINDOW):  # reached, or refused by Messenger: never asked again
+            return before, reason
+        if before == UNKNOWN and not self.resend_unknown and not self.delivery_mark:
+            return UNKNOWN, "an earlier try's outcome is unknown; not resent (resend_unknown=True resends)"
+        return None
+
     def _resolve(self, row: Row) -> Row | _Outcome:
         """With ``resolve_phones``: the row addressed by the user ID AhaChat has for its phone."""
-        lookup = self.client.prepare_find_user(phone=row.recipient.phone)
         try:
-            data, error = self._send(lookup)
-            if error is None:
-                user = user_from_data(lookup, data)
-                return replace(row, recipient=Recipient(user_id=user.messenger_user_id))
+            user, error = self._look_up(row.recipient)
         except Stopped:
             return _Outcome(row, NOT_SENT, _STOPPED_REASON)
-        except AhaChatError as err:
-            error = err
+        if error is None:
+            return replace(row, recipient=Recipient(user_id=user.messenger_user_id))
         outcome = self._failure(row, error, sent=False)
         if outcome.fatal is not None and self._fatal is None:
             self._fatal = outcome.fatal
@@ -467,12 +495,10 @@ class BulkRunner:
     def _send_row(self, job: _Job) -> _Outcome:
         request = job.request
         if request is None:  # a phone, for an action that needs the user ID: look it up first
-            lookup = self.client.prepare_find_user(phone=job.row.recipient.phone)
-            data, error = self._send(lookup)
+            user, error = self._look_up(job.row.recipient)
             if error is not None:
                 return self._failure(job.row, error, sent=False)
             try:
-                user = user_from_data(lookup, data)
                 request = self._request(Recipient(user_id=user.messenger_user_id), job.row)
             except AhaChatError as err:
                 return self._failure(job.row, err, sent=False)
@@ -487,36 +513,36 @@ class BulkRunner:
         message's delivery mark is on them; None when it is not (the message never arrived: send it).
         """
         assert self.delivery_mark is not None and self.ledger is not None
-        who = row.recipient
-        lookup = self.client.prepare_find_user(user_id=who.user_id, phone=None if who.user_id else who.phone)
         still = "an earlier try's outcome is unknown, and looking for its delivery mark"
         try:
-            data, error = self._send(lookup)
+            user, error = self._look_up(row.recipient)
         except Stopped:  # still unknown, not "not sent": the next try must look again
             return _Outcome(row, UNKNOWN, f"{still} was stopped with the run", earlier=True)
         if error is None:
-            try:
-                user = user_from_data(lookup, data)
-            except AhaChatError as err:
-                error = err
-            else:
-                found = str(user.attributes.get(self.delivery_mark))
-                if found == self.ledger.mark(row.key):
-                    why = f"an earlier try's message arrived: its {self.delivery_mark} is on the customer"
-                    return _Outcome(row, DELIVERED, why, earlier=True, checked="arrived")
-                if found.startswith(self.ledger.mark_prefix):
-                    # Another message of this run to the same customer (dedupe_on) set it since:
-                    # whether this one arrived cannot be told; never resent blind.
-                    why = (
-                        f"an earlier try's outcome is unknown, and the customer's {self.delivery_mark} "
-                        "is another message's of this run (dedupe_on): not resent"
-                    )
-                    return _Outcome(row, UNKNOWN, why, earlier=True, checked="undecided")
-                return None
+            found = str(user.attributes.get(self.delivery_mark))
+            if found == self.ledger.mark(row.key):
+                why = f"an earlier try's message arrived: its {self.delivery_mark} is on the customer"
+                return _Outcome(row, DELIVERED, why, earlier=True, checked="arrived")
+            if found.startswith(self.ledger.mark_prefix):
+                # Another message of this run to the same customer (dedupe_on) set it since:
+                # whether this one arrived cannot be told; never resent blind.
+                why = (
+                    f"an earlier try's outcome is unknown, and the customer's {self.delivery_mark} "
+                    "is another message's of this run (dedupe_on): not resent"
+                )
+                return _Outcome(row, UNKNOWN, why, earlier=True, checked="undecided")
+            return None
         if error.status == 404:  # no such customer: nothing can have reached them
             return None
         fatal = self._failure(row, error, sent=False).fatal  # a refused token stops the run
         return _Outcome(row, UNKNOWN, f"{still} failed: {error}", fatal=fatal, earlier=True)
+
+    def _look_up(self, who: Recipient) -> tuple[User, AhaChatError | None]:
+        """The customer AhaChat has for ``who`` (by user ID, else by phone), at the run's pace."""
+        lookup = self.client.prepare(
+            "find_user", user_id=who.user_id, phone=None if who.user_id else who.phone
+        )
+        return self._send(lookup)
 
     def _send(self, request: ApiRequest, claim: str | None = None) -> tuple[Any, AhaChatError | None]:
         """

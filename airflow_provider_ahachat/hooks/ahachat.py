@@ -1,13 +1,10 @@
-"""The Airflow side of AhaChat: turns an ``ahachat`` connection into an :class:`AhaChatClient`."""
+"""The Airflow side of AhaChat: turns an ``ahachat`` connection into settings, and owns the client."""
 
 from __future__ import annotations
 
-import math
-import pathlib
-from collections.abc import Mapping
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
@@ -20,18 +17,13 @@ from airflow_provider_ahachat.exceptions import (
     AhaChatTimeoutError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.get_provider_info import (
-    CONN_FIELDS,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_RATE_LIMIT,
-    UI_FIELD_BEHAVIOUR,
-)
+from airflow_provider_ahachat.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-    from airflow_provider_ahachat.bulk import BulkRunner, Ledger
     from airflow_provider_ahachat.client import AhaChatClient, AsyncAhaChatClient
+    from airflow_provider_ahachat.settings import ClientSettings
 
 #: What a refused token means, in words a person can act on.
 REFUSED_TOKEN = (
@@ -43,107 +35,6 @@ REFUSED_TOKEN = (
 #: within about 3 seconds when AhaChat cannot be reached, instead of retrying as a task would.
 TEST_CONNECT_TIMEOUT = 2.0
 TEST_READ_TIMEOUT = 2.5
-
-
-def default_concurrency(rate_limit: float | None) -> int:
-    """
-    Requests in flight when nobody says: enough for ``rate_limit`` at 200 ms a request, at least 16.
-
-    The pace cannot pass ``concurrency / latency``: 16 in flight at 100 ms give 160 requests/s at most.
-    """
-    if not rate_limit:
-        return DEFAULT_CONCURRENCY
-    return max(DEFAULT_CONCURRENCY, min(256, math.ceil(rate_limit * 0.2)))
-
-
-def ledger_root(ledger_path: Any = None) -> Any:
-    """
-    The root of the delivery ledger: ``ledger_path`` (a local folder, an object storage URL or an
-    ``ObjectStoragePath``), else ``[ahachat] ledger_path`` from Airflow's configuration, else
-    ``$AIRFLOW_HOME/ahachat/ledger``.
-    """
-    from airflow_provider_ahachat.version_compat import airflow_home, conf, object_storage_path
-
-    if ledger_path in (None, ""):
-        ledger_path = conf().get("ahachat", "ledger_path", fallback=None) or str(
-            airflow_home() / "ahachat" / "ledger"
-        )
-    if not isinstance(ledger_path, str):
-        return ledger_path
-    if "://" in ledger_path:
-        return object_storage_path(ledger_path)
-    return pathlib.Path(ledger_path).expanduser()
-
-
-#: Seconds a ledger lease on object storage lasts unless renewed, when ``[ahachat] ledger_lease_seconds``
-#: does not say otherwise.
-DEFAULT_LEDGER_LEASE_SECONDS = 60.0
-
-
-def ledger_lease_seconds() -> float:
-    """
-    How long a ledger lease on object storage lasts unless renewed: ``[ahachat] ledger_lease_seconds``
-    (at least 5), else 60. A retry on another worker waits at most this long after a worker was lost.
-    """
-    from airflow_provider_ahachat.version_compat import conf
-
-    raw = conf().get("ahachat", "ledger_lease_seconds", fallback=None)
-    if raw in (None, ""):
-        return DEFAULT_LEDGER_LEASE_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 5 <= seconds <= 3600:
-        raise AhaChatValidationError(
-            f"[ahachat] ledger_lease_seconds: must be seconds from 5 to 3600, got {raw!r}"
-        )
-    return seconds
-
-
-def ledger_folder(ledger_path: Any, *, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> Any:
-    """The ledger folder of one task instance, under :func:`ledger_root` of ``ledger_path``."""
-    from airflow_provider_ahachat.bulk.ledger import task_folder
-
-    return task_folder(
-        ledger_root(ledger_path), dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index
-    )
-
-
-def __getattr__(name: str) -> Any:
-    # Names that moved to the bulk package, kept importable from here without loading it at parse time.
-    if name in ("open_recipients", "RECIPIENT_FILE_SUFFIXES"):
-        from airflow_provider_ahachat.bulk import recipients
-
-        return getattr(recipients, name)
-    raise AttributeError(name)
-
-
-def base_url_from_connection(
-    host: str | None, port: int | None, schema: str | None, base_url: str | None = None
-) -> str:
-    """
-    The base URL a connection names.
-
-    ``base_url`` (the form's Base URL, kept in the extra field ``base_url``) wins when it is set.
-    Otherwise the address is read as Airflow's HTTP connection reads it: ``host`` may carry its own
-    scheme (``http://127.0.0.1:8790``), else ``schema`` is the scheme (default ``https``), and
-    ``port`` is added when the host has none. Neither means the real service, ``https://ahachat.com``.
-    """
-    base_url = (base_url or "").strip().rstrip("/")
-    if base_url:
-        return base_url
-    host = (host or "").strip().rstrip("/")
-    if not host:
-        from airflow_provider_ahachat.client import DEFAULT_BASE_URL
-
-        return DEFAULT_BASE_URL
-    if "://" not in host:
-        host = f"{(schema or '').strip() or 'https'}://{host}"
-    parts = urlsplit(host)
-    if port and parts.port is None:
-        parts = parts._replace(netloc=f"{parts.netloc}:{port}")
-    return urlunsplit(parts)
 
 
 class AhaChatHook(BaseHook):
@@ -160,12 +51,12 @@ class AhaChatHook(BaseHook):
     message tags the bot's page may use instead of Meta's rule as of December 2026 (``HUMAN_AGENT``
     only), and ``default_message_tag``, the tag of a broadcast that names none (none by default). A
     bad value (an unknown endpoint, method or placeholder, a retired tag) is an error when the hook
-    builds its client, before any request.
+    reads the connection, before any request.
 
     .. code-block:: python
 
         hook = AhaChatHook(ahachat_conn_id="ahachat_default")
-        user = hook.client.find_user(phone="+84908071111")
+        user = hook.client.run("find_user", phone="+84908071111").data
 
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     :param retry_unknown_outcome: retry message-sending requests whose outcome is unknown (a read
@@ -196,157 +87,63 @@ class AhaChatHook(BaseHook):
         return f"{type(self).__name__}(ahachat_conn_id={self.ahachat_conn_id!r})"
 
     @cached_property
-    def client(self) -> AhaChatClient:
-        """The API client for this connection, built once per hook."""
-        return self.client_from_connection(self.connection)
-
-    @cached_property
     def connection(self) -> Connection:
         """The Airflow connection, read once per hook (each read may ask Airflow's supervisor)."""
         return self.get_connection(self.ahachat_conn_id)
+
+    @cached_property
+    def settings(self) -> ClientSettings:
+        """What the connection says, checked once: the settings the client is built with."""
+        return self.settings_from_connection(self.connection)
+
+    @cached_property
+    def client(self) -> AhaChatClient:
+        """The API client for this connection, built once per hook."""
+        # Imported here, not at the top: DAG files import the operators, and so this module, at
+        # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
+        from airflow_provider_ahachat.client import AhaChatClient
+
+        return AhaChatClient(settings=self.settings)
 
     def get_conn(self) -> AhaChatClient:
         """The API client for this connection."""
         return self.client
 
-    def client_from_connection(self, conn: Connection) -> AhaChatClient:
-        """Build a client from ``conn``, after registering its token with the secret masker."""
-        try:
-            settings = self.connection_settings(conn)
-        except AhaChatValidationError as err:
-            raise AhaChatValidationError(
-                [f"connection {self.ahachat_conn_id!r}: {problem}" for problem in err.problems]
-            ) from None
-        return self._build_client(**settings)
-
-    def connection_settings(self, conn: Connection) -> dict[str, Any]:
+    def settings_from_connection(self, conn: Connection, *, named: bool = True) -> ClientSettings:
         """
-        What ``conn`` says, checked: the Bot ID, the token, the base URL, the timeouts and retries.
+        The settings ``conn`` gives, after registering its token with the secret masker.
 
-        The token is registered with the secret masker first. Every problem is reported at once,
-        named by its field in the connection form.
-
-        :raises AhaChatValidationError: when a field is missing or not of its form.
+        :param named: name the connection in the errors (a Test button's connection ID is made up).
+        :raises AhaChatValidationError: naming each field that is missing or not of its form.
         """
-        from airflow_provider_ahachat.client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, RetryPolicy
+        from airflow_provider_ahachat.settings import settings_from_connection
         from airflow_provider_ahachat.version_compat import mask_secret
 
         token = (conn.password or "").strip()
         if token:
             mask_secret(token)
-        bot_id = (conn.login or "").strip()
-        problems = []
-        if not bot_id:
-            problems.append("Bot ID (login) is empty: copy it from the bot's Settings in AhaChat")
-        elif not bot_id.isdigit():
-            problems.append(
-                f"Bot ID (login) must be digits only, as in the bot's Settings in AhaChat "
-                f"(e.g. 12404829), got {bot_id[:40]!r}"
+        try:
+            return settings_from_connection(
+                conn.login,
+                conn.password,
+                conn.host,
+                conn.port,
+                conn.schema,
+                conn.extra_dejson,
+                max_retries=self.max_retries,
+                retry_unknown_outcome=self.retry_unknown_outcome,
             )
-        if not token:
-            problems.append("Bot Token (password) is empty: copy it from the bot's Settings in AhaChat")
-        extra = conn.extra_dejson
-        given = self._extra_text(extra, "base_url")
-        base_url = base_url_from_connection(conn.host, conn.port, conn.schema, given)
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            field = "Base URL (extra field 'base_url')" if given else "The address (host, port, schema)"
-            problems.append(
-                f"{field} must make an http or https URL such as http://127.0.0.1:8790, or be empty "
-                f"for the real service; got {base_url[:80]!r}"
-            )
-        numbers: dict[str, float] = {}
-        for name, default, whole in (
-            ("connect_timeout", DEFAULT_CONNECT_TIMEOUT, False),
-            ("timeout", DEFAULT_READ_TIMEOUT, False),
-            ("max_retries", float(RetryPolicy.max_retries), True),
-        ):
-            try:
-                numbers[name] = self._extra_number(extra, name, default, whole=whole, named=False)
-            except AhaChatValidationError as err:
-                problems.extend(err.problems)
-        country_code = None
-        try:
-            country_code = self._country_code(extra)
         except AhaChatValidationError as err:
-            problems.extend(err.problems)
-        checked = self._checked_extras(extra, problems)
-        if problems:
-            raise AhaChatValidationError(problems)
-        return {
-            **checked,
-            "default_country_code": country_code,
-            "bot_id": bot_id,
-            "token": token,
-            "base_url": base_url,
-            "connect_timeout": numbers["connect_timeout"],
-            "read_timeout": numbers["timeout"],
-            "max_retries": self.max_retries if self.max_retries is not None else int(numbers["max_retries"]),
-        }
+            if not named:
+                raise
+            problems = [f"connection {self.ahachat_conn_id!r}: {problem}" for problem in err.problems]
+            raise AhaChatValidationError(problems) from None
 
-    def _checked_extras(self, extra: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-        """
-        The extra fields checked as a whole: ``endpoints`` (corrected paths), and ``message_tags``
-        and ``default_message_tag`` (the page's tags); each problem is added to ``problems``.
-        """
-        from airflow_provider_ahachat.actions import endpoint_table
-        from airflow_provider_ahachat.models import MessageTagRule
+    def client_from_connection(self, conn: Connection) -> AhaChatClient:
+        """A client for ``conn``, after registering its token with the secret masker."""
+        from airflow_provider_ahachat.client import AhaChatClient
 
-        given = {
-            name: extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
-            for name in ("endpoints", "message_tags", "default_message_tag")
-        }
-        try:
-            given["endpoints"] = endpoint_table(given["endpoints"])
-        except AhaChatValidationError as err:
-            problems.extend(f"extra field {problem}" for problem in err.problems)
-        try:
-            MessageTagRule.of(given["message_tags"], given["default_message_tag"])
-        except AhaChatValidationError as err:
-            problems.extend(f"extra field {problem}" for problem in err.problems)
-        return given
-
-    def _build_client(
-        self,
-        *,
-        bot_id: str,
-        token: str,
-        base_url: str,
-        connect_timeout: float,
-        read_timeout: float,
-        max_retries: int,
-        endpoints: Any = None,
-        default_country_code: str | None = None,
-        message_tags: Any = None,
-        default_message_tag: Any = None,
-    ) -> AhaChatClient:
-        # Imported here, not at the top: DAG files import the operators, and so this module, at
-        # parse time, when ``requests`` (a fifth of a second to import) is not needed yet.
-        from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
-        from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE
-
-        return AhaChatClient(
-            bot_id=bot_id,
-            token=token,
-            base_url=base_url,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retry=RetryPolicy(max_retries=max_retries, retry_unknown_outcome=self.retry_unknown_outcome),
-            endpoints=endpoints,
-            default_country_code=default_country_code or DEFAULT_COUNTRY_CODE,
-            message_tags=message_tags,
-            default_message_tag=default_message_tag,
-        )
-
-    def async_client_from_connection(self, conn: Connection) -> AsyncAhaChatClient:
-        """
-        Build an asyncio client from ``conn``, with exactly the settings of :meth:`client_from_connection`.
-
-        The token is registered with the secret masker there too.
-        """
-        from airflow_provider_ahachat.client import AsyncAhaChatClient
-
-        return AsyncAhaChatClient.like(self.client_from_connection(conn))
+        return AhaChatClient(settings=self.settings_from_connection(conn))
 
     async def get_async_client(self) -> AsyncAhaChatClient:
         """
@@ -358,63 +155,13 @@ class AhaChatHook(BaseHook):
         """
         from asgiref.sync import sync_to_async
 
+        from airflow_provider_ahachat.client import AsyncAhaChatClient
+
         def build() -> AsyncAhaChatClient:
-            return self.async_client_from_connection(self.get_connection(self.ahachat_conn_id))
+            conn = self.get_connection(self.ahachat_conn_id)
+            return AsyncAhaChatClient(settings=self.settings_from_connection(conn))
 
         return await sync_to_async(build)()
-
-    def _extra_text(self, extra: dict[str, Any], name: str) -> str | None:
-        """An extra field's text, or None when it is not set."""
-        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
-        return None if value in (None, "") else str(value)
-
-    def _country_code(self, extra: dict[str, Any]) -> str:
-        """The extra field ``default_country_code``, checked; Vietnam's ``84`` when absent."""
-        from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE, validate_country_code
-
-        name = "default_country_code"
-        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
-        if value in (None, ""):
-            return DEFAULT_COUNTRY_CODE
-        return validate_country_code(value, f"connection {self.ahachat_conn_id!r}: extra field {name!r}")
-
-    def _extra_number(
-        self,
-        extra: dict[str, Any],
-        name: str,
-        default: float,
-        *,
-        whole: bool = False,
-        zero: bool = False,
-        named: bool = True,
-    ) -> float:
-        """
-        An extra field's number: above 0 (or 0 too when ``zero``), or a whole number of at least 0.
-
-        The error names the connection unless ``named`` is False (the caller adds it, or, for a
-        connection Test, whose ID Airflow makes up, leaves it out).
-        """
-        value = extra.get(name, extra.get(f"extra__{self.conn_type}__{name}"))
-        if value in (None, ""):
-            return default
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = float("nan")
-        valid = number >= 0 and number.is_integer() if whole else number >= 0 if zero else number > 0
-        if not valid:
-            rule = (
-                "a whole number, 0 or more"
-                if whole
-                else "0 or more"
-                if zero
-                else "a number of seconds above 0"
-            )
-            where = f"connection {self.ahachat_conn_id!r}: " if named else ""
-            label = CONN_FIELDS.get(name, {}).get("label")
-            field = f"{label} (extra field {name!r})" if label else f"extra field {name!r}"
-            raise AhaChatValidationError(f"{where}{field} must be {rule}, got {value!r}")
-        return number
 
     def call(self, method: str, path: str, params: Any = None, json: Any = None, **kwargs: Any) -> Any:
         """
@@ -433,67 +180,6 @@ class AhaChatHook(BaseHook):
         """
         return self.client.call(method, path, params, json, **kwargs)
 
-    # -- many recipients
-
-    def bulk_runner(
-        self,
-        action: str,
-        arguments: Mapping[str, Any],
-        *,
-        ledger: Ledger | None,
-        concurrency: int | None = None,
-        rate_limit: float | None = None,
-        **options: Any,
-    ) -> BulkRunner:
-        """
-        A :class:`~airflow_provider_ahachat.bulk.BulkRunner` for ``action`` on this connection.
-
-        ``arguments`` (the tags, the text, the block...) are validated now, before anything is sent.
-        ``rate_limit`` and ``concurrency`` default to the connection's extra fields, then to 20
-        requests per second and :func:`default_concurrency`. ``options`` go to the runner.
-        """
-        from airflow_provider_ahachat.bulk import BulkRunner
-
-        client = self.client
-        extra = self.connection.extra_dejson
-        if rate_limit is None:
-            rate_limit = self._extra_number(extra, "rate_limit", DEFAULT_RATE_LIMIT, zero=True)
-        if concurrency is None:
-            concurrency = int(
-                self._extra_number(extra, "concurrency", default_concurrency(rate_limit), whole=True)
-            )
-        if isinstance(concurrency, int) and concurrency > 0:
-            client.ensure_pool(concurrency)  # a keep-alive connection per worker
-        redis_conn_id = extra.get("rate_limit_redis_conn_id")
-        if redis_conn_id and rate_limit:
-            options["limiter"] = self.shared_rate_limiter(str(redis_conn_id), rate_limit)
-        return BulkRunner(
-            client,
-            client.bind(action, arguments),
-            ledger=ledger,
-            concurrency=concurrency,
-            rate_limit=rate_limit,
-            **options,
-        )
-
-    def shared_rate_limiter(self, redis_conn_id: str, rate_limit: float) -> Any:
-        """
-        The bot's rate limit shared through the Redis connection ``redis_conn_id`` by every task that
-        sends for the same bot (at the same AhaChat address).
-        """
-        try:
-            from airflow.providers.redis.hooks.redis import RedisHook
-        except ImportError:
-            raise AhaChatValidationError(
-                f"connection {self.ahachat_conn_id!r}: extra field 'rate_limit_redis_conn_id' needs the "
-                "Redis provider: pip install 'airflow-provider-ahachat[redis]'"
-            ) from None
-        from airflow_provider_ahachat.bulk.pacing import RedisRateLimiter
-
-        client = self.client
-        key = f"ahachat:rate:{urlsplit(client.base_url).netloc}:{client.bot_id}"
-        return RedisRateLimiter(RedisHook(redis_conn_id=redis_conn_id).get_conn(), key, rate_limit)
-
     def test_connection(self) -> tuple[bool, str]:
         """
         Check the Bot ID and the Bot Token against AhaChat; answer in words a person understands.
@@ -503,38 +189,25 @@ class AhaChatHook(BaseHook):
         AhaChat cannot be reached. The connection ID is never named: for the Test button it is one
         Airflow made up.
         """
+        from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
+
         try:
-            settings = self.connection_settings(self.connection)
+            settings = self.settings_from_connection(self.connection, named=False)
         except AhaChatValidationError as err:
             return False, "The connection is not complete: " + "; ".join(err.problems) + "."
-        settings.update(
-            max_retries=0,
-            connect_timeout=min(settings["connect_timeout"], TEST_CONNECT_TIMEOUT),
-            read_timeout=min(settings["read_timeout"], TEST_READ_TIMEOUT),
+        connect, read = settings.timeout
+        settings = replace(
+            settings,
+            timeout=(min(connect, TEST_CONNECT_TIMEOUT), min(read, TEST_READ_TIMEOUT)),
+            retry=RetryPolicy(max_retries=0),
         )
-        base_url = settings["base_url"]
         try:
-            with self._build_client(**settings) as client:
-                bot = client.check_connection()
-        except AhaChatAuthError:
-            return False, REFUSED_TOKEN
-        except AhaChatNotFoundError:
-            return False, UNKNOWN_BOT
-        except AhaChatTimeoutError:
-            return False, (
-                f"AhaChat at {base_url} did not answer within {settings['read_timeout']:g} seconds. "
-                "Try again in a moment."
-            )
-        except AhaChatConnectionError as err:
-            return False, (
-                f"Could not reach AhaChat at {base_url} ({err.message}). Check the Base URL (empty "
-                "for the real service) and that Airflow can reach it."
-            )
+            with AhaChatClient(settings=settings) as client:
+                bot = client.run("check_connection").data
         except AhaChatError as err:
-            return False, f"AhaChat at {base_url} answered with an error: {err}"
-        name = bot.get("name")
-        named = f" ({name})" if name else ""
-        return True, f"Connected to AhaChat bot {settings['bot_id']}{named} at {base_url}."
+            return False, _test_failure(err, settings)
+        named = f" ({bot['name']})" if bot.get("name") else ""
+        return True, f"Connected to AhaChat bot {settings.bot_id}{named} at {settings.base_url}."
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -571,3 +244,23 @@ class AhaChatHook(BaseHook):
                 description=spec["description"],
             )
         return widgets
+
+
+def _test_failure(err: AhaChatError, settings: ClientSettings) -> str:
+    """Why a connection Test failed, in words a person can act on."""
+    base_url = settings.base_url
+    if isinstance(err, AhaChatAuthError):
+        return REFUSED_TOKEN
+    if isinstance(err, AhaChatNotFoundError):
+        return UNKNOWN_BOT
+    if isinstance(err, AhaChatTimeoutError):
+        return (
+            f"AhaChat at {base_url} did not answer within {settings.timeout[1]:g} seconds. "
+            "Try again in a moment."
+        )
+    if isinstance(err, AhaChatConnectionError):
+        return (
+            f"Could not reach AhaChat at {base_url} ({err.message}). Check the Base URL (empty "
+            "for the real service) and that Airflow can reach it."
+        )
+    return f"AhaChat at {base_url} answered with an error: {err}"

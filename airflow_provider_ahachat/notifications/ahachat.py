@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
-    from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
+    from airflow_provider_ahachat.client import AhaChatClient
+    from airflow_provider_ahachat.request import ApiRequest
 
 __all__ = ["AhaChatBaseNotifier", "AhaChatNotifier", "send_ahachat_notification"]
 
@@ -148,7 +149,7 @@ class AhaChatNotifier(AhaChatBaseNotifier):
             problems.append("attributes: only a block (block_name) takes attributes")
         if problems:
             raise AhaChatValidationError(problems)
-        #: What each recipient gets, an action of the action table.
+        #: What each recipient gets, an action of the registry.
         self.action_name = "send_text" if text is not None else "broadcast_block"
         self.user_ids = user_ids
         self.phones = phones

@@ -6,7 +6,7 @@ Importing this module is light (no ``requests``, no client): DAG files import it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,7 +24,7 @@ from airflow_provider_ahachat.version_compat import hitl_response_timeout
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_ahachat.approvals.tokens import Question
+    from airflow_provider_ahachat.inbound.tokens import Question
 
 __all__ = ["APPROVER_PREFIX", "DEFAULT_QUESTION_TAG", "MAX_TOKEN_LIFETIME", "AhaChatHITLNotifier"]
 
@@ -120,32 +120,17 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
 
     def notify(self, context: Context) -> None:
         """Ask every approver; raise if none could be asked."""
-        from airflow_provider_ahachat.approvals.question import labels_for, question_message
-        from airflow_provider_ahachat.approvals.tokens import AnswerToken, secret_from_extra, sign
+        from airflow_provider_ahachat.inbound.question import labels_for, question_message
+        from airflow_provider_ahachat.inbound.tokens import secret_from_extra
         from airflow_provider_ahachat.version_compat import conf
 
         task: Any = context["task"]
         ti: Any = context["ti"]
         assigned = approvers_of(getattr(task, "assigned_users", None))
         approvers = _as_list(self.approvers) or assigned
-        problems = []
-        if not approvers:
-            problems.append("approvers: give at least one messenger_user_id")
-        for approver in approvers:
-            if approver not in assigned:
-                problems.append(
-                    f"approvers: {approver} is not among the task's assigned_users; add"
-                    f" {{'id': '{APPROVER_PREFIX}{approver}', 'name': ...}} to them"
-                )
         base_url = str(conf().get("api", "base_url", fallback="") or "").rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            problems.append("[api] base_url: must be the API server's http(s) URL, reachable by AhaChat")
         secret = secret_from_extra(self.hook.connection.extra_dejson)
-        if secret is None:
-            problems.append(
-                f"connection {self.ahachat_conn_id!r}: set the extra field approval_secret (or"
-                " webhook_secret) to sign the buttons"
-            )
+        problems = self._problems(approvers, assigned, base_url, secret)
         options = labels_for(list(task.options), self.option_labels)
         if problems:
             raise AhaChatValidationError(problems)
@@ -157,50 +142,60 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
         asked: list[str] = []
         outside: list[str] = []
         for approver in approvers:
-
-            def answer_url(option: str, label: str, approver: str = approver) -> str:
-                token = AnswerToken(
-                    conn_id=self.ahachat_conn_id,
-                    dag_id=ti.dag_id,
-                    run_id=ti.run_id,
-                    task_id=ti.task_id,
-                    map_index=ti.map_index if ti.map_index is not None else -1,
-                    try_number=ti.try_number,
-                    approver=approver,
-                    option=option,
-                    label=label,
-                    expires=question.expires,
-                )
-                return (
-                    f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret, question.nonce), safe='.')}"
-                    "&messenger_user_id={{messenger_user_id}}"
-                )
-
             message = question_message(
                 str(task.subject),
                 None if task.body is None else str(task.body),
                 options,
-                answer_url=answer_url,
+                answer_url=_answer_urls(ti, self.ahachat_conn_id, approver, question, base_url, secret),
                 ui_url=ui_url,
                 multiple=bool(task.multiple),
             )
-            try:
-                self._ask(client, approver, message, ui_url)
-            except AhaChatOutsideWindowError as err:
+            outcome = self._ask_one(client, approver, message, ui_url)
+            if outcome == "asked":
+                asked.append(approver)
+            elif outcome == "outside":
                 outside.append(approver)
-                self.log.warning(
-                    "AhaChat: approver %s is outside Messenger's 24-hour window, so was not asked in "
-                    "Messenger (%s). They can answer in Airflow's UI: %s",
-                    approver,
-                    err.api_message or err.message,
-                    ui_url or "the task's Required actions page",
-                )
-                continue
-            except AhaChatError as err:
-                self.log.error("AhaChat: could not ask approver %s: %s", approver, err)
-                continue
-            asked.append(approver)
         self._report(approvers, asked, outside, ui_url)
+
+    def _problems(
+        self, approvers: list[str], assigned: list[str], base_url: str, secret: str | None
+    ) -> list[str]:
+        """What stops the question from being asked at all, each naming its setting."""
+        problems = []
+        if not approvers:
+            problems.append("approvers: give at least one messenger_user_id")
+        for approver in approvers:
+            if approver not in assigned:
+                problems.append(
+                    f"approvers: {approver} is not among the task's assigned_users; add"
+                    f" {{'id': '{APPROVER_PREFIX}{approver}', 'name': ...}} to them"
+                )
+        if not base_url.startswith(("http://", "https://")):
+            problems.append("[api] base_url: must be the API server's http(s) URL, reachable by AhaChat")
+        if secret is None:
+            problems.append(
+                f"connection {self.ahachat_conn_id!r}: set the extra field approval_secret (or"
+                " webhook_secret) to sign the buttons"
+            )
+        return problems
+
+    def _ask_one(self, client: Any, approver: str, message: dict[str, Any], ui_url: str | None) -> str:
+        """Ask one approver and log how it went: ``asked``, ``outside`` (the window) or ``failed``."""
+        try:
+            self._ask(client, approver, message, ui_url)
+        except AhaChatOutsideWindowError as err:
+            self.log.warning(
+                "AhaChat: approver %s is outside Messenger's 24-hour window, so was not asked in "
+                "Messenger (%s). They can answer in Airflow's UI: %s",
+                approver,
+                err.api_message or err.message,
+                ui_url or "the task's Required actions page",
+            )
+            return "outside"
+        except AhaChatError as err:
+            self.log.error("AhaChat: could not ask approver %s: %s", approver, err)
+            return "failed"
+        return "asked"
 
     def _ask(self, client: Any, approver: str, message: dict[str, Any], ui_url: str | None) -> None:
         """
@@ -210,17 +205,17 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
         :raises AhaChatOutsideWindowError: when Messenger refuses to message them now.
         """
         try:
-            client.send_message(approver, message)
+            client.run("send_message", {"message": message}, user_id=approver)
         except AhaChatOutsideWindowError:
             tag = client.message_tag_rule.check(self.message_tag)
             if not self.question_block or tag is None:
                 raise  # a block without a tag is refused alike: not tried
-            client.broadcast_block(
-                self.question_block,
-                user_id=approver,
-                message_tag=tag,
-                attributes=_block_attributes(message, ui_url),
-            )
+            arguments = {
+                "block_name": self.question_block,
+                "message_tag": tag,
+                "attributes": _block_attributes(message, ui_url),
+            }
+            client.run("broadcast_block", arguments, user_id=approver)
 
     def _report(self, approvers: list[str], asked: list[str], outside: list[str], ui_url: str | None) -> None:
         """Log who was asked; raise when nobody was, for a reason other than Messenger's window."""
@@ -248,12 +243,39 @@ class AhaChatHITLNotifier(AhaChatBaseNotifier):
 _ASKED: dict[tuple[str, str, str, int, int, str], Question] = {}
 
 
+def _answer_urls(
+    ti: Any, conn_id: str, approver: str, question: Question, base_url: str, secret: str
+) -> Callable[[str, str], str]:
+    """The URL each button of ``approver``'s question calls: a token signed for that option."""
+    from airflow_provider_ahachat.inbound.tokens import AnswerToken, sign
+
+    def answer_url(option: str, label: str) -> str:
+        token = AnswerToken(
+            conn_id=conn_id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            try_number=ti.try_number,
+            approver=approver,
+            option=option,
+            label=label,
+            expires=question.expires,
+        )
+        return (
+            f"{base_url}{ANSWER_PATH}?t={quote(sign(token, secret, question.nonce), safe='.')}"
+            "&messenger_user_id={{messenger_user_id}}"
+        )
+
+    return answer_url
+
+
 def _record_question(ti: Any, conn_id: str, expires: int) -> Question:
     """
     The question this try asks through ``conn_id``, recorded as an XCom of the task instance (where
     the API server reads it and a tap cannot write it).
     """
-    from airflow_provider_ahachat.approvals.tokens import Question
+    from airflow_provider_ahachat.inbound.tokens import Question
 
     map_index = ti.map_index if ti.map_index is not None else -1
     asked = (ti.dag_id, ti.run_id, ti.task_id, map_index, ti.try_number, conn_id)

@@ -1,9 +1,10 @@
 """
 One operator per AhaChat action.
 
-Operators are thin: they hold templated arguments, let the client validate them once Jinja has
-rendered them (so bad input fails before any request is sent), send one request through the hook,
-and return JSON for XCom.
+Operators are thin: each names its action of the registry (:mod:`airflow_provider_ahachat.registry`)
+and takes that action's arguments, whose template fields come from the registry. The client
+validates them once Jinja has rendered them (so bad input fails before any request is sent), the
+hook's client sends, and the XCom is JSON; with ``recipients`` the run goes to the bulk engine.
 """
 
 from __future__ import annotations
@@ -11,20 +12,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_ahachat.actions import ACTIONS, build_call
+from airflow_provider_ahachat.bulk_options import BulkOptions
 from airflow_provider_ahachat.exceptions import (
     AhaChatError,
     AhaChatMessageTagRefusedError,
     AhaChatOutsideWindowError,
     AhaChatValidationError,
 )
-from airflow_provider_ahachat.hooks.ahachat import AhaChatHook, ledger_folder, ledger_lease_seconds
+from airflow_provider_ahachat.hooks.ahachat import AhaChatHook
 from airflow_provider_ahachat.models import (
     OUTSIDE_WINDOW_BULK_DEFAULT,
     OUTSIDE_WINDOW_SINGLE_DEFAULT,
@@ -35,14 +35,16 @@ from airflow_provider_ahachat.models import (
     validate_outside_window,
     validate_user_id,
 )
+from airflow_provider_ahachat.registry import ACTIONS
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
     from airflow_provider_ahachat.bulk import BulkRunner, Columns
-    from airflow_provider_ahachat.client import AhaChatClient, ApiRequest
+    from airflow_provider_ahachat.client import AhaChatClient
     from airflow_provider_ahachat.models import SendResult
+    from airflow_provider_ahachat.request import ApiRequest
 
 
 __all__ = [
@@ -52,7 +54,6 @@ __all__ = [
     "AhaChatAudienceOperator",
     "AhaChatBaseOperator",
     "BroadcastBlockOperator",
-    "BulkOptions",
     "FindUserOperator",
     "RemoveTagsOperator",
     "ResetAttributesOperator",
@@ -141,8 +142,6 @@ class AhaChatBaseOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_ahachat.transport import bounded
-
         client = self.hook.client
         request = self.prepare(client)  # bad input fails here, before anything is sent
         who = request.recipient.describe() if request.recipient else f"bot {client.bot_id}"
@@ -158,7 +157,7 @@ class AhaChatBaseOperator(BaseOperator):
             what,
             describe_request(request),
             1000 * (time.monotonic() - started),
-            bounded(json.dumps(result.data, ensure_ascii=False, default=str), client.token, 300),
+            client.bounded(json.dumps(result.data, ensure_ascii=False, default=str), 300),
         )
         return result.model_dump(mode="json")
 
@@ -201,70 +200,12 @@ def _rebuild_without_retries(cls: type[AhaChatError], message: str, state: dict[
     return without_retries(error)
 
 
-#: The options that shape how each row is read (:class:`~airflow_provider_ahachat.bulk.Columns`),
-#: not the runner itself.
-_COLUMN_OPTIONS = frozenset({"dedupe_on", "null_attributes"})
-
-
-@dataclass(frozen=True)
-class BulkOptions:
-    """
-    How an audience operator acts for many recipients: everything but who (``recipients``), what
-    (the action's arguments) and where the ledger lives (``ledger_path``, templated). The operator
-    holds them in one piece and hands them to the hook's runner in one piece; importing this class
-    loads nothing of the bulk engine. Each is the argument of the same name of
-    :class:`AhaChatAudienceOperator`, which says what it does:
-
-    :param concurrency: requests in flight at once.
-    :param rate_limit: requests per second.
-    :param max_failures: how many recipients not delivered fail the task.
-    :param max_failure_ratio: what share of recipients not delivered fails the task.
-    :param dry_run: send nothing, report what would be sent.
-    :param progress_interval: seconds between progress lines.
-    :param dedupe_on: the columns that, with the recipient, make a message distinct.
-    :param null_attributes: what a NULL attribute value does.
-    :param resolve_phones: look recipients given by phone up first.
-    :param delivery_mark: the attribute that settles an earlier try's unknown outcomes.
-    """
-
-    concurrency: int | None = None
-    rate_limit: float | None = None
-    max_failures: int | None = None
-    max_failure_ratio: float | None = None
-    dry_run: bool = False
-    progress_interval: float = 5.0
-    dedupe_on: str | Sequence[str] | None = None
-    null_attributes: str = "invalid"
-    resolve_phones: bool = False
-    delivery_mark: str | None = None
-
-    def columns(self, **more: Any) -> Columns:
-        """
-        ``dedupe_on`` and ``null_attributes`` checked, as the columns of a run (with ``more`` of
-        :meth:`Columns.of <airflow_provider_ahachat.bulk.Columns.of>`); imports the bulk engine.
-        """
-        from airflow_provider_ahachat.bulk.columns import Columns
-
-        return Columns.of(dedupe_on=self.dedupe_on, null_attributes=self.null_attributes, **more)
-
-    def runner_options(self) -> dict[str, Any]:
-        """The keywords of :meth:`AhaChatHook.bulk_runner` these options set (all but the columns')."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _COLUMN_OPTIONS}
-
-
-class _BulkOption:
-    """A read-only alias of ``bulk_options.<name>``, under the attribute name it had before."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, operator: Any, owner: type | None = None) -> Any:
-        return self if operator is None else getattr(operator.bulk_options, self.name)
-
-
 class AhaChatAudienceOperator(AhaChatBaseOperator):
     """
-    Base of the operators that act on one user or, with ``recipients``, on many.
+    Base of the operators that act on one user or, with ``recipients``, on many: each subclass names
+    its ``action`` of the registry and takes its arguments; its template fields are ``user_id``
+    (and ``phone``, where AhaChat reaches a customer by phone), the action's templated arguments,
+    ``recipients`` and ``ledger_path``.
 
     :param user_id: the one user's messenger_user_id, as a string (templated).
     With ``recipients`` the task runs the action for each of them through the bulk engine: at most
@@ -322,20 +263,25 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         ``recipients`` (or the SQL transfer's rows).
     """
 
-    # The bulk settings as attributes, as they were before ``bulk_options`` held them.
-    concurrency = _BulkOption("concurrency")
-    rate_limit = _BulkOption("rate_limit")
-    max_failures = _BulkOption("max_failures")
-    max_failure_ratio = _BulkOption("max_failure_ratio")
-    is_dry_run = _BulkOption("dry_run")  # not ``dry_run``: that is a method of BaseOperator
-    progress_interval = _BulkOption("progress_interval")
-    dedupe_on = _BulkOption("dedupe_on")
-    null_attributes = _BulkOption("null_attributes")
-    resolve_phones = _BulkOption("resolve_phones")
-    delivery_mark = _BulkOption("delivery_mark")
+    #: The name of this operator's action in the registry.
+    action: str = ""
 
-    #: The bulk engine's name for this operator's action.
-    bulk_action: ClassVar[str] = ""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "action" not in cls.__dict__ or "template_fields" in cls.__dict__:
+            return
+        action = ACTIONS[cls.action]
+        templated = [arg for arg in action.arguments if arg.templated]
+        cls.template_fields = (
+            "user_id",
+            *(["phone"] if action.by_phone else []),
+            *(name for arg in templated for name in arg.names),
+            "recipients",
+            "ledger_path",
+        )
+        cls.template_fields_renderers = {
+            name: arg.renderer for arg in templated if arg.renderer for name in arg.names
+        }
 
     def __init__(
         self,
@@ -359,9 +305,9 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         if delivery_mark is not None and (reason := attribute_name_problem(delivery_mark, by_phone=True)):
             raise AhaChatValidationError(f"delivery_mark: {reason}")
         validate_outside_window(outside_window)
-        if outside_window is not None and self.bulk_action and not ACTIONS[self.bulk_action].sends_message:
+        if outside_window is not None and self.action and not ACTIONS[self.action].sends_message:
             raise AhaChatValidationError(
-                f"outside_window: the action {self.bulk_action!r} messages nobody; leave it out"
+                f"outside_window: the action {self.action!r} messages nobody; leave it out"
             )
         bulk_options = BulkOptions(
             concurrency=concurrency,
@@ -377,7 +323,9 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         )
         if recipients is not None or dedupe_on is not None or null_attributes != "invalid":
             # Wrong values fail at parse time; a single send never imports the bulk engine.
-            bulk_options.columns()
+            from airflow_provider_ahachat.bulk.setup import columns_of
+
+            columns_of(bulk_options)
         super().__init__(**kwargs)
         self.user_id = user_id
         self.recipients = recipients
@@ -386,25 +334,20 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self.outside_window = outside_window
         self._runner: BulkRunner | None = None
 
-    def bulk_arguments(self) -> dict[str, Any]:
+    def action_arguments(self) -> dict[str, Any]:
         """
         The action's arguments other than who it is for (the tags, the text, the block...): the
-        operator's attributes named as the action table names the action's arguments.
+        operator's attributes named as the registry names the action's arguments.
         """
-        names = ACTIONS[self.action_name].argument_names
+        names = ACTIONS[self.action].argument_names
         return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
-    @property
-    def action_name(self) -> str:
-        """The name of this operator's action in the action table."""
-        return self.bulk_action
-
     def prepare(self, client: AhaChatClient) -> ApiRequest:
-        """The request for the single ``user_id`` (or ``phone``), from the action table."""
+        """The request for the single ``user_id`` (or ``phone``), from the registry."""
         user_id, phone = getattr(self, "user_id", None), getattr(self, "phone", None)
         if phone is None:
             user_id = validate_user_id(user_id)
-        return client.prepare(self.action_name, self.bulk_arguments(), user_id=user_id, phone=phone)
+        return client.prepare(self.action, self.action_arguments(), user_id=user_id, phone=phone)
 
     def single_recipient_given(self) -> bool:
         """Whether a single recipient (``user_id`` or ``phone``) was given."""
@@ -426,7 +369,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             raise AhaChatValidationError(
                 "recipients: give either recipients or a single user_id/phone, not both"
             )
-        return self.run_bulk(context, self.action_name, self.bulk_arguments(), self.recipients)
+        return self.run_bulk(context, self.action, self.action_arguments(), self.recipients)
 
     def send_one(self, context: Context) -> Any:
         """
@@ -455,36 +398,29 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         columns: Columns | None = None,
     ) -> dict[str, Any]:
         """
-        Run ``action`` for every recipient through the hook's bulk engine; return the summary.
+        Run ``action`` for every recipient through the bulk engine; return the summary.
 
         ``columns`` says which columns name the recipient and are attributes (default: a file's or
         a list's own, ``user_id`` or ``phone``), with this operator's ``dedupe_on`` and
         ``null_attributes``. A file's header is checked against them before anything is sent.
         """
-        from airflow_provider_ahachat.bulk import AhaChatBulkError, Ledger, open_recipients
+        from airflow_provider_ahachat.bulk import AhaChatBulkError, open_recipients
+        from airflow_provider_ahachat.bulk.setup import bulk_runner, columns_of, task_ledger
 
         options = self.bulk_options
-        if columns is None:
-            columns = options.columns()
-
+        columns = columns or columns_of(options)
         ti = context["ti"]
-        folder = ledger_folder(
-            self.ledger_path,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=getattr(ti, "map_index", -1),
-        )
-        lease = ledger_lease_seconds()
-        runner = self.hook.bulk_runner(
+        ledger = task_ledger(self.ledger_path, ti)
+        runner = bulk_runner(
+            self.hook,
             action,
             arguments,
-            ledger=Ledger(folder, wait=max(60.0, lease), lease_ttl=lease),
+            options,
+            ledger=ledger,
             resend_unknown=self.retry_unknown_outcome,
             logger=self.log,
             columns=columns,
             outside_window=self.outside_window or OUTSIDE_WINDOW_BULK_DEFAULT,
-            **options.runner_options(),
         )
         rows, counted = open_recipients(
             recipients, columns=columns, takes_attributes=ACTIONS[action].takes_attributes
@@ -496,7 +432,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             f"{counted:,}" if counted is not None else "all the",
             runner.concurrency,
             f"{runner.limiter.limit:g}" if runner.limiter.limit else "no limit on",
-            folder,
+            ledger.folder,
             " (dry run: nothing is sent)" if options.dry_run else "",
         )
         try:
@@ -535,6 +471,8 @@ class FindUserOperator(AhaChatBaseOperator):
     """
 
     template_fields: Sequence[str] = ("user_id", "phone")
+    #: Its action in the registry.
+    action: ClassVar[str] = "find_user"
 
     def __init__(
         self,
@@ -552,7 +490,7 @@ class FindUserOperator(AhaChatBaseOperator):
         self.not_found = not_found
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return client.prepare_find_user(user_id=self.user_id, phone=self.phone)
+        return client.prepare("find_user", user_id=self.user_id, phone=self.phone)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_ahachat.exceptions import AhaChatNotFoundError
@@ -560,7 +498,7 @@ class FindUserOperator(AhaChatBaseOperator):
         client = self.hook.client
         request = self.prepare(client)
         try:
-            user = client.fetch_user(request)
+            user = client.send(request)
         except AhaChatNotFoundError as err:
             if self.not_found != "skip":
                 raise
@@ -576,7 +514,7 @@ class FindUserOperator(AhaChatBaseOperator):
         from airflow_provider_ahachat.version_compat import skip
 
         try:  # a 404 may mean the bot, not the customer: ask about the bot
-            client.check_connection()
+            client.run("check_connection")
         except AhaChatNotFoundError:
             raise AhaChatNotFoundError(
                 f"connection {self.ahachat_conn_id!r}: {UNKNOWN_BOT}", status=404
@@ -595,8 +533,7 @@ class AddTagsOperator(AhaChatAudienceOperator):
     :param tags: a tag or a list of tags, each non-empty (templated).
     """
 
-    template_fields: Sequence[str] = ("user_id", "tags", "recipients", "ledger_path")
-    bulk_action: ClassVar[str] = "add_tags"
+    action = "add_tags"
 
     def __init__(self, *, tags: str | list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -610,7 +547,7 @@ class RemoveTagsOperator(AddTagsOperator):
     :param tags: the tags to remove: a tag or a list of tags, each non-empty (templated).
     """
 
-    bulk_action: ClassVar[str] = "remove_tags"
+    action = "remove_tags"
 
 
 class AddAttributesOperator(AhaChatAudienceOperator):
@@ -624,9 +561,7 @@ class AddAttributesOperator(AhaChatAudienceOperator):
         (templated). Names reserved by the Broadcast API (``phone``, ``ahachat_*``) are refused.
     """
 
-    template_fields: Sequence[str] = ("user_id", "attributes", "recipients", "ledger_path")
-    bulk_action: ClassVar[str] = "add_attributes"
-    template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json"}
+    action = "add_attributes"
 
     def __init__(self, *, attributes: dict[str, Any] | str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -645,8 +580,7 @@ class ResetAttributesOperator(AhaChatAudienceOperator):
         ``attributes``, not both (templated).
     """
 
-    template_fields: Sequence[str] = ("user_id", "names", "attributes", "recipients", "ledger_path")
-    bulk_action: ClassVar[str] = "reset_attributes"
+    action = "reset_attributes"
 
     def __init__(
         self,
@@ -674,8 +608,7 @@ class SendTextMessageOperator(AhaChatAudienceOperator):
     :param text: the text (templated).
     """
 
-    template_fields: Sequence[str] = ("user_id", "text", "recipients", "ledger_path")
-    bulk_action: ClassVar[str] = "send_text"
+    action = "send_text"
 
     def __init__(self, *, text: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -695,9 +628,7 @@ class SendDynamicMessageOperator(AhaChatAudienceOperator):
         Messenger's limits before sending.
     """
 
-    template_fields: Sequence[str] = ("user_id", "message", "recipients", "ledger_path")
-    bulk_action: ClassVar[str] = "send_message"
-    template_fields_renderers: ClassVar[dict[str, str]] = {"message": "json"}
+    action = "send_message"
 
     def __init__(self, *, message: dict[str, Any] | list[Any] | str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -729,17 +660,7 @@ class BroadcastBlockOperator(AhaChatAudienceOperator):
     :param attributes: a dict, or a JSON object string, of attributes to save first (templated).
     """
 
-    template_fields: Sequence[str] = (
-        "block_name",
-        "user_id",
-        "phone",
-        "message_tag",
-        "attributes",
-        "recipients",
-        "ledger_path",
-    )
-    bulk_action: ClassVar[str] = "broadcast_block"
-    template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json"}
+    action = "broadcast_block"
 
     def __init__(
         self,
@@ -806,18 +727,11 @@ class AhaChatApiOperator(AhaChatBaseOperator):
         self.sends_message = sends_message
 
     def prepare(self, client: AhaChatClient) -> ApiRequest:
-        return build_call(
-            self.method,
-            self.path,
-            client.bot_id,
-            params=self.query,
-            json_body=self.json,
-            sends_message=self.sends_message,
+        return client.prepare_call(
+            self.method, self.path, self.query, self.json, sends_message=self.sends_message
         )
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_ahachat.transport import bounded
-
         client = self.hook.client
         request = self.prepare(client)  # bad input fails here, before anything is sent
         started = time.monotonic()
@@ -826,6 +740,6 @@ class AhaChatApiOperator(AhaChatBaseOperator):
             "AhaChat: %s accepted in %.0f ms; AhaChat answered %s",
             request.describe(),
             1000 * (time.monotonic() - started),
-            bounded(json.dumps(answer, ensure_ascii=False, default=str), client.token, 300),
+            client.bounded(json.dumps(answer, ensure_ascii=False, default=str), 300),
         )
         return answer

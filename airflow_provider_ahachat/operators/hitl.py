@@ -75,7 +75,7 @@ class AhaChatHITLOperator(HITLOperator):
             message_tag=message_tag,
         )
         # Checked now, not at the first try: a label too long for a button, or an unknown option.
-        from airflow_provider_ahachat.approvals.question import labels_for
+        from airflow_provider_ahachat.inbound.question import labels_for
 
         labels_for(list(self.options), option_labels)
 

@@ -28,7 +28,10 @@ from types import FrameType
 import uvicorn
 
 from airflow_provider_ahachat.sandbox.app import create_app
+from airflow_provider_ahachat.sandbox.knobs import SandboxConfig
 from airflow_provider_ahachat.sandbox.messenger import MESSENGER_RULES, RULES_2026, RULES_ENV
+from airflow_provider_ahachat.sandbox.routes.control import generate_users
+from airflow_provider_ahachat.sandbox.seed import SeedError, read_seed
 from airflow_provider_ahachat.sandbox.server import (
     READY_PREFIX,
     bind_socket,
@@ -37,31 +40,11 @@ from airflow_provider_ahachat.sandbox.server import (
     socket_url,
     uvicorn_config,
 )
-from airflow_provider_ahachat.sandbox.state import ApiError, SandboxConfig, SandboxState, SeedError, read_seed
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError
 
 #: The connection the example DAGs use, and so the one the banner gives a URI for.
 EXAMPLES_CONN_ID = "ahachat_sandbox"
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _error_status(text: str) -> int:
-    value = int(text)
-    if not 400 <= value <= 599:
-        raise argparse.ArgumentTypeError(f"must be an HTTP error status from 400 to 599, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,20 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8790, help="port; 0 picks a free one (default: %(default)s)"
     )
     parser.add_argument("--seed", default=None, help="seed JSON file (default: the packaged seed.json)")
+    # The knobs are checked by SandboxConfig's own rules, as POST /_sandbox/config checks them.
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="latency added to every API request")
     parser.add_argument(
-        "--latency-ms", type=_non_negative, default=0.0, help="latency added to every API request"
-    )
-    parser.add_argument(
-        "--rate-limit", type=_non_negative, default=0.0, help="API requests per second before 429s; 0 is off"
+        "--rate-limit", type=float, default=0.0, help="API requests per second before 429s; 0 is off"
     )
     parser.add_argument("--retry-after", type=int, default=1, help="least Retry-After of a 429, in seconds")
     parser.add_argument(
-        "--error-rate",
-        type=_fraction,
-        default=0.0,
-        help="fraction of API requests answered with --error-status",
+        "--error-rate", type=float, default=0.0, help="fraction of API requests answered with --error-status"
     )
-    parser.add_argument("--error-status", type=_error_status, default=503, help="status of injected errors")
+    parser.add_argument("--error-status", type=int, default=503, help="status of injected errors")
     parser.add_argument(
         "--deliver-before-fail",
         action="store_true",
@@ -166,18 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         seed = read_seed(args.seed)
-        config = SandboxConfig(
-            latency_ms=args.latency_ms,
-            rate_limit=args.rate_limit,
-            retry_after=max(1, args.retry_after),
-            error_rate=args.error_rate,
-            error_status=args.error_status,
-            deliver_before_fail=args.deliver_before_fail,
-            messenger_rules=args.messenger_rules,
+        config = SandboxConfig().updated(
+            {
+                "latency_ms": args.latency_ms,
+                "rate_limit": args.rate_limit,
+                "retry_after": max(1, args.retry_after),
+                "error_rate": args.error_rate,
+                "error_status": args.error_status,
+                "deliver_before_fail": args.deliver_before_fail,
+                "messenger_rules": args.messenger_rules,
+            }
         )
         state = SandboxState(seed, config)
         if args.customers:
-            state.generate_users(state.default_bot, {"count": args.customers})
+            generate_users(state.default_bot, {"count": args.customers})
     except (SeedError, ApiError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,16 +24,12 @@ import httpx
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import DynamicMessage
-from airflow_provider_ahachat.sandbox.state import (
-    ApiError,
-    Bot,
-    OutboxEntry,
-    SandboxState,
-    SandboxUser,
-    isoformat,
-    render,
-    utcnow,
-)
+from airflow_provider_ahachat.sandbox.outbox import OutboxEntry, render
+from airflow_provider_ahachat.sandbox.world import ApiError, Bot, SandboxUser, isoformat, utcnow
+
+#: What shows an answer to the customer (the sandbox's ``SandboxState.deliver``): the bot, the
+#: customer, the outbox entry's kind, its messages, the blocks to run and the attributes saved.
+Deliver = Callable[[Bot, SandboxUser, str, list[dict[str, Any]], list[str], dict[str, Any]], OutboxEntry]
 
 #: The methods a JSON API step may use, as in AhaChat.
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -175,19 +171,22 @@ class JsonApiSteps:
         }
 
     async def run(
-        self, state: SandboxState, bot: Bot, user: SandboxUser, blocks: list[str]
+        self, deliver: Deliver, bot: Bot, user: SandboxUser, blocks: list[str]
     ) -> list[OutboxEntry]:
-        """Run the steps of ``blocks`` (the blocks that just ran for ``user``), in order."""
+        """
+        Run the steps of ``blocks`` (the blocks that just ran for ``user``), in order; ``deliver``
+        shows their answers to the customer.
+        """
         entries: list[OutboxEntry] = []
         for block_name in blocks:
             for step in self.steps.get((bot.id, block_name), []):
-                entry = await self._call(state, bot, user, block_name, step)
+                entry = await self._call(deliver, bot, user, block_name, step)
                 if entry is not None:
                     entries.append(entry)
         return entries
 
     async def _call(
-        self, state: SandboxState, bot: Bot, user: SandboxUser, block_name: str, step: JsonApiStep
+        self, deliver: Deliver, bot: Bot, user: SandboxUser, block_name: str, step: JsonApiStep
     ) -> OutboxEntry | None:
         unresolved: list[str] = []
         context = user.context()
@@ -229,14 +228,14 @@ class JsonApiSteps:
         if not isinstance(payload, Mapping):
             call.error = "the answer is not a JSON object"
             return None
-        entry = self._show(state, bot, user, payload, call)
+        entry = self._show(deliver, bot, user, payload, call)
         if entry is not None:
             entry.block_name = block_name
             call.outbox_seq = entry.seq
         return entry
 
     def _show(
-        self, state: SandboxState, bot: Bot, user: SandboxUser, payload: Mapping[str, Any], call: JsonApiCall
+        self, deliver: Deliver, bot: Bot, user: SandboxUser, payload: Mapping[str, Any], call: JsonApiCall
     ) -> OutboxEntry | None:
         """Show the answer to the customer as AhaChat would: its messages, attributes and redirects."""
         if not payload.get("messages") and not payload.get("redirect_to_blocks"):
@@ -253,7 +252,7 @@ class JsonApiSteps:
         saved = dict(message.set_attributes or {})
         user.attributes.update(saved)
         messages = [dict(m) for m in json.loads(json.dumps(message.to_payload().get("messages") or []))]
-        return state._deliver(bot, user, "json_api", messages, redirects, saved)
+        return deliver(bot, user, "json_api", messages, redirects, saved)
 
 
 def _text(value: Any) -> str:

@@ -31,15 +31,11 @@ import uvicorn
 from typing_extensions import Self
 
 from airflow_provider_ahachat.sandbox.app import create_app
-from airflow_provider_ahachat.sandbox.state import (
-    ApiError,
-    OutboxQuery,
-    SandboxConfig,
-    SandboxState,
-    build_bots,
-    read_seed,
-    synthetic_user_id,
-)
+from airflow_provider_ahachat.sandbox.knobs import SandboxConfig
+from airflow_provider_ahachat.sandbox.outbox import OutboxQuery
+from airflow_provider_ahachat.sandbox.seed import build_bots, read_seed
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError, synthetic_user_id
 
 #: The first line the sandbox prints, followed by its base URL.
 READY_PREFIX = "AhaChat sandbox listening on "
@@ -372,7 +368,7 @@ class SandboxServer(SandboxControl):
     :param seed: a seed file, or a seed as a mapping; the packaged seed by default.
     :param host: the address to listen on.
     :param port: the port; 0 picks a free one.
-    :param config: the starting knobs (a :class:`~.state.SandboxConfig` or a mapping of knobs),
+    :param config: the starting knobs (a :class:`~.knobs.SandboxConfig` or a mapping of knobs),
         which :meth:`reset` returns to.
     :param log_level: uvicorn's log level.
     :param conn_id: the Airflow connection ID that :attr:`connection_env` names.
@@ -485,26 +481,21 @@ class SandboxProcess(SandboxControl):
         super().__init__(_as_seed(seed), conn_id)
         self._seed_path = None if seed is None or isinstance(seed, Mapping) else str(seed)
         self._seed_file: str | None = None
-        self.args: list[str] = [
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--latency-ms",
-            str(latency_ms),
-            "--rate-limit",
-            str(rate_limit),
-            "--error-rate",
-            str(error_rate),
-            "--error-status",
-            str(error_status),
-            "--log-level",
-            log_level,
-            "--conn-id",
-            conn_id,
-            *(["--messenger-rules", messenger_rules] if messenger_rules else []),
-            *extra_args,
+        options = {
+            "--host": host,
+            "--port": port,
+            "--latency-ms": latency_ms,
+            "--rate-limit": rate_limit,
+            "--error-rate": error_rate,
+            "--error-status": error_status,
+            "--log-level": log_level,
+            "--conn-id": conn_id,
+            "--messenger-rules": messenger_rules,
+        }
+        self.args = [
+            str(part) for name, value in options.items() if value is not None for part in (name, value)
         ]
+        self.args += extra_args
         self._custom_seed = isinstance(seed, Mapping)
         self.python = python
         self.env = dict(env) if env is not None else None

@@ -22,7 +22,7 @@ from airflow_provider_ahachat.version_compat import conf, sensor_timeout
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_ahachat.client import ApiRequest
+    from airflow_provider_ahachat.request import ApiRequest
 
 __all__ = ["UserSensor"]
 
@@ -159,7 +159,9 @@ class UserSensor(BaseSensorOperator):
 
     @cached_property
     def _request(self) -> ApiRequest:
-        return self.hook.client.prepare_find_user(user_id=self.recipient.user_id, phone=self.recipient.phone)
+        return self.hook.client.prepare(
+            "find_user", user_id=self.recipient.user_id, phone=self.recipient.phone
+        )
 
     # -- the three modes
 
@@ -198,10 +200,10 @@ class UserSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         """One look at the customer."""
         client = self.hook.client
-        user, error = _attempt(client.fetch_user, self._request)
+        user, error = _attempt(client.send, self._request)
         look = self.watch.judge(user, error)
         if look.ask_about_bot:
-            self.watch.bot_checked(_attempt(client.check_connection)[1])
+            self.watch.bot_checked(_attempt(client.run, "check_connection")[1])
         if look.warning:
             self.log.warning("%s", look.message)
         else:

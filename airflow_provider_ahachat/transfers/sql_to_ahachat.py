@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_ahachat.actions import ACTIONS, RECIPIENT_ACTIONS
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import MessageTag, literal_message_tag
+from airflow_provider_ahachat.models import literal_message_tag
 from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
+from airflow_provider_ahachat.registry import ACTIONS, RECIPIENT_ACTIONS
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -19,6 +20,25 @@ if TYPE_CHECKING:
     from airflow_provider_ahachat.bulk.columns import Columns
 
 __all__ = ["SqlToAhaChatOperator"]
+
+#: The arguments of every action that acts on customers, in the registry's order: the keywords the
+#: transfer takes besides its own, each for the actions that have it.
+_ARGUMENTS = tuple(
+    {arg.name: arg for name in RECIPIENT_ACTIONS for arg in ACTIONS[name].arguments if arg.templated}.values()
+)
+ARGUMENT_NAMES = tuple(dict.fromkeys(name for arg in _ARGUMENTS for name in arg.names))
+
+
+def _takes_action_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """
+    ``init``, declared to take every name of :data:`ARGUMENT_NAMES` as a keyword (default None):
+    Airflow checks the keywords of ``partial()`` and ``expand()`` against an operator's signature.
+    """
+    signature = inspect.signature(init)
+    *own, rest = signature.parameters.values()
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in ARGUMENT_NAMES]
+    init.__signature__ = signature.replace(parameters=[*own, *added, rest])  # type: ignore[attr-defined]
+    return init
 
 
 class SqlToAhaChatOperator(AhaChatAudienceOperator):
@@ -36,8 +56,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
 
     :param sql: the query (templated; a path ending in ``.sql`` is read as a template).
     :param sql_conn_id: the connection of any SQL database Airflow has a ``DbApiHook`` for.
-    :param action: ``broadcast_block``, ``add_tags``, ``remove_tags``, ``add_attributes``,
-        ``reset_attributes``, ``send_text`` or ``send_message``.
+    :param action: what to do for each row: an action of the registry that acts on customers
+        (``broadcast_block``, ``add_tags``...). Its arguments are given as keywords, templated, as
+        its operator takes them: ``block_name``, ``message_tag`` and ``attributes`` (shared by every
+        row; a row's own columns win) for ``broadcast_block``, ``tags`` for ``add_tags`` and so on.
     :param parameters: the query's parameters (templated).
     :param sql_hook_params: extra arguments for the SQL hook, e.g. ``{"schema": "shop"}``.
     :param user_id_column: the column that holds the messenger_user_id. Default ``user_id``,
@@ -61,43 +83,24 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
     :param count_rows: count the query's rows first (``SELECT COUNT(*) FROM (<sql>)``, with the
         same parameters) for the progress lines' total, percentage and time left; when the
         count fails, the progress says the total is unknown.
-    :param block_name: for ``broadcast_block``: the block to start (templated).
-    :param message_tag: for ``broadcast_block``: the message tag, none by default (templated); as
-        :class:`~airflow_provider_ahachat.operators.ahachat.BroadcastBlockOperator` takes it (a tag
-        Meta retired fails when the DAG is parsed).
     :param outside_window: for the actions that message: ``"skip"`` (the default) reports the
         customers Messenger will not let the bot message now as ``outside_window``, without counting
         them against the failure limits; ``"fail"`` counts them. See
         :class:`~airflow_provider_ahachat.operators.ahachat.AhaChatAudienceOperator`.
-    :param attributes: for ``broadcast_block`` and ``add_attributes``, attributes shared by every
-        row (a row's own columns win); for ``reset_attributes``, the names to clear (templated).
-    :param tags: for ``add_tags`` and ``remove_tags``: a tag or a list of tags (templated).
-    :param text: for ``send_text``: the text (templated).
-    :param message: for ``send_message``: the dynamic message (templated).
     :param fetch_size: rows fetched from the database at a time.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
 
-    template_fields: Sequence[str] = (
-        "sql",
-        "parameters",
-        "block_name",
-        "message_tag",
-        "attributes",
-        "tags",
-        "text",
-        "message",
-        "ledger_path",
-    )
+    template_fields: Sequence[str] = ("sql", "parameters", *ARGUMENT_NAMES, "ledger_path")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "sql": "sql",
         "parameters": "json",
-        "attributes": "json",
-        "message": "json",
+        **{name: arg.renderer for arg in _ARGUMENTS if arg.renderer for name in arg.names},
     }
     ui_color = "#f4c20d"
 
+    @_takes_action_arguments
     def __init__(
         self,
         *,
@@ -110,12 +113,6 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         phone_column: str | None = None,
         attribute_columns: Sequence[str] | Mapping[str, str] | None = None,
         count_rows: bool = True,
-        block_name: str | None = None,
-        message_tag: MessageTag | str | None = None,
-        attributes: Any = None,
-        tags: str | list[str] | None = None,
-        text: str | None = None,
-        message: Any = None,
         fetch_size: int = 1000,
         **kwargs: Any,
     ) -> None:
@@ -123,19 +120,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             raise AhaChatValidationError(
                 f"action: must be one of {', '.join(RECIPIENT_ACTIONS)}, got {action!r}"
             )
-        given = {
-            name
-            for name, value in {
-                "block_name": block_name,
-                "message_tag": message_tag,
-                "attributes": attributes,
-                "tags": tags,
-                "text": text,
-                "message": message,
-            }.items()
-            if value is not None
-        }
-        extra = given - set(ACTIONS[action].argument_names)
+        arguments = {name: kwargs.pop(name, None) for name in ARGUMENT_NAMES}
+        extra = {name for name, value in arguments.items() if value is not None} - set(
+            ACTIONS[action].argument_names
+        )
         if extra:
             raise AhaChatValidationError(f"{', '.join(sorted(extra))}: not used by the action {action!r}")
         if kwargs.get("user_id") is not None or kwargs.get("recipients") is not None:
@@ -149,7 +137,8 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             raise AhaChatValidationError(
                 f"outside_window: the action {action!r} messages nobody; leave it out"
             )
-        tag = literal_message_tag(message_tag)  # a tag Meta retired fails here, when the DAG is parsed
+        if "message_tag" in arguments:  # a tag Meta retired fails here, when the DAG is parsed
+            arguments["message_tag"] = literal_message_tag(arguments["message_tag"])
         super().__init__(**kwargs)
         self.sql = sql
         self.sql_conn_id = sql_conn_id
@@ -164,17 +153,9 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         self.phone_column = phone_column or "phone"
         self.attribute_columns = attribute_columns
         self.count_rows = count_rows
-        self.block_name = block_name
-        self.message_tag = tag
-        self.attributes = attributes
-        self.tags = tags
-        self.text = text
-        self.message = message
         self.fetch_size = fetch_size
-
-    @property
-    def action_name(self) -> str:
-        return self.action
+        for name, value in arguments.items():
+            setattr(self, name, value)
 
     def single_recipient_given(self) -> bool:
         return False
@@ -202,8 +183,8 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             self.log.info("AhaChat: recipients by %s", columns.describe())
             return self.run_bulk(
                 context,
-                self.action_name,
-                self.bulk_arguments(),
+                self.action,
+                self.action_arguments(),
                 self._rows(cursor, names),
                 total=total,
                 columns=columns,
@@ -217,7 +198,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         chosen = self.attribute_columns
         if chosen is not None and not isinstance(chosen, Mapping):
             chosen = {column: column for column in chosen}
-        return self.bulk_options.columns(
+        from airflow_provider_ahachat.bulk.setup import columns_of
+
+        return columns_of(
+            self.bulk_options,
             user_id=(self.user_id_column,),
             phone=self.phone_column,
             attributes=dict(chosen) if chosen is not None else None,

@@ -154,7 +154,7 @@ class UserTrigger(BaseTrigger):
         yield event
 
     async def _wait(self, client: AsyncAhaChatClient, watch: Watch) -> TriggerEvent:
-        request = client.prepare_find_user(user_id=self.user_id, phone=self.phone)
+        request = client.prepare("find_user", user_id=self.user_id, phone=self.phone)
         who = watch.recipient
         checks = 0
         while True:
@@ -186,10 +186,10 @@ class UserTrigger(BaseTrigger):
 
     async def _check(self, client: AsyncAhaChatClient, request: Any, watch: Watch) -> TriggerEvent | None:
         """One look at the customer: an event when done, None for "not yet"."""
-        user, error = await _attempt(client.fetch_user(request))
+        user, error = await _attempt(client.send(request))
         look = watch.judge(user, error)
         if look.ask_about_bot:
-            watch.bot_checked((await _attempt(client.check_connection()))[1])
+            watch.bot_checked((await _attempt(client.run("check_connection")))[1])
         if look.warning:
             self.log.warning("%s", look.message)
         else:

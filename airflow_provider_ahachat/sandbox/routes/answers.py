@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_ahachat.sandbox.state import ApiError
+from airflow_provider_ahachat.sandbox.world import ApiError
 
 
 def ok(data: Any, status: int = 200) -> JSONResponse:
@@ -96,7 +96,7 @@ def add_error_handlers(app: FastAPI) -> None:
     """
     Answer every error in the sandbox's shape.
 
-    :class:`~airflow_provider_ahachat.sandbox.state.ApiError` gives its own status and message; an
+    :class:`~airflow_provider_ahachat.sandbox.world.ApiError` gives its own status and message; an
     unknown path is 404 and a wrong method 405, each naming the request; a query parameter of the
     wrong type is 400 with ``problems``; anything else is 500 naming only the exception's type.
 

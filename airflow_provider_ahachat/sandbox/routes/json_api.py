@@ -24,42 +24,43 @@ from fastapi.responses import JSONResponse
 
 from airflow_provider_ahachat.models import validate_block_name
 from airflow_provider_ahachat.sandbox.routes.answers import json_body, ok
-from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, control_bot
-from airflow_provider_ahachat.sandbox.state import ApiError, SandboxState, checked
+from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, Sandbox, control_bot
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError, checked
+
+#: The endpoints of the JSON API steps, serving the app's state.
+router = APIRouter(prefix=f"{CONTROL_PREFIX}/json_api")
 
 
-def json_api_router(sandbox: SandboxState) -> APIRouter:
-    """
-    The endpoints of the JSON API steps, serving ``sandbox``.
+@router.get("")
+async def list_steps(bot_id: str | None = None, sandbox: SandboxState = Sandbox) -> JSONResponse:
+    return ok(sandbox.json_api.of(control_bot(sandbox, bot_id)))
 
-    :param sandbox: the state whose ``json_api`` they read and change.
-    """
-    router = APIRouter(prefix=f"{CONTROL_PREFIX}/json_api")
 
-    @router.get("")
-    async def list_steps(bot_id: str | None = None) -> JSONResponse:
-        return ok(sandbox.json_api.of(control_bot(sandbox, bot_id)))
+@router.get("/calls")
+async def calls(limit: int = 100, sandbox: SandboxState = Sandbox) -> JSONResponse:
+    if limit < 0:
+        raise ApiError(400, "limit: must be 0 or more")
+    made = list(sandbox.json_api.calls)[-limit:] if limit else []
+    return ok([call.to_json() for call in made])
 
-    @router.get("/calls")
-    async def calls(limit: int = 100) -> JSONResponse:
-        if limit < 0:
-            raise ApiError(400, "limit: must be 0 or more")
-        made = list(sandbox.json_api.calls)[-limit:] if limit else []
-        return ok([call.to_json() for call in made])
 
-    @router.put("/{block_name}")
-    async def set_steps(block_name: str, request: Request, bot_id: str | None = None) -> JSONResponse:
-        bot = control_bot(sandbox, bot_id)
-        checked(validate_block_name, block_name, "block")
-        body = await json_body(request)
-        raw = body.get("steps", body) if isinstance(body, dict) and "url" not in body else body
-        steps = sandbox.json_api.set(bot, block_name, raw)
-        return ok({"block": block_name, "steps": [step.to_json() for step in steps]})
+@router.put("/{block_name}")
+async def set_steps(
+    block_name: str, request: Request, bot_id: str | None = None, sandbox: SandboxState = Sandbox
+) -> JSONResponse:
+    bot = control_bot(sandbox, bot_id)
+    checked(validate_block_name, block_name, "block")
+    body = await json_body(request)
+    raw = body.get("steps", body) if isinstance(body, dict) and "url" not in body else body
+    steps = sandbox.json_api.set(bot, block_name, raw)
+    return ok({"block": block_name, "steps": [step.to_json() for step in steps]})
 
-    @router.delete("/{block_name}")
-    async def delete_steps(block_name: str, bot_id: str | None = None) -> JSONResponse:
-        bot = control_bot(sandbox, bot_id)
-        sandbox.json_api.set(bot, block_name, [])
-        return ok({"block": block_name, "steps": []})
 
-    return router
+@router.delete("/{block_name}")
+async def delete_steps(
+    block_name: str, bot_id: str | None = None, sandbox: SandboxState = Sandbox
+) -> JSONResponse:
+    bot = control_bot(sandbox, bot_id)
+    sandbox.json_api.set(bot, block_name, [])
+    return ok({"block": block_name, "steps": []})

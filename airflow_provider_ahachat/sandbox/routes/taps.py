@@ -22,9 +22,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from airflow_provider_ahachat.sandbox.json_api import JsonApiStep
+from airflow_provider_ahachat.sandbox.outbox import OutboxEntry
 from airflow_provider_ahachat.sandbox.routes.answers import json_object, ok
-from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX
-from airflow_provider_ahachat.sandbox.state import ApiError, OutboxEntry, SandboxState, utcnow
+from airflow_provider_ahachat.sandbox.routes.control import CONTROL_PREFIX, Sandbox, control_user
+from airflow_provider_ahachat.sandbox.state import SandboxState
+from airflow_provider_ahachat.sandbox.world import ApiError, utcnow
 
 #: Seconds the bot waits for a tapped button's URL to answer.
 TAP_TIMEOUT = 100.0
@@ -39,44 +41,40 @@ def _buttons(entry: OutboxEntry) -> Iterator[Mapping[str, Any]]:
             yield from element.get("buttons") or ()
 
 
-def taps_router(sandbox: SandboxState) -> APIRouter:
-    """
-    The tap endpoint, serving ``sandbox``.
+#: The tap endpoint, serving the app's state.
+router = APIRouter(prefix=CONTROL_PREFIX)
 
-    :param sandbox: the state whose outbox holds the buttons.
-    """
-    router = APIRouter(prefix=CONTROL_PREFIX)
 
-    @router.post("/users/{user_id}/tap")
-    async def tap(user_id: str, request: Request, bot_id: str | None = None) -> JSONResponse:
-        bot, user = sandbox.control_user(user_id, bot_id)
-        body = await json_object(request)
-        title, seq = body.get("title"), body.get("seq")
-        if not isinstance(title, str) or not title:
-            raise ApiError(400, "title: give the title of the button to tap")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-            raise ApiError(400, "seq: must be the number of an outbox entry")
-        entries = [
-            e
-            for e in reversed(sandbox.outbox)
-            if e.bot_id == bot.id and e.messenger_user_id == user_id and (seq is None or e.seq == seq)
-        ]
-        button = next((b for e in entries for b in _buttons(e) if b.get("title") == title), None)
-        if button is None:
-            where = f"outbox entry {seq} of user {user_id}" if seq is not None else f"user {user_id}'s outbox"
-            raise ApiError(404, f"title: no button or quick reply {title!r} in {where}")
-        kind = button.get("type") or ("show_block" if button.get("block_name") else None)
-        user.last_interaction_at = utcnow()
-        if kind == "json_plugin_url":
-            step = JsonApiStep(url=str(button["url"]), method="GET", timeout=TAP_TIMEOUT)
-            reply = await sandbox.json_api._call(sandbox, bot, user, title, step)
-            call = sandbox.json_api.calls[-1].to_json()
-            return ok({"button": dict(button), "call": call, "reply": reply.to_json() if reply else None})
-        if kind == "show_block":
-            block = sandbox.block(bot, str(button.get("block_name")), "block_name")
-            entry = sandbox.run_block(bot, user, block)
-            await sandbox.json_api.run(sandbox, bot, user, entry.blocks)
-            return ok({"button": dict(button), "call": None, "reply": entry.to_json()})
-        raise ApiError(400, f"title: the {kind} button {title!r} leaves the chat; there is nothing to tap")
-
-    return router
+@router.post("/users/{user_id}/tap")
+async def tap(
+    user_id: str, request: Request, bot_id: str | None = None, sandbox: SandboxState = Sandbox
+) -> JSONResponse:
+    bot, user = control_user(sandbox, user_id, bot_id)
+    body = await json_object(request)
+    title, seq = body.get("title"), body.get("seq")
+    if not isinstance(title, str) or not title:
+        raise ApiError(400, "title: give the title of the button to tap")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        raise ApiError(400, "seq: must be the number of an outbox entry")
+    entries = [
+        e
+        for e in reversed(sandbox.outbox)
+        if e.bot_id == bot.id and e.messenger_user_id == user_id and (seq is None or e.seq == seq)
+    ]
+    button = next((b for e in entries for b in _buttons(e) if b.get("title") == title), None)
+    if button is None:
+        where = f"outbox entry {seq} of user {user_id}" if seq is not None else f"user {user_id}'s outbox"
+        raise ApiError(404, f"title: no button or quick reply {title!r} in {where}")
+    kind = button.get("type") or ("show_block" if button.get("block_name") else None)
+    user.last_interaction_at = utcnow()
+    if kind == "json_plugin_url":
+        step = JsonApiStep(url=str(button["url"]), method="GET", timeout=TAP_TIMEOUT)
+        reply = await sandbox.json_api._call(sandbox.deliver, bot, user, title, step)
+        call = sandbox.json_api.calls[-1].to_json()
+        return ok({"button": dict(button), "call": call, "reply": reply.to_json() if reply else None})
+    if kind == "show_block":
+        block = sandbox.block(bot, str(button.get("block_name")), "block_name")
+        entry = sandbox.run_block(bot, user, block)
+        await sandbox.json_api.run(sandbox.deliver, bot, user, entry.blocks)
+        return ok({"button": dict(button), "call": None, "reply": entry.to_json()})
+    raise ApiError(400, f"title: the {kind} button {title!r} leaves the chat; there is nothing to tap")

@@ -2,16 +2,16 @@
 The webhook receiver: AhaChat's JSON API block calls it, and it records an Airflow asset event.
 
 ``POST /webhooks/{conn_id}/{event}`` (Airflow mounts the app at ``/ahachat``, see
-:mod:`airflow_provider_ahachat.plugins.ahachat`), with the header ``X-AhaChat-Secret``:
+:mod:`airflow_provider_ahachat.inbound.plugin`), with the header ``X-AhaChat-Secret``:
 
 * ``conn_id`` names an ``ahachat`` connection; its extra ``webhook_secret`` is the shared secret,
   compared in constant time through keys derived for this purpose only
-  (:mod:`airflow_provider_ahachat.events.keys`). An unknown connection, one of another type and one
+  (:mod:`airflow_provider_ahachat.inbound.keys`). An unknown connection, one of another type and one
   without a secret get the same 401 as a wrong secret, so nobody can probe connection IDs. With
   ``webhook_enabled`` false, a caller with the right secret gets 403.
 * The body is a JSON object, or form fields (``application/x-www-form-urlencoded`` or
   ``multipart/form-data``), at most 64 KiB (413 while it arrives), strict JSON at most 32 levels
-  deep (400; see :mod:`airflow_provider_ahachat.events.intake`), and carries the customer's ID in
+  deep (400; see :mod:`airflow_provider_ahachat.inbound.intake`), and carries the customer's ID in
   ``messenger_user_id`` (or the field named by the extra ``webhook_user_id_field``).
 * Each accepted call becomes an asset event on ``ahachat://<conn_id>/<event>`` whose ``extra`` is
   ``{"messenger_user_id", "bot_id", "conn_id", "event", "received_at", "fields"}`` (``fields``:
@@ -27,7 +27,7 @@ The webhook receiver: AhaChat's JSON API block calls it, and it records an Airfl
   (a body field holding one is stored as ``***``).
 
 The app knows nothing of Airflow's internals: it is given a function that reads a connection and
-one that records an event. Airflow's own are in :mod:`airflow_provider_ahachat.plugins`.
+one that records an event. Airflow's own are in :mod:`.plugin` and :mod:`.airflow_internals`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from airflow_provider_ahachat.events import EVENT_NAME_RULE, event_uri, validate_event_name
-from airflow_provider_ahachat.events.intake import (
+from airflow_provider_ahachat.inbound.intake import (
     MAX_BODY_BYTES,
     MAX_DEPTH,
     BodyLimit,
@@ -63,7 +63,7 @@ from airflow_provider_ahachat.events.intake import (
     parse_fields,
     read_body,
 )
-from airflow_provider_ahachat.events.keys import WEBHOOK, derive_key
+from airflow_provider_ahachat.inbound.keys import WEBHOOK, derive_key
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class WebhookSettings:
     ) -> WebhookSettings | None:
         """
         The settings of a connection, or None when it is not an ``ahachat`` connection. Its secrets
-        are registered to be masked (:func:`~airflow_provider_ahachat.events.intake.keep_secret`).
+        are registered to be masked (:func:`~airflow_provider_ahachat.inbound.intake.keep_secret`).
 
         :raises WebhookConfigError: when ``webhook_secret`` is not a string; a problem with another
             field is kept in :attr:`problem` instead.
@@ -363,7 +363,7 @@ def create_receiver_app(
 ) -> FastAPI:
     """
     The receiver as a FastAPI app. Every route of the app, and any router included in it later,
-    reads bodies within :data:`MAX_BODY_BYTES` (:class:`~airflow_provider_ahachat.events.intake.BodyLimit`).
+    reads bodies within :data:`MAX_BODY_BYTES` (:class:`~airflow_provider_ahachat.inbound.intake.BodyLimit`).
 
     :param load_settings: the settings of a connection ID, None for no such ``ahachat`` connection;
         called in a worker thread, at most every ``cache_seconds`` per connection.

@@ -33,7 +33,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_ahachat.events.intake import Refused, parse_json
+from airflow_provider_ahachat.inbound.airflow_internals import test_route_refuses_port_0
+from airflow_provider_ahachat.inbound.intake import Refused, parse_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,29 +48,11 @@ TEST_ROUTE = "/api/v2/connections/test"
 MAX_BODY = 256 * 1024
 
 
-def airflow_has_the_bug() -> bool:
-    """
-    Whether this Airflow's Test route takes ``port: 0`` for a port other than a stored ``NULL``.
-
-    Asked of the route's own comparison, so the answer follows the installed Airflow, whatever its
-    version: False once it treats 0 as no port (pull request 73298), and False where the route has
-    no such comparison (before 3.3, or after a rewrite this module does not know).
-    """
-    try:
-        from airflow.api_fastapi.core_api.routes.public.connections import _same_endpoint
-    except ImportError:
-        return False
-    try:
-        return not _same_endpoint(0, None)
-    except Exception:
-        return False
-
-
 def fix_wanted() -> bool:
     """Whether ``[ahachat] connection_test_port_fix`` leaves the fix on (the default)."""
-    from airflow.configuration import conf
+    from airflow_provider_ahachat.version_compat import conf
 
-    return conf.getboolean("ahachat", "connection_test_port_fix", fallback=True)
+    return bool(conf().getboolean("ahachat", "connection_test_port_fix", fallback=True))
 
 
 def rewrite_test_body(body: bytes) -> bytes | None:
@@ -101,7 +84,7 @@ class ConnectionTestPortFix:
 
     def __init__(self, app: ASGIApp, enabled: bool | None = None) -> None:
         self.app = app
-        self.enabled = fix_wanted() and airflow_has_the_bug() if enabled is None else enabled
+        self.enabled = fix_wanted() and test_route_refuses_port_0() if enabled is None else enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (

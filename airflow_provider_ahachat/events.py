@@ -3,7 +3,7 @@ Inbound events: the bot's JSON API block calls Airflow, and a DAG runs on it.
 
 ``ahachat_event("order_status", ahachat_conn_id="ahachat_default")`` is the Airflow asset that
 receives an event each time the bot calls ``POST /ahachat/webhooks/ahachat_default/order_status``
-on Airflow's API server (see :mod:`airflow_provider_ahachat.events.receiver`). A DAG with
+on Airflow's API server (see :mod:`airflow_provider_ahachat.inbound.receiver`). A DAG with
 ``schedule=[ahachat_event(...)]`` runs on those events; its tasks read the customers from the
 run's ``triggering_asset_events`` with :func:`customer_events` or :func:`recipients_from_events`.
 

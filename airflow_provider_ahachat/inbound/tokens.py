@@ -10,7 +10,7 @@ expires. The signature is HMAC-SHA256 over the payload with the key of one quest
     approval key = HKDF-SHA256(approval secret, info="ahachat-approval-v1")
 
 The approval secret is the connection's ``approval_secret``, else its ``webhook_secret``; the key
-derived from it for approvals is not the key the webhook checks (:mod:`airflow_provider_ahachat.events.keys`).
+derived from it for approvals is not the key the webhook checks (:mod:`.keys`).
 The nonce is random, one per question (task instance, try and connection), and is recorded by the
 task when it asks (:class:`Question`, in an XCom only the task writes) and never sent in a button:
 a token verifies only with the secret **and** the record of the question it answers, so it crosses
@@ -29,7 +29,7 @@ import secrets
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from airflow_provider_ahachat.events.keys import APPROVAL, derive_key
+from airflow_provider_ahachat.inbound.keys import APPROVAL, derive_key
 
 __all__ = [
     "QUESTION_XCOM_PREFIX",

@@ -4,7 +4,7 @@ The answer endpoint: where a Messenger button's tap arrives, at ``/ahachat/appro
 ``GET`` or ``POST /ahachat/approvals/answer?t=<token>&messenger_user_id=<who tapped>``
     AhaChat calls the button's URL when the person taps it, filling ``{{messenger_user_id}}`` with
     the tapper's ID. What the token claims says which question it answers; the question's record
-    (:class:`~airflow_provider_ahachat.approvals.tokens.Question`, written by the task when it
+    (:class:`~airflow_provider_ahachat.inbound.tokens.Question`, written by the task when it
     asked, ``load_question``) says through which connection it was asked, by which try, with which
     nonce and until when. The token must verify with that connection's approval key and that
     nonce, and must not have expired; the tapper must be the approver it was made for; then the
@@ -13,7 +13,7 @@ The answer endpoint: where a Messenger button's tap arrives, at ``/ahachat/appro
     assigned user. The answer is 200 in AhaChat's JSON API format, a short text the person sees
     ("Đã ghi nhận: Đồng ý", or why nothing was recorded), with the outcome in the
     ``X-AhaChat-Approval`` header; a ``POST`` body that breaks the plugin's rules
-    (:mod:`airflow_provider_ahachat.events.intake`) gets 400, 413 or 415 instead. Every tap writes
+    (:mod:`airflow_provider_ahachat.inbound.intake`) gets 400, 413 or 415 instead. Every tap writes
     one audit line (logger ``airflow_provider_ahachat.approvals.audit``): who, what, for which task
     instance, and the outcome, every value escaped; never the token or a secret.
 
@@ -32,8 +32,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from airflow_provider_ahachat.approvals.tokens import AnswerToken, Question, TokenError, peek, verify
-from airflow_provider_ahachat.events.intake import Refused, loggable, parse_fields, read_body
+from airflow_provider_ahachat.inbound.intake import Refused, loggable, parse_fields, read_body
+from airflow_provider_ahachat.inbound.tokens import AnswerToken, Question, TokenError, peek, verify
 
 __all__ = ["OUTCOME_HEADER", "REPLIES", "approvals_router"]
 
