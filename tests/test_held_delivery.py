@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 from airflow_provider_ahachat.events import customer_events, recipients_from_events
-from airflow_provider_ahachat.events.intake import check_json
 from airflow_provider_ahachat.held.answer import answer_keys
 from airflow_provider_ahachat.held.delivery import answer_with_held, delivered_extra, hold_key
 from airflow_provider_ahachat.held.messages import held_piece
 from airflow_provider_ahachat.held.store import Customer, HeldStore, Hold, TaskRef
+from airflow_provider_ahachat.inbound.intake import check_json
 
 LAN = Customer("aha", "12404829", "3824547807572463")
 TASK = TaskRef("shipping", "scheduled__2026-12-01", "notify", -1)
