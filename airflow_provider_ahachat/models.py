@@ -277,6 +277,9 @@ OUTSIDE_WINDOW_CHOICES: Mapping[str, str] = MappingProxyType(
         "in a run for many they count against max_failures and max_failure_ratio",
         "skip": "a single send skips the task; in a run for many they are reported as outside_window "
         "and do not count against the failure limits",
+        "hold": "the message is held for the customer (for hold_for, 7 days by default) and shown to "
+        "them in the answer to their next call of the bot's JSON API block; a single send succeeds "
+        "saying it was held, a run for many reports them as held, not counted as failures",
     }
 )
 #: ``outside_window`` when not given: a single customer fails the task, a run for many goes on.

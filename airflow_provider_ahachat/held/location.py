@@ -22,7 +22,7 @@ from typing import Any
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.held.store import HeldStore
 
-__all__ = ["SQLITE_NAME", "held_store", "held_url"]
+__all__ = ["SQLITE_NAME", "held_store", "held_url", "stored_held"]
 
 #: The file of the default store, under ``$AIRFLOW_HOME/ahachat``.
 SQLITE_NAME = "held.sqlite3"
@@ -131,6 +131,25 @@ def held_store(load_connection: Callable[[str], Any] | None = None) -> HeldStore
     """
     url = held_url(load_connection)
     return _store(url if isinstance(url, str) else url.render_as_string(hide_password=False))
+
+
+def stored_held(load_connection: Callable[[str], Any] | None = None) -> HeldStore | None:
+    """
+    The store Airflow's configuration names, for a call that delivers: None when nothing can have
+    been held yet (its SQLite file is not there, or nothing names a store where a task's
+    :func:`held_store` would refuse to hold), so that a call never creates it.
+
+    :param load_connection: reads an Airflow connection by ID (see :func:`held_url`).
+    :raises AhaChatValidationError: naming the setting, when it names no usable database.
+    """
+    named = _setting("held_conn_id") or _setting("held_path")
+    if named is None and "://" in (_setting("ledger_path") or ""):  # no task could have held anything
+        return None
+    url = held_url(load_connection)
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if text.startswith("sqlite:///") and not pathlib.Path(text.removeprefix("sqlite:///")).is_file():
+        return None
+    return _store(text)
 
 
 @functools.lru_cache(maxsize=8)
