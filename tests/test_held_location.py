@@ -126,3 +126,30 @@ def test_airflows_metadata_database_is_refused(
         held_url()
     settings.setenv("AIRFLOW_CONN_META", postgres.uri(other))
     assert held_url().database == other
+
+
+def test_the_store_refuses_airflows_metadata_database_whatever_names_it(tmp_path: Path) -> None:
+    """A task is not told the metadata database's address: the store looks at the tables themselves."""
+    import sqlite3
+
+    path = tmp_path / "airflow.db"
+    with sqlite3.connect(path) as db:
+        for table in ("alembic_version", "dag_run", "task_instance"):
+            db.execute(f"CREATE TABLE {table} (id INTEGER)")
+    db.close()
+    store = HeldStore.sqlite(path)
+    message = Hold(Customer("aha", "1", "2"), "send_text", held_piece("send_text", {"text": "x"}))
+    with pytest.raises(AhaChatValidationError, match="Airflow's metadata database"):
+        store.hold([message])
+    with sqlite3.connect(path) as db:
+        assert "ahachat_held" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+
+
+def test_a_task_process_without_the_metadata_databases_address_still_finds_its_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow gives a task process an address that is no URL; the store is found all the same."""
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")
+    monkeypatch.setenv("AIRFLOW__AHACHAT__HELD_PATH", str(tmp_path / "held.sqlite3"))
+    assert held_url() == f"sqlite:///{tmp_path / 'held.sqlite3'}"

@@ -62,8 +62,12 @@ def _connection_url(conn_id: str, load_connection: Callable[[str], Any]) -> Any:
 
 def _same_database(url: Any, other: Any) -> bool:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    first, second = make_url(url), make_url(other)
+    try:
+        first, second = make_url(url), make_url(other)
+    except ArgumentError:  # a task process is given no usable metadata database address (3.x SDK)
+        return False
     if first.get_backend_name() != second.get_backend_name():
         return False
     if first.get_backend_name() == "sqlite":

@@ -411,6 +411,11 @@ class HeldStore:
         with self._lock:
             if self._ready:
                 return
+            if _is_airflow_metadata(self.engine):
+                raise AhaChatValidationError(
+                    "held messages: the store names Airflow's metadata database, which gets no tables "
+                    "from a provider; name another database ([ahachat] held_conn_id or held_path)"
+                )
             try:
                 _metadata.create_all(self.engine, checkfirst=True)
             except DBAPIError:  # another process created it at the same moment
@@ -593,6 +598,17 @@ class HeldStore:
             found = [Held.of(row) for row in connection.execute(query)]
             self._mark(connection, [held.id for held in found], "dropped", now, None)
         return [_done(held, "dropped", now, None) for held in found]
+
+
+def _is_airflow_metadata(engine: Engine) -> bool:
+    """
+    Whether ``engine`` is an Airflow metadata database: its own tables are there. Checked by the
+    store itself, because a task process is not told the metadata database's address.
+    """
+    from sqlalchemy import inspect
+
+    tables = set(inspect(engine).get_table_names())
+    return {"alembic_version", "dag_run", "task_instance"} <= tables
 
 
 class _Taken(Exception):
