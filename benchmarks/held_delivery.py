@@ -14,9 +14,21 @@ throw-away cluster, as a deployment on several machines has it):
   the two deliveries were in the database at once. The control, in the same run, delivers without
   the store's lock (read, then mark): the harness must find it doubling.
 
-``--json PATH`` writes the figures; ``--quick`` is the smallest run (for the test suite).
+Then the same two through Airflow's API server as a deployment runs it: ``airflow api-server
+--workers 2`` with the provider's plugin, its own home, and the default store (an SQLite file in
+that home):
 
-Run: ``uv run python benchmarks/held_delivery.py [--samples 500] [--trials 1000]``.
+- ``api_latency``: from the customer's call (``POST /ahachat/webhooks/<conn>/_held``, a new
+  connection each, as the bot makes it) to its answer, with 1 and 20 messages held, against the
+  baseline of a call with nothing held, in the same run: p50 and p99, each p50 as a ratio.
+- ``api_race``: ``--api-trials`` trials of two calls of the same customer at the same moment (two
+  threads at a barrier, through two API server workers): each trial's held messages must be in
+  exactly one of the two answers, in order.
+
+``--json PATH`` writes the figures; ``--quick`` is the smallest run (for the test suite);
+``--part store|api-server|both`` chooses the measures.
+
+Run: ``uv run python benchmarks/held_delivery.py [--samples 500] [--trials 1000] [--api-trials 1000]``.
 """
 
 from __future__ import annotations
@@ -42,6 +54,9 @@ from postgres_fixtures import PostgresUnavailable, running_cluster  # noqa: E402
 from airflow_provider_ahachat.held.answer import build_answer  # noqa: E402
 from airflow_provider_ahachat.held.messages import held_piece  # noqa: E402
 from airflow_provider_ahachat.held.store import Customer, HeldStore, Hold  # noqa: E402
+
+API_CONN_ID = "bench_hook"
+API_SECRET = "bench-secret-0c61d2-not-real"
 
 CONN_ID = "bench_bot"
 BOT_ID = "12404829"
@@ -111,17 +126,7 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         ]
     finally:
         store.close()
-    base = rows[0]["p50_ms"] or 1e-9
-    for row in rows:
-        row["p50_ratio"] = round(row["p50_ms"] / base, 2)
-    print(f"{name}: latency of a call's delivery and answer ({args.samples} calls each)", flush=True)
-    for row in rows:
-        label = "nothing held (baseline)" if not row["held"] else f"{row['held']} held"
-        print(
-            f"  {label:24} p50 {row['p50_ms']:7.2f} ms   p99 {row['p99_ms']:7.2f} ms   "
-            f"{row['p50_ratio']:5.2f}x   carried {row['messages_carried']}/{row['messages_expected']}",
-            flush=True,
-        )
+    print_latency(f"{name}: latency of a call's delivery and answer ({args.samples} calls each)", rows)
     trials = race(url, args.trials, held=3, database=name).to_json()
     control = race(url, args.control_trials, held=3, naive=True, database=name).to_json()
     for result in (trials, control):
@@ -135,6 +140,157 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"database": name, "latency": rows, "race": trials, "race_control": control}
 
 
+@contextlib.contextmanager
+def api_server(tmp: Path) -> Iterator[Any]:
+    """``airflow api-server --workers 2`` in its own home, with a connection that receives webhooks."""
+    from airflow_processes import AirflowProcesses
+
+    dags = tmp / "dags"
+    dags.mkdir()
+    # The receiver's own limit (600 calls a minute) would refuse a benchmark's calls: off.
+    extra = {"webhook_secret": API_SECRET, "webhook_events_per_minute": 0}
+    conn = {"conn_type": "ahachat", "login": BOT_ID, "password": "bench-token", "extra": extra}
+    env = {
+        f"AIRFLOW_CONN_{API_CONN_ID.upper()}": json.dumps(conn),
+        "AIRFLOW__API__WORKERS": "2",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
+    home = tmp / "home"
+    server = AirflowProcesses(home, dags_folder=dags, env=env, command="api-server", start_timeout=900)
+    home.mkdir(parents=True, exist_ok=True)
+    server.airflow("db", "migrate")
+    with server.start():
+        yield server
+
+
+def call_held(url: str, user_id: str) -> tuple[float, dict[str, Any]]:
+    """One call of the ``_held`` route, on a new connection: its time in milliseconds, and its answer."""
+    import requests
+
+    began = time.perf_counter()
+    answer = requests.post(
+        f"{url}/ahachat/webhooks/{API_CONN_ID}/_held",
+        json={"messenger_user_id": user_id},
+        headers={"X-AhaChat-Secret": API_SECRET, "Connection": "close"},
+        timeout=60,
+    )
+    took = (time.perf_counter() - began) * 1000
+    if answer.status_code != 200:
+        raise RuntimeError(f"the API server answered {answer.status_code}: {answer.text[:300]}")
+    return took, answer.json()
+
+
+def api_latency(url: str, store: HeldStore, held: int, samples: int, first_user: int) -> dict[str, Any]:
+    """``samples`` calls through the API server of customers with ``held`` messages each."""
+    piece = held_piece("send_text", {"text": TEXT})
+    times: list[float] = []
+    carried = 0
+    for n in range(samples):
+        user_id = str(first_user + n)
+        if held:
+            who = Customer(API_CONN_ID, BOT_ID, user_id)
+            store.hold([Hold(who, "send_text", piece) for _ in range(held)])
+        took, answer = call_held(url, user_id)
+        times.append(took)
+        carried += len(answer.get("messages", []))
+    return {
+        "held": held,
+        "samples": samples,
+        "p50_ms": round(percentile(times, 50), 3),
+        "p99_ms": round(percentile(times, 99), 3),
+        "max_ms": round(max(times), 3),
+        "messages_carried": carried,
+        "messages_expected": held * samples,
+    }
+
+
+def two_calls_at_once(url: str, user_id: str) -> list[list[str]]:
+    """Two calls of one customer, released together from two threads: the texts each answer carried."""
+    import threading
+
+    answers: list[list[str]] = []
+    barrier = threading.Barrier(2)
+
+    def call() -> None:
+        barrier.wait()
+        answers.append([m["text"] for m in call_held(url, user_id)[1].get("messages", [])])
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def api_race(url: str, store: HeldStore, trials: int, first_user: int, held: int = 3) -> dict[str, Any]:
+    """Two calls of the same customer at once, ``trials`` times: each message in exactly one answer."""
+    doubled = lost = out_of_order = split = 0
+    began = time.monotonic()
+    for n in range(trials):
+        texts = [f"{n}-{i}" for i in range(held)]
+        who = Customer(API_CONN_ID, BOT_ID, str(first_user + n))
+        store.hold([Hold(who, "send_text", held_piece("send_text", {"text": text})) for text in texts])
+        answers = two_calls_at_once(url, who.user_id)
+        seen = [text for answer in answers for text in answer]
+        doubled += len(seen) - len(set(seen))
+        lost += len(set(texts) - set(seen))
+        out_of_order += sum(answer != sorted(answer, key=texts.index) for answer in answers if answer)
+        split += sum(1 for answer in answers if answer) > 1
+    return {
+        "trials": trials,
+        "held_per_trial": held,
+        "doubled": doubled,
+        "lost": lost,
+        "out_of_order": out_of_order,
+        "split_between_answers": split,
+        "seconds": round(time.monotonic() - began, 1),
+    }
+
+
+def print_latency(title: str, rows: list[dict[str, Any]]) -> None:
+    """The latency rows, each p50 as a ratio of the first's (the baseline), which this adds to them."""
+    base = rows[0]["p50_ms"] or 1e-9
+    print(title, flush=True)
+    for row in rows:
+        row["p50_ratio"] = round(row["p50_ms"] / base, 2)
+        label = "nothing held (baseline)" if not row["held"] else f"{row['held']} held"
+        carried = f"carried {row['messages_carried']}/{row['messages_expected']}"
+        print(
+            f"  {label:24} p50 {row['p50_ms']:7.2f} ms   p99 {row['p99_ms']:7.2f} ms   "
+            f"{row['p50_ratio']:5.2f}x   {carried}",
+            flush=True,
+        )
+
+
+def measure_api_server(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Latency and the race, through ``airflow api-server --workers 2``."""
+    started = time.monotonic()
+    with api_server(tmp) as server:
+        print(f"airflow api-server --workers 2 ready in {time.monotonic() - started:.0f} s", flush=True)
+        # The store a task of this deployment would hold into: the default, in the API server's home.
+        store = HeldStore.sqlite(server.home / "ahachat" / "held.sqlite3")
+        try:
+            api_latency(server.url, store, 1, 20, 8_000_000_000_000_000)  # warm-up: both workers, the table
+            rows = [
+                api_latency(server.url, store, held, args.samples, 8_100_000_000_000_000 + held * 10**6)
+                for held in (0, 1, 20)
+            ]
+            print_latency(
+                f"API server: from the customer's call to its answer ({args.samples} calls each)", rows
+            )
+            race_result = api_race(server.url, store, args.api_trials, 8_900_000_000_000_000)
+        finally:
+            store.close()
+    print(
+        f"  race, two calls at once   {race_result['trials']} trials: doubled {race_result['doubled']}, "
+        f"lost {race_result['lost']}, out of order {race_result['out_of_order']}, "
+        f"split between the answers {race_result['split_between_answers']} ({race_result['seconds']} s)",
+        flush=True,
+    )
+    return {"api_latency": rows, "api_race": race_result}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,22 +299,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1000, help="race trials of the store")
     parser.add_argument("--control-trials", type=int, default=100, help="race trials of the control")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--api-trials", type=int, default=1000, help="race trials through the API server")
+    parser.add_argument("--part", choices=("store", "api-server", "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="the smallest run")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.samples, args.trials, args.control_trials = 30, 20, 20
+        args.samples, args.trials, args.control_trials, args.api_trials = 30, 20, 20, 20
     print(f"Python {platform.python_version()}, {platform.machine()}", flush=True)
-    figures = []
-    with (
-        tempfile.TemporaryDirectory(prefix="ahachat-held-bench-") as tmp,
-        databases(args.database, Path(tmp)) as dbs,
-    ):
-        for name, url in dbs:
-            figures.append(measure(name, url, args))
+    figures: list[dict[str, Any]] = []
+    api: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ahachat-held-bench-") as tmp:
+        if args.part in ("store", "both"):
+            with databases(args.database, Path(tmp)) as dbs:
+                for name, url in dbs:
+                    figures.append(measure(name, url, args))
+        if args.part in ("api-server", "both"):
+            api = measure_api_server(args, Path(tmp))
     if args.json:
-        args.json.write_text(json.dumps({"store": figures}, indent=2))
+        args.json.write_text(json.dumps({"store": figures, **api}, indent=2))
     lost_or_doubled = sum(f["race"]["doubled"] + f["race"]["lost"] for f in figures)
+    if api:
+        lost_or_doubled += api["api_race"]["doubled"] + api["api_race"]["lost"]
     return 1 if lost_or_doubled else 0
 
 

@@ -49,6 +49,8 @@ with DAG(
         "tracking_number": Param("GHN8123499VN", type="string"),
     },
     default_args={"ahachat_conn_id": AHACHAT_CONN_ID, "retries": 0},
+    # params.customers reaches recipients= as a list, not as its text.
+    render_template_as_native_obj=True,
     tags=["ahachat", "example"],
 ) as dag:
     SendTextMessageOperator(

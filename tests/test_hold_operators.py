@@ -203,3 +203,39 @@ def test_good_hold_for_values_are_taken() -> None:
         for make in ("text", "broadcast", "sql"):
             with new_dag(f"good_hold_{n}_{make}"):
                 assert _operators()[make](outside_window="hold", hold_for=value).hold_for == value
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_held_shipping_example_delivers_inside_the_window_and_holds_outside(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "example_dags" / "example_ahachat_held_shipping.py"
+    spec = importlib.util.spec_from_file_location("example_ahachat_held_shipping", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    chau = "5281407936251407"  # last wrote 30 days ago
+
+    result = run(
+        dag_runner,
+        module.dag,
+        sandbox,
+        tmp_path,
+        conns={"ahachat_sandbox": sandbox.connection_uri},
+        env={"AIRFLOW__AHACHAT__HELD_PATH": str(tmp_path / "held.sqlite3")},
+    )
+
+    assert result.succeeded, result.summary()
+    assert result.xcoms["notify_shipped"]["outcomes"] == {"delivered": 1, "held": 1}
+    (message,) = held_for(tmp_path / "held.sqlite3", "ahachat_sandbox")
+    assert message["messenger_user_id"] == chau
+    assert message["message"] == {
+        "messages": [{"text": "Đơn DH10240 của bạn đã được gửi đi, mã vận đơn GHN8123499VN."}]
+    }
+
+
+def held_for(path: Path, conn_id: str) -> list[dict[str, Any]]:
+    store = HeldStore.sqlite(path)
+    return [h.to_json(store.clock()) for h in store.select(Selection(conn_id))]
