@@ -239,3 +239,53 @@ def test_the_held_shipping_example_delivers_inside_the_window_and_holds_outside(
 def held_for(path: Path, conn_id: str) -> list[dict[str, Any]]:
     store = HeldStore.sqlite(path)
     return [h.to_json(store.clock()) for h in store.select(Selection(conn_id))]
+
+
+def test_a_message_that_cannot_be_held_fails_its_row_and_the_next_try_holds_it(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """The store breaks part-way (its table gone): nothing lost, nothing held twice, asked again."""
+    from sqlalchemy import text
+
+    from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Ledger
+    from airflow_provider_ahachat.client import AhaChatClient
+    from airflow_provider_ahachat.held.delivery import Holder
+    from airflow_provider_ahachat.held.store import TaskRef
+
+    inside = sandbox.generate_users(2)
+    outside = sandbox.generate_users(2, start=100, in_window=False)
+    path = tmp_path / "held.sqlite3"
+    task = TaskRef("shipping", "manual__1", "notify")
+
+    def run(store: HeldStore) -> dict[str, Any]:
+        with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
+            holder = Holder.of(
+                store, conn_id=CONN, bot_id=sandbox.bot_id, action="send_text",
+                arguments={"text": "Đơn đã gửi"}, hold_for=None, task=task,
+            )  # fmt: skip
+            runner = BulkRunner(
+                client, client.bind("send_text", {"text": "Đơn đã gửi"}), ledger=Ledger(tmp_path / "ledger"),
+                outside_window="hold", holder=holder, progress_interval=60,
+            )  # fmt: skip
+            try:
+                return runner.run([*inside, *outside])
+            except AhaChatBulkError as err:
+                return {**err.summary, "error": str(err)}
+
+    broken = HeldStore.sqlite(path)
+    broken.select(Selection(CONN))  # the table is made...
+    with broken.engine.begin() as connection:
+        connection.execute(text("DROP TABLE ahachat_held"))  # ...and lost
+
+    first = run(broken)
+
+    assert first["outcomes"] == {"delivered": 2, "failed": 2}, first
+    reasons = [line["reason"] for line in report(first) if line["outcome"] == "failed"]
+    assert all("the message could not be held: OperationalError" in r for r in reasons), reasons
+    assert all("[SQL" not in r and "Đơn" not in r for r in reasons)  # the first line only
+
+    second = run(HeldStore.sqlite(path))
+
+    assert second["outcomes"] == {"delivered": 2, "held": 2}, second
+    assert sorted(m["messenger_user_id"] for m in held_for(path, CONN)) == sorted(outside)
+    assert sandbox.outbox_counts() == dict.fromkeys(inside, 1)
