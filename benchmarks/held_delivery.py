@@ -72,6 +72,19 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def latency_row(held: int, samples: int, times: list[float], carried: int) -> dict[str, Any]:
+    """One scenario's figures: p50, p99 and max in milliseconds, and the messages carried."""
+    return {
+        "held": held,
+        "samples": samples,
+        "p50_ms": round(percentile(times, 50), 3),
+        "p99_ms": round(percentile(times, 99), 3),
+        "max_ms": round(max(times), 3),
+        "messages_carried": carried,
+        "messages_expected": held * samples,
+    }
+
+
 def latency(store: HeldStore, held: int, samples: int, first_user: int) -> dict[str, Any]:
     """``samples`` calls of customers with ``held`` messages each; their times in milliseconds."""
     piece = held_piece("send_text", {"text": TEXT})
@@ -86,15 +99,7 @@ def latency(store: HeldStore, held: int, samples: int, first_user: int) -> dict[
         answer = json.dumps(build_answer([h.piece() for h in delivered], first=[{"text": "Đã nhận"}]))
         times.append((time.perf_counter() - began) * 1000)
         carried += len(json.loads(answer)["messages"]) - 1
-    return {
-        "held": held,
-        "samples": samples,
-        "p50_ms": round(percentile(times, 50), 3),
-        "p99_ms": round(percentile(times, 99), 3),
-        "max_ms": round(max(times), 3),
-        "messages_carried": carried,
-        "messages_expected": held * samples,
-    }
+    return latency_row(held, samples, times, carried)
 
 
 @contextlib.contextmanager
@@ -193,15 +198,7 @@ def api_latency(url: str, store: HeldStore, held: int, samples: int, first_user:
         took, answer = call_held(url, user_id)
         times.append(took)
         carried += len(answer.get("messages", []))
-    return {
-        "held": held,
-        "samples": samples,
-        "p50_ms": round(percentile(times, 50), 3),
-        "p99_ms": round(percentile(times, 99), 3),
-        "max_ms": round(max(times), 3),
-        "messages_carried": carried,
-        "messages_expected": held * samples,
-    }
+    return latency_row(held, samples, times, carried)
 
 
 def two_calls_at_once(url: str, user_id: str) -> list[list[str]]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import requests
-from test_receiver import AppServer, clear_events, conn_json, recorded
+from test_receiver import AppServer, clear_events, conn_json, recorded, sync_consumer
 
-from airflow_provider_ahachat.events import ahachat_event
 from airflow_provider_ahachat.held.delivery import Holder
 from airflow_provider_ahachat.held.store import HeldStore, TaskRef
 from airflow_provider_ahachat.inbound.receiver import SECRET_HEADER, create_receiver_app
@@ -35,19 +34,7 @@ TASK = TaskRef("shipping", "scheduled__2026-12-01", "notify", -1)
 @pytest.fixture(scope="module")
 def consumer_dag(airflow_db: Any) -> str:
     """A DAG on one event and on held_delivered, so that their assets exist (none on ``_held``)."""
-    from airflow.sdk import DAG
-    from airflow.sdk.bases.operator import BaseOperator
-    from airflow_harness import sync_dag_to_db
-
-    class Noop(BaseOperator):
-        def execute(self, context: Any) -> None:
-            return None
-
-    events = [ahachat_event(e, ahachat_conn_id=CONN) for e in ("order_status", "held_delivered")]
-    with DAG("t_held_consumer", schedule=events) as dag:
-        Noop(task_id="noop")
-    sync_dag_to_db(dag)
-    return dag.dag_id
+    return sync_consumer("t_held_consumer", ("order_status", "held_delivered"), CONN)
 
 
 @pytest.fixture(scope="module")

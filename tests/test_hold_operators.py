@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from dag_helpers import CONN, new_dag, report
-from test_messenger_rules import BAO, SINGLE_SENDS, many_operator, run
-from test_transfers import SHOP, shop_db
+from test_messenger_rules import BAO, SINGLE_SENDS, many_operator, run, third_outside
+from test_transfers import SHOP
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.held.store import HeldStore, Selection
@@ -86,19 +86,7 @@ def test_a_single_send_outside_the_window_is_held_once_and_the_task_succeeds(
 def test_a_run_of_many_sends_inside_the_window_and_holds_for_the_others(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, kind: str
 ) -> None:
-    inside = sandbox.generate_users(8)
-    outside = sandbox.generate_users(4, start=100, in_window=False)
-    people = [uid for pair in zip(inside[::2], inside[1::2], outside, strict=True) for uid in pair]
-    audience = [
-        {"user_id": uid} if n % 2 or kind != "broadcast" else {"phone": sandbox.user(uid)["phone"]}
-        for n, uid in enumerate(people)
-    ]
-    conns = {CONN: sandbox.connection_uri}
-    if kind == "sql_transfer":
-        db = shop_db(
-            tmp_path / "shop.db", [(uid, None, f"DH{n}", "", "", "", 0) for n, uid in enumerate(people)]
-        )
-        conns[SHOP] = f"sqlite://{db}"
+    inside, outside, people, audience, conns = third_outside(sandbox, tmp_path, kind)
     path = tmp_path / "held.sqlite3"
     env = {"AIRFLOW__AHACHAT__HELD_PATH": str(path)}
     logical_date = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
