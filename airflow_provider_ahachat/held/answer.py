@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.held.messages import PARTS, Piece
-from airflow_provider_ahachat.models import load_json
+from airflow_provider_ahachat.models import corrected
 
 __all__ = ["ANSWER_KEYS", "MAX_PER_ANSWER", "answer_keys", "build_answer", "fits"]
 
@@ -52,30 +52,22 @@ def answer_keys(overrides: Any = None, field: str = "answer_keys") -> Mapping[st
     :raises AhaChatValidationError: for an unknown name (listing the valid ones), a key that is not
         a name, or two parts given the same key, each naming its field.
     """
-    overrides = load_json(overrides, field) if overrides != "" else None
-    if not overrides:
-        return ANSWER_KEYS
-    if not isinstance(overrides, Mapping):
+    shape = ('object of part to key, e.g. {"set_attributes": "set_attributes"}', "a part of the answer")
+    keys = corrected(ANSWER_KEYS, overrides, field, shape, _key)
+    if len(set(keys.values())) < len(keys):
         raise AhaChatValidationError(
-            f'{field}: must be an object of part to key, e.g. {{"set_attributes": "set_attributes"}}; '
-            f"got {type(overrides).__name__}"
+            f"{field}: two parts of the answer cannot have the same key ({dict(keys)})"
         )
-    keys = dict(ANSWER_KEYS)
-    problems: list[str] = []
-    for name, key in overrides.items():
-        if name not in ANSWER_KEYS:
-            problems.append(f"{field}.{name}: not a part of the answer; use one of {', '.join(ANSWER_KEYS)}")
-        elif not isinstance(key, str) or not _KEY.fullmatch(key):
-            problems.append(
-                f"{field}.{name}: must be a key of 1 to 64 letters, digits, '_' or '-'; got {key!r}"
-            )
-        else:
-            keys[name] = key
-    if not problems and len(set(keys.values())) < len(keys):
-        problems.append(f"{field}: two parts of the answer cannot have the same key ({keys})")
-    if problems:
-        raise AhaChatValidationError(problems)
-    return MappingProxyType(keys)
+    return keys
+
+
+def _key(_canonical: str, key: Any, field: str) -> str:
+    """A key of the answer as a connection corrects it: a name AhaChat could read."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise AhaChatValidationError(
+            f"{field}: must be a key of 1 to 64 letters, digits, '_' or '-'; got {key!r}"
+        )
+    return key
 
 
 def _conflicts(taken: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

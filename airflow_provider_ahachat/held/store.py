@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -63,6 +63,9 @@ from airflow_provider_ahachat.held import validate_hold_for
 from airflow_provider_ahachat.held.answer import MAX_PER_ANSWER, fits
 from airflow_provider_ahachat.held.messages import KINDS, Piece, parse_piece
 from airflow_provider_ahachat.models import validate_user_id
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql import Select
 
 __all__ = ["KEEP_AFTER_EXPIRY", "TABLE", "Customer", "Held", "HeldStore", "Hold", "Selection", "TaskRef"]
 
@@ -508,20 +511,7 @@ class HeldStore:
 
     def _take(self, customer: Customer, call: str, most: int, now: float) -> tuple[list[Held], list[Held]]:
         """In one transaction: lock the customer's pending messages, mark those that fit and the bad ones."""
-        t = held_table.c
-        query = (
-            select(held_table)
-            .where(
-                t.conn_id == customer.conn_id,
-                t.bot_id == customer.bot_id,
-                t.user_id == customer.user_id,
-                t.state == "held",
-                t.expires_at > now,
-            )
-            .order_by(t.held_at, t.id)
-            .limit(most * 2)
-            .with_for_update()
-        )
+        query = _rows_of(customer, "held", held_table.c.expires_at > now).limit(most * 2).with_for_update()
         with self._begin() as connection:
             good, bad = _checked([Held.of(row) for row in connection.execute(query)])
             chosen = [held for held, _ in good[: fits([piece for _, piece in good], most)]]
@@ -550,18 +540,7 @@ class HeldStore:
         :param customer: who calls.
         :param call: the call, as given to :meth:`deliver`.
         """
-        t = held_table.c
-        query = (
-            select(held_table)
-            .where(
-                t.conn_id == customer.conn_id,
-                t.bot_id == customer.bot_id,
-                t.user_id == customer.user_id,
-                t.state == "delivered",
-                t.delivery == call[:100],
-            )
-            .order_by(t.held_at, t.id)
-        )
+        query = _rows_of(customer, "delivered", held_table.c.delivery == call[:100])
         with self._begin() as connection:
             return [Held.of(row) for row in connection.execute(query)]
 
@@ -609,6 +588,22 @@ def _is_airflow_metadata(engine: Engine) -> bool:
 
     tables = set(inspect(engine).get_table_names())
     return {"alembic_version", "dag_run", "task_instance"} <= tables
+
+
+def _rows_of(customer: Customer, state: str, *more: Any) -> Select[Any]:
+    """The customer's messages in ``state`` (and ``more`` conditions), oldest first."""
+    t = held_table.c
+    return (
+        select(held_table)
+        .where(
+            t.conn_id == customer.conn_id,
+            t.bot_id == customer.bot_id,
+            t.user_id == customer.user_id,
+            t.state == state,
+            *more,
+        )
+        .order_by(t.held_at, t.id)
+    )
 
 
 class _Taken(Exception):

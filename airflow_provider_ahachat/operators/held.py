@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import load_json, validate_user_id
+from airflow_provider_ahachat.models import each_checked, load_json, validate_user_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -34,15 +34,7 @@ def _user_ids(value: Any) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
     values = value if isinstance(value, list | tuple) else [value]
-    problems, ids = [], []
-    for i, item in enumerate(values):
-        try:
-            ids.append(validate_user_id(item, f"user_ids[{i}]"))
-        except AhaChatValidationError as err:
-            problems.extend(err.problems)
-    if problems:
-        raise AhaChatValidationError(problems)
-    return tuple(ids)
+    return tuple(each_checked(values, validate_user_id, "user_ids"))
 
 
 class ListHeldMessagesOperator(BaseOperator):
@@ -79,9 +71,12 @@ class ListHeldMessagesOperator(BaseOperator):
         super().__init__(**kwargs)
         self.ahachat_conn_id = ahachat_conn_id
         self.user_ids = user_ids
-        self.held_by_dag_id = held_by_dag_id
-        self.held_by_run_id = held_by_run_id
-        self.held_by_task_id = held_by_task_id
+        # Who held the messages: the DAG, run and task, each narrowing the selection further.
+        self.held_by_dag_id, self.held_by_run_id, self.held_by_task_id = (
+            held_by_dag_id,
+            held_by_run_id,
+            held_by_task_id,
+        )
         self.include_expired = include_expired
 
     def selection(self) -> Selection:
