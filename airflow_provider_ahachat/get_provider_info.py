@@ -108,6 +108,14 @@ CONN_FIELDS: dict[str, Any] = {
         "page may use (above). Default: none, a standard message, which reaches customers who wrote "
         "in the last 24 hours.",
     },
+    "answer_keys": {
+        "label": "JSON API answer keys (JSON)",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. Corrects the keys of the answer that carries held messages to the "
+        "bot's JSON API block, which AhaChat does not publish (provisional: Chatfuel's): a JSON object "
+        'of part to key, e.g. {"redirect_to_blocks": "redirect_to_blocks"}. Parts: messages, '
+        "set_attributes, redirect_to_blocks.",
+    },
     "webhook_secret": {
         "label": "Webhook secret",
         "schema": {"type": ["string", "null"], "format": "password"},
@@ -194,6 +202,26 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://aws_default@my-bucket/ahachat-ledger",
+                        "default": None,
+                    },
+                    "held_path": {
+                        "description": "Where messages held until the customer writes "
+                        '(outside_window="hold") are kept on one machine: an SQLite file on a local '
+                        "disk that the workers and the API server share. Default "
+                        "$AIRFLOW_HOME/ahachat/held.sqlite3. Not used when held_conn_id is set.",
+                        "version_added": "0.5.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow/ahachat/held.sqlite3",
+                        "default": None,
+                    },
+                    "held_conn_id": {
+                        "description": "For deployments on several machines: an Airflow connection to "
+                        "a PostgreSQL database (never Airflow's own metadata database) where held "
+                        "messages are kept, reached by every worker and API server. Needed when "
+                        "ledger_path is on object storage.",
+                        "version_added": "0.5.0",
+                        "type": "string",
+                        "example": "ahachat_held_db",
                         "default": None,
                     },
                     "connection_test_port_fix": {

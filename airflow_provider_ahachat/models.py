@@ -17,12 +17,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
+
+T = TypeVar("T")
 
 #: Query names of the Broadcast API. Every ``ahachat_*`` name is AhaChat's own (any case, and any
 #: name a PHP query parser reads as one); ``phone`` is the Broadcast API's own only in the by-phone form.
@@ -78,6 +80,62 @@ def load_json(value: Any, field: str) -> Any:
         raise AhaChatValidationError(
             f"{field}: is a string but not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
         ) from None
+
+
+def each_checked(items: Iterable[Any], check: Callable[[Any, str], T], field: str) -> list[T]:
+    """
+    Every item of ``items`` checked by ``check`` (given the item and ``field[index]``), with the
+    problems of all of them in one error rather than only the first's.
+
+    :raises AhaChatValidationError: listing every item's problem, each naming its index.
+    """
+    problems: list[str] = []
+    checked: list[T] = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(check(item, f"{field}[{index}]"))
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise AhaChatValidationError(problems)
+    return checked
+
+
+def corrected(
+    table: Mapping[str, T],
+    overrides: Any,
+    field: str,
+    shape: tuple[str, str],
+    correct: Callable[[T, Any, str], T],
+) -> Mapping[str, T]:
+    """
+    ``table`` with the corrections a connection's extra gives (``endpoints``, ``answer_keys``): a
+    mapping, or a JSON object string, of a name of ``table`` to its correction.
+
+    :param shape: what the extra must be, and what each name must be, for the errors: e.g.
+        ``('object of endpoint name to "METHOD /path"', "an endpoint")``.
+    :param correct: the corrected entry, from the entry, the correction and its field name; raises
+        :class:`AhaChatValidationError` naming that field.
+    :raises AhaChatValidationError: listing every unknown name (with the valid ones) and bad value.
+    """
+    overrides = load_json(overrides, field) if overrides != "" else None
+    if not overrides:
+        return table
+    if not isinstance(overrides, Mapping):
+        raise AhaChatValidationError(f"{field}: must be an {shape[0]}, got {type(overrides).__name__}")
+    result = dict(table)
+    problems: list[str] = []
+    for name, value in overrides.items():
+        if name not in table:
+            problems.append(f"{field}.{name}: not {shape[1]}; use one of {', '.join(table)}")
+            continue
+        try:
+            result[name] = correct(table[name], value, f"{field}.{name}")
+        except AhaChatValidationError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise AhaChatValidationError(problems)
+    return MappingProxyType(result)
 
 
 # --------------------------------------------------------------------------- identifiers
@@ -249,16 +307,7 @@ class MessageTagRule:
                 raise AhaChatValidationError(
                     f'message_tags: must be a list of tag names, such as ["HUMAN_AGENT"], got {_kind(listed)}'
                 )
-            problems: list[str] = []
-            names: set[str] = set()
-            for index, item in enumerate(listed):
-                try:
-                    names.add(_tag_name(item, f"message_tags[{index}]"))
-                except AhaChatValidationError as err:
-                    problems.extend(err.problems)
-            if problems:
-                raise AhaChatValidationError(problems)
-            allowed = frozenset(names)
+            allowed = frozenset(each_checked(listed, _tag_name, "message_tags"))
         return cls(allowed, validate_message_tag(default_message_tag, "default_message_tag", allowed=allowed))
 
     def check(self, value: Any, field: str = "message_tag") -> str | None:
@@ -277,6 +326,9 @@ OUTSIDE_WINDOW_CHOICES: Mapping[str, str] = MappingProxyType(
         "in a run for many they count against max_failures and max_failure_ratio",
         "skip": "a single send skips the task; in a run for many they are reported as outside_window "
         "and do not count against the failure limits",
+        "hold": "the message is held for the customer (for hold_for, 7 days by default) and shown to "
+        "them in the answer to their next call of the bot's JSON API block; a single send succeeds "
+        "saying it was held, a run for many reports them as held, not counted as failures",
     }
 )
 #: ``outside_window`` when not given: a single customer fails the task, a run for many goes on.

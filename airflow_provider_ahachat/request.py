@@ -16,12 +16,11 @@ import json
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
-from airflow_provider_ahachat.models import Recipient, load_json, php_query_key
+from airflow_provider_ahachat.models import Recipient, corrected, php_query_key
 from airflow_provider_ahachat.redaction import TOKEN_PARAM
 
 #: The placeholders a path may hold.
@@ -113,26 +112,10 @@ def corrected_table(
     :raises AhaChatValidationError: for an unknown endpoint name (listing the valid ones), method or
         placeholder, each naming its field.
     """
-    overrides = load_json(overrides, field) if overrides != "" else None
-    if not overrides:
-        return table
-    if not isinstance(overrides, Mapping):
-        raise AhaChatValidationError(
-            f'{field}: must be an object of endpoint name to "METHOD /path", got {type(overrides).__name__}'
-        )
-    corrected = dict(table)
-    problems: list[str] = []
-    for name, value in overrides.items():
-        if name not in table:
-            problems.append(f"{field}.{name}: not an endpoint; use one of {', '.join(table)}")
-            continue
-        try:
-            corrected[name] = table[name].corrected(value, f"{field}.{name}")
-        except AhaChatValidationError as err:
-            problems.extend(err.problems)
-    if problems:
-        raise AhaChatValidationError(problems)
-    return MappingProxyType(corrected)
+    shape = ('object of endpoint name to "METHOD /path"', "an endpoint")
+    return corrected(
+        table, overrides, field, shape, lambda endpoint, value, where: endpoint.corrected(value, where)
+    )
 
 
 #: How an answer's ``data`` becomes what the caller gets (a :class:`~airflow_provider_ahachat.models.User`,

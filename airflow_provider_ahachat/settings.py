@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.get_provider_info import CONN_FIELDS
+from airflow_provider_ahachat.held.answer import ANSWER_KEYS, answer_keys
 from airflow_provider_ahachat.models import DEFAULT_COUNTRY_CODE, MessageTagRule, validate_country_code
 from airflow_provider_ahachat.registry import ENDPOINTS, endpoint_table
 from airflow_provider_ahachat.request import Endpoint
@@ -40,6 +41,8 @@ class ClientSettings:
     :param default_country_code: the country of phone numbers written without a country code.
     :param message_tag_rule: which message tags the bot's page may send, and the one a broadcast
         carries by default.
+    :param answer_keys: the keys of the JSON API answer that carries held messages (provisional; a
+        connection's extra ``answer_keys`` corrects them, as ``endpoints`` corrects the paths).
     """
 
     bot_id: str
@@ -50,6 +53,7 @@ class ClientSettings:
     endpoints: Mapping[str, Endpoint] = field(default_factory=lambda: ENDPOINTS)
     default_country_code: str = DEFAULT_COUNTRY_CODE
     message_tag_rule: MessageTagRule = field(default_factory=MessageTagRule)
+    answer_keys: Mapping[str, str] = field(default_factory=lambda: ANSWER_KEYS)
 
     @classmethod
     def of(
@@ -107,10 +111,12 @@ def checked_extras(
     default_country_code: Any,
     problems: list[str],
     prefix: str = "",
+    keys: Any = None,
 ) -> dict[str, Any]:
     """
-    The endpoints table, the message tag rule and the country code these values give, checked;
-    each problem is added to ``problems``, its field named after ``prefix`` (``"extra field "``).
+    The endpoints table, the message tag rule, the country code and the answer's keys these values
+    give, checked; each problem is added to ``problems``, its field named after ``prefix``
+    (``"extra field "``).
     """
     checked: dict[str, Any] = {}
     try:
@@ -124,6 +130,10 @@ def checked_extras(
     country = DEFAULT_COUNTRY_CODE if default_country_code in (None, "") else default_country_code
     try:
         checked["default_country_code"] = validate_country_code(country, f"{prefix}default_country_code")
+    except AhaChatValidationError as err:
+        problems.extend(err.problems)
+    try:
+        checked["answer_keys"] = answer_keys(keys, f"{prefix}answer_keys")
     except AhaChatValidationError as err:
         problems.extend(err.problems)
     return checked
@@ -256,6 +266,7 @@ def settings_from_connection(
         extra_value(extra, "default_country_code"),
         problems,
         prefix="extra field ",
+        keys=extra_value(extra, "answer_keys"),
     )
     if problems:
         raise AhaChatValidationError(problems)

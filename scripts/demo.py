@@ -18,6 +18,10 @@ and runs the examples with ``airflow dags test`` exactly as a user would, with t
   bot's JSON API step calls Airflow's webhook, and the asset-triggered DAG answers her. This one needs
   Airflow's scheduler (``airflow dags test`` cannot start a run from an event), so the demo starts
   ``airflow standalone`` on a free port in its own home for it, and stops it afterwards.
+- ``example_ahachat_held_shipping``, on the same ``airflow standalone``: a shipping update for
+  Châu, who last wrote 30 days ago, is held (Messenger refuses it outside the 24-hour window);
+  when she asks the bot about her order, the answer to the bot's JSON API call carries it, after
+  the acknowledgement; ``example_ahachat_held_followup`` then runs on the delivery and tags her.
 - ``example_ahachat_refund_approval``: the shop owner is asked in Messenger to approve a refund,
   taps "Đồng ý" (through the sandbox, as AhaChat would call the button), and the DAG goes on: the
   refund runs and the customer is told. It too runs on ``airflow standalone``.
@@ -54,6 +58,8 @@ DAG_ID = "example_ahachat_shipping_update"
 BULK_DAG_ID = "example_ahachat_bulk_shipping"
 CONFIRM_DAG_ID = "example_ahachat_confirm_delivery"
 LAN = "3824547807572463"
+CHAU = "5281407936251407"  # last wrote 30 days ago: outside Messenger's 24-hour window
+HELD_DAG_ID = "example_ahachat_held_shipping"
 CONN_ID = "ahachat_sandbox"
 BULK_ORDERS = 2_000
 BULK_STRANGERS = 12  # orders of people who never wrote to the bot: AhaChat answers 404
@@ -209,6 +215,10 @@ def main() -> None:
         print(
             f"  order status: the bot's call answered {order['answered']}, the reply reached Lan "
             f"{order['reply_seconds']} s later: {order['reply']!r}"
+        )
+        print(
+            f"  held: the update was {order['held']} for Châu; when she asked, the bot's answer "
+            f"carried it ({order['held_shown']!r}), once; follow-up tag: {order['held_tag']}"
         )
         print(
             f"  refund approval: the owner tapped in Messenger, the run ended {refund['run']}, "
@@ -381,6 +391,7 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
     dags = home / "order_status_dags"
     dags.mkdir()
     shutil.copy(ROOT / "example_dags" / f"{ORDER_DAG_ID}.py", dags)
+    shutil.copy(ROOT / "example_dags" / f"{HELD_DAG_ID}.py", dags)
     shop = home / "order_status_shop.db"
     with sqlite3.connect(shop) as db:
         db.execute(
@@ -389,6 +400,10 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
         )
         eta = (datetime.date.today() + datetime.timedelta(days=2)).strftime("%d/%m")  # in two days
         db.execute("INSERT INTO orders VALUES ('DH10231', ?, 'dang_giao', ?, 'GHN8123456VN')", (LAN, eta))
+        chau_eta = (datetime.date.today() + datetime.timedelta(days=3)).strftime("%d/%m")
+        db.execute(
+            "INSERT INTO orders VALUES ('DH10240', ?, 'dang_giao', ?, 'GHN8123499VN')", (CHAU, chau_eta)
+        )
     env = {
         f"AIRFLOW_CONN_{CONN_ID.upper()}": f"{sandbox.connection_uri}?webhook_secret={WEBHOOK_SECRET}"
         "&webhook_replies=%C4%90ang+tra+c%E1%BB%A9u+%C4%91%C6%A1n+h%C3%A0ng%E2%80%A6",
@@ -441,7 +456,62 @@ def order_status_demo(home: Path, sandbox: SandboxProcess) -> dict[str, Any]:
             print(f"      {line}")
         tags = sandbox.user(LAN)["tags"]
         print(f"  tags now: {', '.join(tags)}")
-    return {"answered": call["status"], "reply_seconds": round(took, 1), "reply": replies[0]["text"]}
+        held = held_demo(standalone, sandbox)
+    return {
+        "answered": call["status"],
+        "reply_seconds": round(took, 1),
+        "reply": replies[0]["text"],
+        **held,
+    }
+
+
+def held_demo(standalone: AirflowProcesses, sandbox: SandboxProcess) -> dict[str, Any]:
+    """A shipping update held for Châu, outside the window, and shown when she next asks the bot."""
+    print("\nHeld until the customer writes: a shipping update for Lan and for Châu (last wrote 30 days ago)")
+    answer = urllib.request.urlopen(
+        urllib.request.Request(
+            f"{standalone.url}/api/v2/dags/{HELD_DAG_ID}/dagRuns",
+            data=json.dumps({"logical_date": None, "conf": {"customers": [LAN, CHAU]}}).encode(),
+            headers={"Content-Type": "application/json", **standalone.auth_headers},
+        ),
+        timeout=120,
+    )
+    run_id = json.loads(answer.read())["dag_run_id"]
+    run = wait_until(
+        lambda: [r for r in standalone.dag_runs(HELD_DAG_ID) if r["dag_run_id"] == run_id and r["state"] in
+                 ("success", "failed")],
+        600,
+        "the held shipping run",
+        0.5,
+    )[0]  # fmt: skip
+    summary = standalone.get_json(
+        f"/api/v2/dags/{HELD_DAG_ID}/dagRuns/{run_id}/taskInstances/notify_shipped/xcomEntries/return_value"
+    )
+    outcomes = json.loads(summary["value"])["outcomes"] if isinstance(summary["value"], str) else (
+        summary["value"]["outcomes"]
+    )  # fmt: skip
+    print(f"  the run ended {run['state']}: {outcomes} (Lan got it now; Châu's waits for her)")
+    since = max((e["seq"] for e in sandbox.outbox()), default=0)
+    # Châu writes "đơn của em đâu?" with her order code, and the bot reaches the JSON API block.
+    sandbox.update_user(CHAU, touch=True, attributes={"order_code": "DH10240"})
+    sandbox.update_user(CHAU, run_block="hoi_don_hang")
+    first = [e for e in sandbox.outbox(CHAU, since=since) if e["kind"] == "json_api"]
+    print("  Châu asks about DH10240; the answer to the bot's call shows her at once:")
+    for entry in first:
+        for line in delivered_text(entry):
+            print(f"      {line}")
+    sandbox.update_user(CHAU, run_block="hoi_don_hang")
+    again = [e for e in sandbox.outbox(CHAU, since=since) if e["kind"] == "json_api"][len(first) :]
+    twice = any("GHN8123499VN" in str(e.get("text")) for e in again)
+    print(
+        f"  she asks again: {'the update again!' if twice else 'the acknowledgement only (delivered once)'}"
+    )
+    wait_until(lambda: "da_nhan_cap_nhat" in sandbox.user(CHAU)["tags"], 600, "the follow-up run", 0.5)
+    print(
+        "  example_ahachat_held_followup ran on the delivery (held_delivered) and tagged her da_nhan_cap_nhat"
+    )
+    shown = " / ".join(line for e in first for line in delivered_text(e))
+    return {"held": f"{outcomes.get('held', 0)} held", "held_shown": shown, "held_tag": "da_nhan_cap_nhat"}
 
 
 def start_standalone(

@@ -30,35 +30,16 @@ from airflow_provider_ahachat.bulk.recipients import (
     parse_row,
     read_recipients,
 )
-from airflow_provider_ahachat.bulk.report import (
-    COUNTED_AS_FAILURES,
-    DELIVERED,
-    DUPLICATE,
-    FAILED,
-    INVALID,
-    NOT_SENT,
-    OUTCOMES,
-    OUTSIDE_WINDOW,
-    UNKNOWN,
-    WOULD_SEND,
-    AhaChatBulkError,
-    Tally,
-)
+
+# Each outcome's name (DELIVERED, HELD, ...) is in ``bulk.report``; here only the lists of them.
+from airflow_provider_ahachat.bulk.report import COUNTED_AS_FAILURES, OUTCOMES, AhaChatBulkError, Tally
 from airflow_provider_ahachat.bulk.runner import BulkRunner
 
 __all__ = [
     "COUNTED_AS_FAILURES",
-    "DELIVERED",
-    "DUPLICATE",
-    "FAILED",
-    "INVALID",
-    "NOT_SENT",
     "NULL_POLICIES",
     "OUTCOMES",
-    "OUTSIDE_WINDOW",
     "RECIPIENT_FILE_SUFFIXES",
-    "UNKNOWN",
-    "WOULD_SEND",
     "AhaChatBulkError",
     "BulkRunner",
     "Claims",

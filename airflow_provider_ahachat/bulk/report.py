@@ -24,12 +24,17 @@ FAILED = "failed"  # AhaChat refused it for this recipient (unknown user, a serv
 #: Messenger will not let the bot message them now: they last wrote more than 24 hours ago, or Meta
 #: says they are not available. Asked once; a later try of the task does not ask them again.
 OUTSIDE_WINDOW = "outside_window"
+#: Refused as outside the window, and held (``outside_window="hold"``): the customer sees the message
+#: in the answer to their next call of the bot's JSON API block. Not asked again by a later try.
+HELD = "held"
 INVALID = "invalid"  # the row itself is wrong (no user_id, a bad phone, a reserved attribute)
 UNKNOWN = "unknown"  # sent, but whether AhaChat processed it is unknown; not resent by default
 DUPLICATE = "duplicate"  # the same recipient came earlier in the input
 NOT_SENT = "not_sent"  # the run stopped before this recipient's turn
 WOULD_SEND = "would_send"  # a dry run's outcome for a row it would send
-OUTCOMES = (DELIVERED, FAILED, OUTSIDE_WINDOW, INVALID, UNKNOWN, DUPLICATE, NOT_SENT, WOULD_SEND)
+OUTCOMES = (DELIVERED, FAILED, OUTSIDE_WINDOW, HELD, INVALID, UNKNOWN, DUPLICATE, NOT_SENT, WOULD_SEND)
+#: Outcomes an earlier try settled for good: its recipients are not asked again.
+SETTLED = (DELIVERED, OUTSIDE_WINDOW, HELD)
 
 #: Outcomes that count against ``max_failures`` and ``max_failure_ratio``; ``outside_window`` too
 #: when the run's ``outside_window`` is ``"fail"``.
@@ -88,6 +93,7 @@ class Tally:
     samples: list[dict[str, Any]] = field(default_factory=list)
     already: int = 0  # delivered in an earlier try of the task
     already_outside: int = 0  # found outside the window by an earlier try, not asked again
+    already_held: int = 0  # held by an earlier try, not asked again
     checked: Counter[str] = field(default_factory=Counter)  # earlier unknowns, by what their mark showed
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -98,6 +104,7 @@ class Tally:
         self.counts[outcome] += 1
         if earlier and outcome == DELIVERED:
             self.already += 1
+        self.already_held += int(earlier and outcome == HELD)
         if outcome == OUTSIDE_WINDOW:
             self.already_outside += int(earlier)
             if len(self.outside) < _FIRST_FAILURES:
@@ -119,8 +126,9 @@ class Tally:
     @property
     def sent(self) -> int:
         """Requests this try sent (with an outcome known or not)."""
-        answered = self.counts[DELIVERED] + self.counts[OUTSIDE_WINDOW] - self.already - self.already_outside
-        return answered + self.counts[FAILED] + self.counts[UNKNOWN]
+        answered = sum(self.counts[outcome] for outcome in SETTLED)
+        earlier = self.already + self.already_outside + self.already_held
+        return answered - earlier + self.counts[FAILED] + self.counts[UNKNOWN]
 
     @property
     def repeat_reason(self) -> str:
@@ -148,8 +156,9 @@ class Tally:
             if rate > 0 and done < self.total and not final:
                 eta = f", about {_duration((self.total - done) / rate)} left"
         outside = self.counts[OUTSIDE_WINDOW]
+        held = self.counts[HELD]
         self.logger.info(
-            "AhaChat %s: %s%s %s, %.1f requests/s, %d delivered, %d failed, %d unknown, %d invalid%s%s",
+            "AhaChat %s: %s%s %s, %.1f requests/s, %d delivered, %d failed, %d unknown, %d invalid%s%s%s",
             self.action,
             f"{done:,}",
             of,
@@ -160,6 +169,7 @@ class Tally:
             self.counts[UNKNOWN],
             self.counts[INVALID],
             f", {outside} outside the 24-hour window" if outside else "",
+            f", {held} held for their next call" if held else "",
             eta,
         )
 
@@ -187,6 +197,8 @@ class Tally:
             "first_failures": sorted(self.failures, key=lambda failure: failure["row"]),
             # Who Messenger would not let the bot message now (the report names every one).
             "outside_window": sorted(self.outside, key=lambda row: row["row"]),
+            # How many messages wait for their customer's next call (outside_window="hold").
+            "held": self.counts[HELD],
             "report": report,
             "ledger": ledger,
         }
@@ -223,6 +235,11 @@ class Tally:
                 f"{self.counts[OUTSIDE_WINDOW]:,} outside the 24-hour window"
                 + (f" ({self.already_outside:,} found by earlier tries)" if self.already_outside else "")
                 + (", counted as failures" if self.outside_window_fails else ", not counted as failures")
+            )
+        if self.counts[HELD]:
+            parts.append(
+                f"{self.counts[HELD]:,} held for the customer's next call"
+                + (f" ({self.already_held:,} by earlier tries)" if self.already_held else "")
             )
         parts += [
             f"{self.counts[INVALID]:,} invalid",

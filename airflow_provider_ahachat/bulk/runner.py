@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ahachat.actions import BoundAction
 from airflow_provider_ahachat.client import AhaChatClient
@@ -47,13 +47,18 @@ from .report import (
     DELIVERED,
     DUPLICATE,
     FAILED,
+    HELD,
     INVALID,
     NOT_SENT,
     OUTSIDE_WINDOW,
+    SETTLED,
     UNKNOWN,
     WOULD_SEND,
     Tally,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_ahachat.held.delivery import Holder
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +122,10 @@ class BulkRunner:
         ``"skip"`` (the default) records them as ``outside_window``, named in the report and the
         summary, not counted against the failure limits; ``"fail"`` counts them. Either way the
         ledger keeps them, so that a later try does not ask them again. A refused message tag
-        stops the run: every other message would be refused alike.
+        stops the run: every other message would be refused alike. ``"hold"`` holds the message
+        for each of them (``holder``), recorded as ``held``; one that cannot be held (the store is
+        unreachable, a phone without a customer) is ``failed``, and a later try asks again.
+    :param holder: where ``outside_window="hold"`` holds messages; needed for it, but in a dry run.
     """
 
     def __init__(
@@ -140,12 +148,15 @@ class BulkRunner:
         resolve_phones: bool = False,
         delivery_mark: str | None = None,
         outside_window: str = OUTSIDE_WINDOW_BULK_DEFAULT,
+        holder: Holder | None = None,
     ) -> None:
         problems = []
         try:
             validate_outside_window(outside_window)
         except AhaChatValidationError as err:
             problems += err.problems
+        if outside_window == "hold" and holder is None and not dry_run:
+            problems.append("outside_window: 'hold' needs the store of held messages (holder)")
         if delivery_mark is not None:
             problems += _mark_problems(delivery_mark, action, ledger)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 256:
@@ -178,6 +189,7 @@ class BulkRunner:
         self.resolve_phones = resolve_phones
         self.delivery_mark = delivery_mark
         self.outside_window = outside_window
+        self.holder = holder if outside_window == "hold" else None
         self.claims = Claims(ledger, dry_run=dry_run)
         self.retries = RetryCounter()
         self.stop_event = threading.Event()
@@ -384,7 +396,7 @@ class BulkRunner:
         if earlier is None:
             return None
         before, reason = earlier
-        if before in (DELIVERED, OUTSIDE_WINDOW):  # reached, or refused by Messenger: never asked again
+        if before in SETTLED:  # reached, refused by Messenger, or held: never asked again
             return before, reason
         if before == UNKNOWN and not self.resend_unknown and not self.delivery_mark:
             return UNKNOWN, "an earlier try's outcome is unknown; not resent (resend_unknown=True resends)"
@@ -592,7 +604,7 @@ class BulkRunner:
             )
             return _Outcome(row, FAILED, stop.message, fatal=stop)
         if isinstance(error, AhaChatOutsideWindowError):  # Messenger refused: an outcome, not an error
-            return _Outcome(row, OUTSIDE_WINDOW, reason)
+            return self._outside(row, reason)
         if isinstance(error, AhaChatMessageTagRefusedError):  # every other message would be refused too
             self.stop_event.set()
             return _Outcome(row, FAILED, reason, fatal=error)
@@ -601,6 +613,26 @@ class BulkRunner:
         if self.stop_event.is_set() and not sent:
             return _Outcome(row, NOT_SENT, reason)
         return _Outcome(row, FAILED, reason)
+
+    def _outside(self, row: Row, reason: str) -> _Outcome:
+        """A customer Messenger refused as outside the window: ``outside_window``, or held for them."""
+        if self.holder is None:
+            return _Outcome(row, OUTSIDE_WINDOW, reason)
+        try:
+            user_id = row.recipient.user_id
+            if user_id is None:  # held for a customer, who calls back with their user ID
+                user, error = self._look_up(row.recipient)
+                if error is not None:
+                    raise error
+                user_id = user.messenger_user_id
+            self.holder.hold(user_id, row.key, row.attributes)
+        except Stopped:
+            return _Outcome(row, FAILED, f"{reason}; the run stopped before the message was held")
+        except Exception as err:  # the store unreachable, the phone unknown: a later try asks again
+            # The first line only: a database error goes on with the statement and its values.
+            why = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            return _Outcome(row, FAILED, f"{reason}; the message could not be held: {why}")
+        return _Outcome(row, HELD, f"held for the customer's next call: {reason}")
 
 
 def _mark_problems(name: Any, action: BoundAction, ledger: Ledger | None) -> list[str]:

@@ -49,7 +49,8 @@ class AhaChatHook(BaseHook):
     default), ``endpoints``, a JSON object that corrects any endpoint's method and path
     (``{"add_tags": "POST /api/bots/{bot_id}/users/{user_id}/tags"}``), ``message_tags``, the
     message tags the bot's page may use instead of Meta's rule as of December 2026 (``HUMAN_AGENT``
-    only), and ``default_message_tag``, the tag of a broadcast that names none (none by default). A
+    only), ``default_message_tag``, the tag of a broadcast that names none (none by default), and
+    ``answer_keys``, the keys of the JSON API answer that carries held messages (provisional). A
     bad value (an unknown endpoint, method or placeholder, a retired tag) is an error when the hook
     reads the connection, before any request.
 

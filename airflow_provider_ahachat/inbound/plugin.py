@@ -10,7 +10,7 @@ token); Airflow applies none of its own authentication to a plugin's app.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -26,6 +26,9 @@ from airflow_provider_ahachat.inbound.answer import approvals_router
 from airflow_provider_ahachat.inbound.intake import LoggablePaths, keep_secret
 from airflow_provider_ahachat.inbound.receiver import WebhookSettings, create_receiver_app
 from airflow_provider_ahachat.inbound.tokens import AnswerToken, Question, secret_from_extra
+
+if TYPE_CHECKING:
+    from airflow_provider_ahachat.held.store import Customer, Held
 
 #: Where Airflow mounts the receiver: ``/ahachat/webhooks/{conn_id}/{event}``.
 URL_PREFIX = "/ahachat"
@@ -79,9 +82,28 @@ def record_token_answer(token: AnswerToken, question: Question) -> str:
     )
 
 
+def deliver_held(customer: Customer, call: str, again: bool) -> tuple[list[Held], bool]:
+    """
+    The held messages a customer's call carries, from the store Airflow's configuration names
+    (none when nothing was ever held); with ``again``, an earlier answer's to the same call first.
+    """
+    from airflow_provider_ahachat.held.location import stored_held
+
+    store = stored_held(read_connection)
+    if store is None:
+        return [], False
+    if again:
+        earlier = store.delivered(customer, call=call)
+        if earlier:
+            return earlier, True
+    return store.deliver(customer, call=call), False
+
+
 def create_app() -> Any:
     """The receiver and the answer endpoint, with Airflow's connections, assets and HITL behind them."""
-    app = create_receiver_app(load_settings=load_webhook_settings, record=record_asset_event)
+    app = create_receiver_app(
+        load_settings=load_webhook_settings, record=record_asset_event, deliver_held=deliver_held
+    )
     # /ahachat/approvals/answer: Messenger taps answer Human-in-the-loop tasks.
     app.include_router(
         approvals_router(

@@ -16,7 +16,11 @@ The webhook receiver: AhaChat's JSON API block calls it, and it records an Airfl
 * Each accepted call becomes an asset event on ``ahachat://<conn_id>/<event>`` whose ``extra`` is
   ``{"messenger_user_id", "bot_id", "conn_id", "event", "received_at", "fields"}`` (``fields``:
   everything else the bot sent), and the answer is AhaChat's JSON API format: ``{}``, or the
-  acknowledgement text set for the event in the extra ``webhook_replies``.
+  acknowledgement text set for the event in the extra ``webhook_replies``, followed by the
+  messages held for that customer (``outside_window="hold"``; :mod:`.held_calls`), in the keys
+  of the extra ``answer_keys``.
+* ``POST /webhooks/{conn_id}/_held``, authenticated alike, records no event and needs no DAG: it
+  answers with the customer's held messages, ``{}`` when there are none.
 * An ``Idempotency-Key`` header, or an ``idempotency_key`` field, makes a repeated call (AhaChat
   retries after a timeout) record nothing more within :data:`IDEMPOTENCY_WINDOW`.
 * At most ``webhook_events_per_minute`` events a minute per connection (default 600, 0 for no
@@ -50,6 +54,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from airflow_provider_ahachat.events import EVENT_NAME_RULE, event_uri, validate_event_name
+from airflow_provider_ahachat.held.answer import ANSWER_KEYS
+from airflow_provider_ahachat.inbound.held_calls import (
+    DELIVERED_EVENT,
+    HELD_ROUTE,
+    DeliverHeld,
+    HeldAnswers,
+    HeldKeysError,
+    keys_of,
+)
 from airflow_provider_ahachat.inbound.intake import (
     MAX_BODY_BYTES,
     MAX_DEPTH,
@@ -110,6 +123,7 @@ class WebhookSettings:
     :param user_id_field: ``webhook_user_id_field``, the body field with the customer's ID.
     :param replies: ``webhook_replies``: event name (or ``*``) → the text the customer sees at once.
     :param events_per_minute: ``webhook_events_per_minute``; 0 for no limit.
+    :param answer_keys: ``answer_keys``: the keys of the JSON API answer that carries held messages.
     :param problem: what is wrong with the other webhook settings, if anything (calls fail with 500).
     :param masked: the connection's other secrets (``approval_secret``, the Bot Token), masked as
         the webhook secret is wherever a caller puts them.
@@ -122,6 +136,7 @@ class WebhookSettings:
     user_id_field: str = DEFAULT_USER_ID_FIELD
     replies: Mapping[str, str] = field(default_factory=dict)
     events_per_minute: float = DEFAULT_EVENTS_PER_MINUTE
+    answer_keys: Mapping[str, str] = field(default_factory=lambda: ANSWER_KEYS)
     problem: str | None = None
     masked: tuple[str, ...] = field(default=(), repr=False)
 
@@ -186,8 +201,9 @@ class WebhookSettings:
                 user_id_field=user_id_field,
                 replies=_replies(get("webhook_replies")),
                 events_per_minute=_events_per_minute(get("webhook_events_per_minute")),
+                answer_keys=keys_of(get("answer_keys")),
             )
-        except WebhookConfigError as err:
+        except (WebhookConfigError, HeldKeysError) as err:
             # Told only to a caller with the right secret; nobody else learns the connection exists.
             return replace(settings, problem=str(err))
 
@@ -360,6 +376,7 @@ def create_receiver_app(
     record: RecordEvent,
     cache_seconds: float = 5.0,
     throttle: Throttle | None = None,
+    deliver_held: DeliverHeld | None = None,
 ) -> FastAPI:
     """
     The receiver as a FastAPI app. Every route of the app, and any router included in it later,
@@ -370,6 +387,8 @@ def create_receiver_app(
     :param record: records one event; see :data:`RecordEvent`.
     :param cache_seconds: how long a connection's settings are reused.
     :param throttle: the per-connection limit's state (a new one by default).
+    :param deliver_held: reaches the held messages (see :data:`.held_calls.DeliverHeld`); None
+        delivers none.
     """
     app = FastAPI(
         title="AhaChat webhooks",
@@ -379,7 +398,18 @@ def create_receiver_app(
         openapi_url=None,
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
-    receiver = _Receiver(_SettingsCache(load_settings, cache_seconds), record, throttle or Throttle())
+    receiver = _Receiver(
+        _SettingsCache(load_settings, cache_seconds),
+        record,
+        throttle or Throttle(),
+        HeldAnswers(deliver_held, record),
+    )
+
+    # Before the route of every event, so that it wins for this one name.
+    @app.post(f"/webhooks/{{conn_id}}/{HELD_ROUTE}")
+    async def held(conn_id: str, request: Request) -> JSONResponse:
+        """Answer with the customer's held messages (``{}`` when none); record no event."""
+        return await receiver.answer(conn_id, None, request)
 
     @app.post("/webhooks/{conn_id}/{event}")
     async def receive(conn_id: str, event: str, request: Request) -> JSONResponse:
@@ -392,16 +422,34 @@ def create_receiver_app(
 class _Receiver:
     """One call: who calls (the secret), what they send (the body), and the event it records."""
 
-    def __init__(self, settings: _SettingsCache, record: RecordEvent, limits: Throttle) -> None:
+    def __init__(
+        self, settings: _SettingsCache, record: RecordEvent, limits: Throttle, held: HeldAnswers
+    ) -> None:
         self.settings = settings
         self.record = record
         self.limits = limits
+        self.held = held
 
-    async def answer(self, conn_id: str, event: str, request: Request) -> JSONResponse:
+    async def answer(self, conn_id: str, event: str | None, request: Request) -> JSONResponse:
+        """The answer to one call of ``event`` (None: of the route that only delivers held messages)."""
         known: WebhookSettings | None = None
         try:
             known = await self.authenticate(conn_id, request)
-            return JSONResponse(await self.receive(known, event, request))
+            if event is None:
+                user_id, key = await self.held_only(known, request)
+                first: list[dict[str, Any]] = []
+            else:
+                user_id, key, first = await self.receive(known, event, request)
+            body, after = await self.held.answer(
+                conn_id=known.conn_id,
+                bot_id=known.bot_id,
+                user_id=user_id,
+                event=event or HELD_ROUTE,
+                key=key,
+                first=first,
+                keys=known.answer_keys,
+            )
+            return JSONResponse(body, background=after)
         except Refused as refused:
             # The connection and the event are named only to a caller who had the secret.
             secrets = known.secrets if known else ()
@@ -429,16 +477,38 @@ class _Receiver:
         assert settings is not None
         return settings
 
-    async def receive(self, settings: WebhookSettings, event: str, request: Request) -> dict[str, Any]:
+    @staticmethod
+    def check_settings(settings: WebhookSettings) -> None:
+        """Refuse every call of a connection whose settings are wrong, or that receives nothing."""
         if settings.problem is not None:
             log.error("AhaChat webhook: connection %s: %s", settings.conn_id, settings.problem)
             raise Refused(500, f"the connection's webhook settings are wrong: {settings.problem}")
         if not settings.enabled:
             raise Refused(403, "receiving is turned off for this connection (webhook_enabled)")
+
+    async def held_only(self, settings: WebhookSettings, request: Request) -> tuple[str, str | None]:
+        """A call of the route that only delivers held messages: who calls, and its idempotency key."""
+        self.check_settings(settings)
+        fields = await parse_fields(request, await read_body(request))
+        user_id = _user_id(fields, settings.user_id_field)
+        key = _idempotency_key(request, fields)
+        self.take_token(settings)
+        return user_id, key
+
+    async def receive(
+        self, settings: WebhookSettings, event: str, request: Request
+    ) -> tuple[str, str | None, list[dict[str, Any]]]:
+        """
+        Record the call of ``event``: who called, its idempotency key, and the acknowledgement
+        the answer starts with.
+        """
+        self.check_settings(settings)
         try:
             uri = event_uri(validate_event_name(event), settings.conn_id)
         except ValueError:
             raise Refused(422, f"event: not a valid event name ({EVENT_NAME_RULE})") from None
+        if event == DELIVERED_EVENT:
+            raise Refused(422, f"event: {DELIVERED_EVENT!r} is recorded by Airflow itself, when it delivers")
         fields = await parse_fields(request, await read_body(request))
         extra, key = self.extra(settings, event, request, fields)
         self.take_token(settings)
@@ -457,7 +527,7 @@ class _Receiver:
                 settings.conn_id,
                 loggable(event, 100, settings.secrets),
             )
-        return answer(settings.reply_for(event))
+        return extra["messenger_user_id"], key, answer(settings.reply_for(event)).get("messages", [])
 
     def extra(
         self, settings: WebhookSettings, event: str, request: Request, fields: dict[str, Any]

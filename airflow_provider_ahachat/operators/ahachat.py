@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ahachat.bulk import BulkRunner, Columns
     from airflow_provider_ahachat.client import AhaChatClient
+    from airflow_provider_ahachat.held.delivery import Holder
     from airflow_provider_ahachat.models import SendResult
     from airflow_provider_ahachat.request import ApiRequest
 
@@ -165,6 +167,34 @@ class AhaChatBaseOperator(BaseOperator):
 _WITHOUT_RETRIES: dict[type[AhaChatError], type[AhaChatError]] = {}
 
 
+def check_outside_window(action: str, outside_window: Any, hold_for: Any) -> None:
+    """
+    ``outside_window`` and ``hold_for`` for ``action``, checked when the DAG is parsed.
+
+    :raises AhaChatValidationError: naming each field and its rule.
+    """
+    from airflow_provider_ahachat.held import validate_hold_for
+    from airflow_provider_ahachat.held.messages import KINDS
+
+    problems: list[str] = []
+    for check in (
+        lambda: validate_outside_window(outside_window),
+        lambda: hold_for is None or validate_hold_for(hold_for),
+    ):
+        try:
+            check()
+        except AhaChatValidationError as err:
+            problems += err.problems
+    if outside_window is not None and action and not ACTIONS[action].sends_message:
+        problems.append(f"outside_window: the action {action!r} messages nobody; leave it out")
+    elif outside_window == "hold" and action and action not in KINDS:
+        problems.append(f"outside_window: 'hold' holds only messages ({', '.join(KINDS)}), not {action!r}")
+    if hold_for is not None and outside_window != "hold":
+        problems.append(f'hold_for: only with outside_window="hold", got outside_window={outside_window!r}')
+    if problems:
+        raise AhaChatValidationError(problems)
+
+
 def without_retries(error: AhaChatError) -> AhaChatError:
     """
     ``error``, as an error of its own class that is also Airflow's ``AirflowFailException``: the
@@ -251,9 +281,17 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         can open the window again, by writing or tapping a button; clear the task to try again); in
         a run for many they count against ``max_failures`` and ``max_failure_ratio``. ``"skip"``: a
         single send skips the task; a run for many reports them (``outside_window`` in the report,
-        the summary and its line) and they do not count. Default: ``"fail"`` for a single
-        customer, ``"skip"`` for ``recipients``. Either way each is asked once: a later try of the
-        task does not ask them again.
+        the summary and its line) and they do not count. ``"hold"``: the message is validated and
+        held for the customer (see ``hold_for``), and shown to them in the answer to their next
+        call of the bot's JSON API block (``POST /ahachat/webhooks/<conn_id>/<event>``, or
+        ``.../_held``); a single send succeeds and returns ``{"held": 1, ...}``, a run for many
+        reports them as ``held`` (the summary's ``held`` counts them) and they do not count.
+        A customer given by phone is looked up first (one request), to hold it under their user
+        ID. Default: ``"fail"`` for a single customer, ``"skip"`` for ``recipients``. Whichever
+        it is, each is asked once: a later try of the task does not ask them again.
+    :param hold_for: with ``outside_window="hold"``: how long a held message waits for its
+        customer, a ``timedelta`` or seconds, at most 90 days; 7 days by default. An expired
+        message is never delivered.
     :param delivery_mark: the name of an attribute each message also sets on its customer (for
         example ``"airflow_delivery"``), to a value unique to the task's ledger and the recipient.
         When a try of the task ends without knowing whether some messages arrived (its worker was
@@ -300,15 +338,12 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         resolve_phones: bool = False,
         delivery_mark: str | None = None,
         outside_window: str | None = None,
+        hold_for: Any = None,
         **kwargs: Any,
     ) -> None:
         if delivery_mark is not None and (reason := attribute_name_problem(delivery_mark, by_phone=True)):
             raise AhaChatValidationError(f"delivery_mark: {reason}")
-        validate_outside_window(outside_window)
-        if outside_window is not None and self.action and not ACTIONS[self.action].sends_message:
-            raise AhaChatValidationError(
-                f"outside_window: the action {self.action!r} messages nobody; leave it out"
-            )
+        check_outside_window(self.action, outside_window, hold_for)
         bulk_options = BulkOptions(
             concurrency=concurrency,
             rate_limit=rate_limit,
@@ -332,6 +367,7 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         self.ledger_path = ledger_path
         self.bulk_options = bulk_options
         self.outside_window = outside_window
+        self.hold_for = hold_for
         self._runner: BulkRunner | None = None
 
     def action_arguments(self) -> dict[str, Any]:
@@ -379,14 +415,68 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
         """
         from airflow_provider_ahachat.version_compat import skip
 
+        choice = self.outside_window or OUTSIDE_WINDOW_SINGLE_DEFAULT
+        holder = self.holder(context, self.action_arguments()) if choice == "hold" else None
         try:
             return super().execute(context)
         except AhaChatOutsideWindowError as err:
-            if (self.outside_window or OUTSIDE_WINDOW_SINGLE_DEFAULT) == "skip":
+            if holder is not None:
+                return self.hold_one(holder, err)
+            if choice == "skip":
                 raise skip(f"AhaChat: not sent (outside_window='skip'): {err}") from None
             raise without_retries(err) from None
         except AhaChatMessageTagRefusedError as err:
             raise without_retries(err) from None
+
+    def holder(self, context: Context, arguments: dict[str, Any]) -> Holder:
+        """
+        Where ``outside_window="hold"`` holds this task's message: the store Airflow's configuration
+        names, the message validated; built before anything is sent.
+        """
+        from airflow_provider_ahachat.held.delivery import Holder
+        from airflow_provider_ahachat.held.location import held_store
+        from airflow_provider_ahachat.held.store import TaskRef
+
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        task = TaskRef(ti.dag_id, ti.run_id, ti.task_id, -1 if map_index is None else map_index)
+        return Holder.of(
+            held_store(),
+            conn_id=self.ahachat_conn_id,
+            bot_id=self.hook.client.bot_id,
+            action=self.action,
+            arguments=arguments,
+            hold_for=self.hold_for,
+            task=task,
+        )
+
+    def hold_one(self, holder: Holder, refusal: AhaChatOutsideWindowError) -> dict[str, Any]:
+        """Hold the message Messenger refused for the single customer; what was held, for XCom."""
+        client = self.hook.client
+        recipient = self.prepare(client).recipient
+        assert recipient is not None
+        user_id = recipient.user_id
+        if user_id is None:  # held under the user ID the customer calls back with
+            user_id = client.run("find_user", phone=recipient.phone).data.messenger_user_id
+        held_id = holder.hold(user_id, key=user_id)
+        expires = holder.store.clock() + holder.hold_for.total_seconds()
+        self.log.info(
+            "AhaChat: %s for user %s: outside the 24-hour window; held (message %d) for their next "
+            "call of the bot, for %s at most",
+            self.action,
+            user_id,
+            held_id,
+            holder.hold_for,
+        )
+        return {
+            "action": self.action,
+            "user_id": user_id,
+            "phone": recipient.phone,
+            "held": 1,
+            "held_id": held_id,
+            "hold_until": datetime.fromtimestamp(expires, timezone.utc).isoformat(),
+            "reason": str(refusal),
+        }
 
     def run_bulk(
         self,
@@ -421,6 +511,9 @@ class AhaChatAudienceOperator(AhaChatBaseOperator):
             logger=self.log,
             columns=columns,
             outside_window=self.outside_window or OUTSIDE_WINDOW_BULK_DEFAULT,
+            holder=self.holder(context, arguments)
+            if self.outside_window == "hold" and not options.dry_run
+            else None,
         )
         rows, counted = open_recipients(
             recipients, columns=columns, takes_attributes=ACTIONS[action].takes_attributes

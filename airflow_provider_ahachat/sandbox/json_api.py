@@ -6,7 +6,9 @@ customer's attributes and profile (``{"order_code": "{{order_code}}"}``). When a
 the block (``PATCH /_sandbox/users/<id>`` with ``run_block``, or a redirect to it), the block's
 messages are delivered, then each of its steps calls its URL; the answer, in AhaChat's JSON API
 format (``{"messages": [...], "set_attributes": {...}, "redirect_to_blocks": [...]}``, or ``{}``),
-is shown to the customer: it goes to the outbox with kind ``json_api``. Every call is kept in a
+is shown to the customer: it goes to the outbox with kind ``json_api``. The answer is read with the
+keys of the knob ``answer_keys`` (those AhaChat reads; Chatfuel's by default): under any other key,
+a part is ignored, as AhaChat would ignore it. Every call is kept in a
 log (``GET /_sandbox/json_api/calls``) without its headers, since they carry secrets.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.held.answer import ANSWER_KEYS
 from airflow_provider_ahachat.models import DynamicMessage
 from airflow_provider_ahachat.sandbox.outbox import OutboxEntry, render
 from airflow_provider_ahachat.sandbox.world import ApiError, Bot, SandboxUser, isoformat, utcnow
@@ -134,9 +137,12 @@ class JsonApiSteps:
     The JSON API steps of every bot's blocks, and the log of their calls.
 
     Kept on :class:`SandboxState` (``state.json_api``) and emptied by its ``reset()``.
+
+    :param keys: the keys answers are read with now (the knob ``answer_keys``), by canonical name.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keys: Callable[[], Mapping[str, str]] = lambda: ANSWER_KEYS) -> None:
+        self.keys = keys
         self.steps: dict[tuple[str, str], list[JsonApiStep]] = {}
         self.calls: deque[JsonApiCall] = deque(maxlen=CALL_LOG_LIMIT)
         self.seq = 0
@@ -238,6 +244,8 @@ class JsonApiSteps:
         self, deliver: Deliver, bot: Bot, user: SandboxUser, payload: Mapping[str, Any], call: JsonApiCall
     ) -> OutboxEntry | None:
         """Show the answer to the customer as AhaChat would: its messages, attributes and redirects."""
+        keys = self.keys()
+        payload = {name: payload[key] for name, key in keys.items() if key in payload}
         if not payload.get("messages") and not payload.get("redirect_to_blocks"):
             saved = payload.get("set_attributes")
             if isinstance(saved, Mapping) and saved:

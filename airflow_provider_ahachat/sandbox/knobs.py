@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from airflow_provider_ahachat.exceptions import AhaChatValidationError
+from airflow_provider_ahachat.held.answer import ANSWER_KEYS, answer_keys
 from airflow_provider_ahachat.sandbox.messenger import (
     MESSENGER_RULES,
     RULES_2026,
@@ -52,6 +54,9 @@ class SandboxConfig:
     :param fail_next: the next API requests to fail, in order, one status each.
     :param messenger_rules: Messenger's rules the sandbox enforces: ``"2026"``, Meta's as of
         December 2026, or ``"2025"``, those before 27 April 2026 (see :mod:`.messenger`).
+    :param answer_keys: the keys of a JSON API answer that AhaChat reads, by canonical name
+        (``messages``, ``set_attributes``, ``redirect_to_blocks``); set the ones that differ, as a
+        connection's extra ``answer_keys`` does, to play an AhaChat that reads others.
     """
 
     latency_ms: float = 0.0
@@ -62,11 +67,16 @@ class SandboxConfig:
     deliver_before_fail: bool = False
     fail_next: list[Fault] = field(default_factory=list)
     messenger_rules: str = RULES_2026
+    answer_keys: Mapping[str, str] = field(default_factory=lambda: ANSWER_KEYS)
 
     def to_json(self) -> dict[str, Any]:
         """The knobs as ``GET /_sandbox/config`` answers with them."""
         knobs = {knob.name: getattr(self, knob.name) for knob in fields(self)}
-        return knobs | {"fail_next": [fault.to_json() for fault in self.fail_next]}
+        extra = {
+            "fail_next": [fault.to_json() for fault in self.fail_next],
+            "answer_keys": dict(self.answer_keys),
+        }
+        return knobs | extra
 
     def copy(self) -> SandboxConfig:
         """An independent copy."""
@@ -115,7 +125,15 @@ _KNOBS: dict[str, Callable[[Any, str], Any]] = {
     "deliver_before_fail": _true_or_false,
     "fail_next": lambda value, name: _faults(value),
     "messenger_rules": _messenger_rules,
+    "answer_keys": lambda value, name: _answer_keys(value, name),
 }
+
+
+def _answer_keys(value: Any, name: str) -> Mapping[str, str]:
+    try:
+        return answer_keys(value, name) if value not in (None, {}) else ANSWER_KEYS
+    except AhaChatValidationError as err:
+        raise ApiError(400, "; ".join(err.problems)) from None
 
 
 def number(value: Any, name: str, least: float, most: float, *, integer: bool = False) -> float:

@@ -66,7 +66,7 @@ class SandboxState:
         self.request_seq = 0
         self.started_at = utcnow()
         #: The blocks' JSON API steps and the log of their calls (:mod:`.json_api`).
-        self.json_api = JsonApiSteps()
+        self.json_api = JsonApiSteps(keys=lambda: self.config.answer_keys)
         self.reset()
 
     # -- lifecycle and knobs

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.models import literal_message_tag
-from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator
+from airflow_provider_ahachat.operators.ahachat import AhaChatAudienceOperator, check_outside_window
 from airflow_provider_ahachat.registry import ACTIONS, RECIPIENT_ACTIONS
 
 if TYPE_CHECKING:
@@ -85,8 +85,10 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
         count fails, the progress says the total is unknown.
     :param outside_window: for the actions that message: ``"skip"`` (the default) reports the
         customers Messenger will not let the bot message now as ``outside_window``, without counting
-        them against the failure limits; ``"fail"`` counts them. See
-        :class:`~airflow_provider_ahachat.operators.ahachat.AhaChatAudienceOperator`.
+        them against the failure limits; ``"fail"`` counts them; ``"hold"`` holds each one's message
+        (the row's own attributes too, for a broadcast) for their next call of the bot, reported as
+        ``held``. See :class:`~airflow_provider_ahachat.operators.ahachat.AhaChatAudienceOperator`.
+    :param hold_for: with ``outside_window="hold"``: how long a held message waits (7 days by default).
     :param fetch_size: rows fetched from the database at a time.
     :param ahachat_conn_id: the ``ahachat`` connection to use.
     """
@@ -133,10 +135,7 @@ class SqlToAhaChatOperator(AhaChatAudienceOperator):
             )
         if not isinstance(fetch_size, int) or fetch_size < 1:
             raise AhaChatValidationError(f"fetch_size: must be a whole number above 0, got {fetch_size!r}")
-        if kwargs.get("outside_window") is not None and not ACTIONS[action].sends_message:
-            raise AhaChatValidationError(
-                f"outside_window: the action {action!r} messages nobody; leave it out"
-            )
+        check_outside_window(action, kwargs.get("outside_window"), kwargs.get("hold_for"))
         if "message_tag" in arguments:  # a tag Meta retired fails here, when the DAG is parsed
             arguments["message_tag"] = literal_message_tag(arguments["message_tag"])
         super().__init__(**kwargs)

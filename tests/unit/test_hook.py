@@ -148,6 +148,7 @@ def test_the_ui_reads_the_connection_form_from_provider_info(airflow_db: Any) ->
         "endpoints",
         "message_tags",
         "default_message_tag",
+        "answer_keys",
         *WEBHOOK_FIELDS,
         "approval_secret",
     }

@@ -490,15 +490,17 @@ def many_operator(kind: str, audience: list[dict[str, Any]], ledger: str, **kwar
     )
 
 
-@pytest.mark.usefixtures("airflow_db")
-@pytest.mark.parametrize("kind", ["broadcast", "text", "dynamic", "sql_transfer"])
-def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks_nobody_again(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, kind: str
-) -> None:
+def third_outside(
+    sandbox: SandboxServer, tmp_path: Path, kind: str
+) -> tuple[list[str], list[str], list[str], list[dict[str, Any]], dict[str, str]]:
+    """
+    12 customers, every third outside the window: those inside, those outside, everyone in order,
+    the audience (every other broadcast by phone: the window is checked the same way) and the
+    connections (with the shop's database for the SQL transfer).
+    """
     inside = sandbox.generate_users(8)
     outside = sandbox.generate_users(4, start=100, in_window=False)
     people = [uid for pair in zip(inside[::2], inside[1::2], outside, strict=True) for uid in pair]
-    # Every other broadcast by phone: the window is checked the same way.
     audience = [
         {"user_id": uid} if n % 2 or kind != "broadcast" else {"phone": sandbox.user(uid)["phone"]}
         for n, uid in enumerate(people)
@@ -509,6 +511,15 @@ def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks
             tmp_path / "shop.db", [(uid, None, f"DH{n}", "", "", "", 0) for n, uid in enumerate(people)]
         )
         conns[SHOP] = f"sqlite://{db}"
+    return inside, outside, people, audience, conns
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("kind", ["broadcast", "text", "dynamic", "sql_transfer"])
+def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks_nobody_again(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, kind: str
+) -> None:
+    inside, outside, people, audience, conns = third_outside(sandbox, tmp_path, kind)
     logical_date = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
     with new_dag(f"third_outside_{kind}") as dag:
         # 4 of 12 outside: more than max_failure_ratio allows, if they counted.

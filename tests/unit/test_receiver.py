@@ -41,9 +41,8 @@ def conn_json(**extra: Any) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def consumer_dag(airflow_db: Any) -> str:
-    """A DAG scheduled on the test's events, written to the DB so that their assets exist."""
+def sync_consumer(dag_id: str, events: tuple[str, ...], conn_id: str) -> str:
+    """A DAG scheduled on ``events`` of ``conn_id``, written to the DB so that their assets exist."""
     from airflow.sdk import DAG
     from airflow.sdk.bases.operator import BaseOperator
     from helpers.airflow_harness import sync_dag_to_db
@@ -52,10 +51,16 @@ def consumer_dag(airflow_db: Any) -> str:
         def execute(self, context: Any) -> None:
             return None
 
-    with DAG("t_webhook_consumer", schedule=[ahachat_event(e, ahachat_conn_id=CONN) for e in EVENTS]) as dag:
+    with DAG(dag_id, schedule=[ahachat_event(e, ahachat_conn_id=conn_id) for e in events]) as dag:
         Noop(task_id="noop")
     sync_dag_to_db(dag)
     return dag.dag_id
+
+
+@pytest.fixture(scope="module")
+def consumer_dag(airflow_db: Any) -> str:
+    """A DAG scheduled on the test's events."""
+    return sync_consumer("t_webhook_consumer", EVENTS, CONN)
 
 
 @pytest.fixture(scope="module")

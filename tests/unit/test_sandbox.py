@@ -552,6 +552,8 @@ def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
         {"retry_after": -1},
         {"error_status": [503, 200]},
         {"messenger_rules": "2024"},
+        {"answer_keys": {"blocks": "redirect_to_blocks"}},
+        {"answer_keys": {"messages": "set_attributes"}},
     ):
         with pytest.raises(SandboxControlError) as caught:
             sandbox.configure(**knobs)
@@ -566,6 +568,11 @@ def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
         "deliver_before_fail": False,
         "fail_next": [],
         "messenger_rules": "2026",
+        "answer_keys": {
+            "messages": "messages",
+            "set_attributes": "set_attributes",
+            "redirect_to_blocks": "redirect_to_blocks",
+        },
     }
 
 
