@@ -38,6 +38,7 @@ import contextlib
 import json
 import math
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -148,7 +149,7 @@ def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
 @contextlib.contextmanager
 def api_server(tmp: Path) -> Iterator[Any]:
     """``airflow api-server --workers 2`` in its own home, with a connection that receives webhooks."""
-    from airflow_processes import AirflowProcesses
+    from helpers.airflow_processes import AirflowProcesses
 
     dags = tmp / "dags"
     dags.mkdir()
@@ -322,4 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM (a timeout, a cancelled job) unwinds as Ctrl-C does, so that the Airflow processes
+    # started here are stopped by their context managers instead of left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    raise SystemExit(main())

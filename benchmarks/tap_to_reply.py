@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import sys
@@ -179,4 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A SIGTERM (a timeout, a cancelled job) unwinds as Ctrl-C does, so that the Airflow processes
+    # started here are stopped by their context managers instead of left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise SystemExit(main())

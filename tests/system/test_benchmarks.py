@@ -18,15 +18,17 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def run(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
+    """Run a benchmark script; past ``timeout``, SIGTERM it (SIGKILL would orphan the servers it started)."""
+    command = [sys.executable, str(BENCHMARKS / script), *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            out, err = process.communicate(timeout=120)
+            pytest.fail(f"{script} took over {timeout:.0f} s:\n{out[-3000:]}{err[-3000:]}")
+    assert process.returncode == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 @pytest.mark.slow

@@ -9,27 +9,17 @@ same through ``airflow api-server --workers 2``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "held_delivery.py"
+from test_benchmarks import run
 
 
 @pytest.mark.airflow_processes
 @pytest.mark.timeout(1200)
 def test_held_delivery_quick(tmp_path: Path) -> None:
     figures = tmp_path / "held.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--database", "sqlite", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run("held_delivery.py", "--quick", "--database", "sqlite", "--json", str(figures), timeout=900)
     [store] = json.loads(figures.read_text())["store"]
     assert store["database"] == "SQLite"
     assert [row["held"] for row in store["latency"]] == [0, 1, 20]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from helpers.dag_helpers import CONN, new_dag, report
+from helpers.paths import EXAMPLE_DAGS
 from test_messenger_rules import BAO, SINGLE_SENDS, many_operator, run, third_outside
 from test_transfers import SHOP
 
@@ -199,7 +200,7 @@ def test_the_held_shipping_example_delivers_inside_the_window_and_holds_outside(
 ) -> None:
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "example_dags" / "example_ahachat_held_shipping.py"
+    path = EXAMPLE_DAGS / "example_ahachat_held_shipping.py"
     spec = importlib.util.spec_from_file_location("example_ahachat_held_shipping", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
