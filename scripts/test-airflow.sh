@@ -109,12 +109,13 @@ echo "Environment ready in $((SECONDS - started)) s"
 
 # The tests: the unit tier (tests/unit: no Airflow process, no server); with --integration also the
 # webhook's and the approvals' tests of the integration tier, which start Airflow's own processes.
+# Not the attack tests (test_inbound_attack.py): they hold the scheduler's sweep of HITL timeouts by a
+# hook on a method Airflow 3.3 added, so Airflow 3.1's scheduler does not start under them.
 # The installed provider is tested, not this tree's source: pytest runs from the environment's bin
 # folder, so the tree's root is not on sys.path.
 SELECTION=(tests/unit)
 if [[ $INTEGRATION == 1 ]]; then
-  SELECTION+=(tests/integration/test_webhook_airflow.py tests/integration/test_approvals_airflow.py
-    tests/integration/test_inbound_attack.py)
+  SELECTION+=(tests/integration/test_webhook_airflow.py tests/integration/test_approvals_airflow.py)
 fi
 echo "Running pytest on Airflow $AIRFLOW_VERSION: ${SELECTION[*]} ${PYTEST_ARGS[*]}"
 tests_started=$SECONDS

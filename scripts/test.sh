@@ -55,7 +55,10 @@ uv run --frozen ruff format --check .
 uv run --frozen mypy
 
 if [[ $MODE == fast ]]; then
-  uv run --frozen pytest tests/unit "$@"
+  # Four workers on two cores: the unit tier waits more than it computes (servers' answers, leases,
+  # retries), so two more workers fill the waits (measured on a quiet machine: 154 s with two
+  # workers, 115 s with four). A -n of yours comes later and wins.
+  uv run --frozen pytest tests/unit -n 4 "$@"
   echo "test.sh --fast: done in $((SECONDS - started)) s"
   exit 0
 fi

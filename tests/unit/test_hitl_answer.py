@@ -245,7 +245,7 @@ def test_a_task_that_no_longer_waits_takes_no_answer(waiting: Answer, state: str
     park(waiting, state, seconds_ago=3600)
     assert record_hitl_answer(waiting) == outcome
     assert state_of(waiting) == (state, None, None)
-    park(waiting, "awaiting_input", seconds_ago=3600)
+    park(waiting, parked_state(), seconds_ago=3600)
     assert record_hitl_answer(waiting) == "recorded"  # the same answer while it waits
 
 
@@ -261,11 +261,11 @@ def test_past_its_deadline_a_waiting_task_takes_no_answer(waiting: Answer, where
     set_ti(waiting, trigger_timeout=ti_timeout)
     late = Answer(**{**waiting.__dict__, "deadline": deadline})
     assert record_hitl_answer(late) == "expired"
-    assert state_of(waiting) == ("awaiting_input", None, None)
+    assert state_of(waiting) == (parked_state(), None, None)
     park(waiting, "failed", seconds_ago=3600)  # then the scheduler's sweep fails it
     assert record_hitl_answer(late) == "expired"
     # Before both deadlines, it is answered.
-    park(waiting, "awaiting_input", seconds_ago=3600)
+    park(waiting, parked_state(), seconds_ago=3600)
     set_ti(waiting, trigger_timeout=future)
     assert record_hitl_answer(Answer(**{**waiting.__dict__, "deadline": future})) == "recorded"
 
