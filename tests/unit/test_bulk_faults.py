@@ -10,37 +10,40 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.dag_helpers import CONN, new_dag
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 
-CONN = "aha"
 TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def run_send(
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, dag_id: str, operator: Any, **arguments: Any
+) -> Any:
+    """Run one task ``send`` of ``operator`` at full speed (no rate limit), its ledger in ``tmp_path``.
+
+    :param arguments: the operator's own arguments (what to send, to whom).
+    """
+    with new_dag(dag_id) as dag:
+        operator(task_id="send", rate_limit=0, ledger_path=str(tmp_path), **arguments)
+    return dag_runner(dag, {CONN: sandbox.connection_uri})
 
 
 @pytest.mark.slow
 def test_injected_503s_and_429s_deliver_to_everyone_exactly_once(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow.sdk import DAG
-
     from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
 
     ids = sandbox.generate_users(1000)
     rows = [{"user_id": uid, "order_id": f"DH{i}"} for i, uid in enumerate(ids)]
     sandbox.configure(error_rate=0.10, error_status=[503, 429], retry_after=0)
-    with DAG("bulk_faults", schedule=None, default_args={"retries": 0}) as dag:
-        BroadcastBlockOperator(
-            task_id="send",
-            ahachat_conn_id=CONN,
-            block_name="shipping_update",
-            recipients=rows,
-            concurrency=16,
-            rate_limit=0,
-            ledger_path=str(tmp_path),
-        )
-    result = dag_runner(dag, {CONN: sandbox.connection_uri})
+    result = run_send(
+        dag_runner, sandbox, tmp_path, "bulk_faults", BroadcastBlockOperator,
+        block_name="shipping_update", recipients=rows, concurrency=16,
+    )  # fmt: skip
     assert result.succeeded, result.summary()
 
     stats = sandbox.stats()["by_status"]
@@ -55,23 +58,14 @@ def test_injected_503s_and_429s_deliver_to_everyone_exactly_once(
 def test_processed_500s_are_reported_unknown_not_resent(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from airflow.sdk import DAG
-
     from airflow_provider_ahachat.operators.ahachat import SendTextMessageOperator
 
     ids = sandbox.generate_users(200)
     sandbox.configure(error_rate=0.05, error_status=500, deliver_before_fail=True)
-    with DAG("bulk_unknown", schedule=None, default_args={"retries": 0}) as dag:
-        SendTextMessageOperator(
-            task_id="send",
-            ahachat_conn_id=CONN,
-            text="Đơn hàng của bạn đã được giao.",
-            recipients=ids,
-            rate_limit=0,
-            ledger_path=str(tmp_path),
-            max_failure_ratio=0.2,
-        )
-    result = dag_runner(dag, {CONN: sandbox.connection_uri})
+    result = run_send(
+        dag_runner, sandbox, tmp_path, "bulk_unknown", SendTextMessageOperator,
+        text="Đơn hàng của bạn đã được giao.", recipients=ids, max_failure_ratio=0.2,
+    )  # fmt: skip
     assert result.succeeded, result.summary()
     unknown = int(sandbox.stats()["by_status"]["500"])
     assert unknown > 0
