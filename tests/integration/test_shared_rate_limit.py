@@ -103,17 +103,21 @@ def test_redis_lost_mid_run_stops_the_run_and_a_retry_finishes_it_once(
 ) -> None:
     ids = sandbox.generate_users(150)
     ledger = tmp_path / "ledger"
-    limiter = shared_limiter(redis_server)
     client = AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=FAST)
-    runner = BulkRunner(
-        client,
-        client.bind("broadcast_block", block_name="shipping_update"),
-        ledger=Ledger(ledger),
-        concurrency=8,
-        rate_limit=BOT_LIMIT,
-        limiter=limiter,
-        progress_interval=60,
-    )
+
+    def broadcast(limiter: RedisRateLimiter) -> BulkRunner:
+        """The same run both times: only the limiter (a new Redis) is new."""
+        return BulkRunner(
+            client,
+            client.bind("broadcast_block", block_name="shipping_update"),
+            ledger=Ledger(ledger),
+            concurrency=8,
+            rate_limit=BOT_LIMIT,
+            limiter=limiter,
+            progress_interval=60,
+        )
+
+    runner = broadcast(shared_limiter(redis_server))
 
     def lose_redis() -> None:  # once a few dozen customers were reached
         _wait_for(lambda: len(sandbox.outbox_counts()) >= 30)
@@ -131,15 +135,7 @@ def test_redis_lost_mid_run_stops_the_run_and_a_retry_finishes_it_once(
 
     # Redis back (a new, empty one): the retried run sends only to who was not reached.
     with RedisServer(port=redis_server.port):
-        again = BulkRunner(
-            client,
-            client.bind("broadcast_block", block_name="shipping_update"),
-            ledger=Ledger(ledger),
-            concurrency=8,
-            rate_limit=BOT_LIMIT,
-            limiter=shared_limiter(redis_server),
-            progress_interval=60,
-        ).run(ids)
+        again = broadcast(shared_limiter(redis_server)).run(ids)
     assert again["outcomes"] == {"delivered": 150}
     assert again["delivered_in_earlier_tries"] == outcomes["delivered"]
     assert sandbox.outbox_counts() == dict.fromkeys(ids, 1)
