@@ -111,14 +111,25 @@ def sends(server: RecordingServer) -> Counter[str]:
 KINDS = ["local folder, lock", "file:// object storage, lease"]
 
 
+def two_runs(
+    server: GatedServer, start: Start, tmp_path: Path, kind: str, wait: float
+) -> tuple[tuple[subprocess.Popen[bytes], Path], tuple[subprocess.Popen[bytes], Path]]:
+    """Start a run that holds the ledger and sends, then a second run on the same ledger.
+
+    :param wait: how long the second run may wait for the ledger (``--wait``).
+    """
+    folder, options = folder_for(kind, tmp_path)
+    first = start(server.url, folder, f"--rows={ROWS}", *options)
+    wait_for(lambda: len(server.requests) >= 1)  # the first run holds the ledger and sends
+    second = start(server.url, folder, f"--rows={ROWS}", f"--wait={wait}", *options)
+    return first, second
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_second_run_that_cannot_wait_fails_naming_the_holder_and_sends_nothing(
     server: GatedServer, start: Start, tmp_path: Path, kind: str
 ) -> None:
-    folder, options = folder_for(kind, tmp_path)
-    first, first_out = start(server.url, folder, f"--rows={ROWS}", *options)
-    wait_for(lambda: len(server.requests) >= 1)  # the first run holds the ledger and sends
-    second, second_out = start(server.url, folder, f"--rows={ROWS}", "--wait=0.5", *options)
+    (first, first_out), (second, second_out) = two_runs(server, start, tmp_path, kind, wait=0.5)
     refused = finish(second, second_out)
     server.gate.set()
     done = finish(first, first_out)
@@ -134,10 +145,7 @@ def test_a_second_run_that_cannot_wait_fails_naming_the_holder_and_sends_nothing
 def test_a_second_run_that_waits_sends_to_no_one_the_first_reached(
     server: GatedServer, start: Start, tmp_path: Path, kind: str
 ) -> None:
-    folder, options = folder_for(kind, tmp_path)
-    first, first_out = start(server.url, folder, f"--rows={ROWS}", *options)
-    wait_for(lambda: len(server.requests) >= 1)
-    second, second_out = start(server.url, folder, f"--rows={ROWS}", "--wait=60", *options)
+    (first, first_out), (second, second_out) = two_runs(server, start, tmp_path, kind, wait=60)
     assert second.stdout is not None
     while second.stdout.readline().strip() != b"ready":  # Airflow may log to stdout before
         assert second.poll() is None
