@@ -51,32 +51,34 @@ def test_every_column_named_must_be_in_the_query(
     db = orders_db(tmp_path / "shop.db", [(uid, phones[n], f"DH{n}", f"T{n}") for n, uid in enumerate(ids)])
     select = "SELECT psid, phone, order_id, tracking_number FROM orders"
     common: dict[str, Any] = {
-        "sql_conn_id": SHOP,
         "action": "broadcast_block",
         "block_name": "shipping_update",
-        "ledger_path": str(tmp_path / "ledger"),
     }
     with new_dag("sql_column_typos") as dag:
         # The case of the report: the ID column misspelt, while a phone column is there.
-        SqlToAhaChatOperator(task_id="id_typo", sql=select, user_id_column="pisd", **common)
-        SqlToAhaChatOperator(
-            task_id="phone_typo", sql=select, user_id_column="psid", phone_column="sdt", **common
+        sql_transfer(tmp_path, task_id="id_typo", sql=select, user_id_column="pisd", **common)
+        sql_transfer(
+            tmp_path, task_id="phone_typo", sql=select, user_id_column="psid", phone_column="sdt", **common
         )
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="attribute_typo",
             sql=select,
             user_id_column="psid",
             attribute_columns=["tracking"],
             **common,
         )
-        SqlToAhaChatOperator(
-            task_id="dedupe_typo", sql=select, user_id_column="psid", dedupe_on=["order"], **common
+        sql_transfer(
+            tmp_path, task_id="dedupe_typo", sql=select, user_id_column="psid", dedupe_on=["order"], **common
         )
         # No column named: the defaults (user_id, phone) apply, and the error says so.
-        SqlToAhaChatOperator(task_id="defaults", sql="SELECT psid, order_id FROM orders", **common)
+        sql_transfer(tmp_path, task_id="defaults", sql="SELECT psid, order_id FROM orders", **common)
         # messenger_user_id is not taken as an ID unless named.
-        SqlToAhaChatOperator(
-            task_id="not_named", sql="SELECT psid AS messenger_user_id, order_id FROM orders", **common
+        sql_transfer(
+            tmp_path,
+            task_id="not_named",
+            sql="SELECT psid AS messenger_user_id, order_id FROM orders",
+            **common,
         )
 
     result = run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path)
@@ -185,18 +187,18 @@ def test_nulls_are_a_choice(dag_runner: Any, sandbox: SandboxServer, tmp_path: P
         rows.append((None if n == 5 else uid, None, f"DH{n}", tracking))
     db = orders_db(tmp_path / "shop.db", rows)
     common: dict[str, Any] = {
-        "sql_conn_id": SHOP,
         "action": "broadcast_block",
         "block_name": "shipping_update",
         "user_id_column": "psid",
         "max_failure_ratio": 1,
-        "ledger_path": str(tmp_path / "ledger"),
     }
     select = "SELECT psid, order_id, tracking_number FROM orders WHERE rowid {} ORDER BY rowid"
     with new_dag("sql_nulls") as dag:
-        SqlToAhaChatOperator(task_id="invalid", sql=select.format("IN (1, 2, 6)"), **common)
-        SqlToAhaChatOperator(task_id="omit", sql=select.format("IN (3, 4)"), null_attributes="omit", **common)
-        SqlToAhaChatOperator(task_id="empty", sql=select.format("= 7"), null_attributes="empty", **common)
+        sql_transfer(tmp_path, task_id="invalid", sql=select.format("IN (1, 2, 6)"), **common)
+        sql_transfer(
+            tmp_path, task_id="omit", sql=select.format("IN (3, 4)"), null_attributes="omit", **common
+        )
+        sql_transfer(tmp_path, task_id="empty", sql=select.format("= 7"), null_attributes="empty", **common)
 
     result = run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path)
 
@@ -258,16 +260,14 @@ def test_repeats_are_counted_and_dedupe_on_sends_one_message_per_order(
     db = orders_db(tmp_path / "shop.db", rows)
     common: dict[str, Any] = {
         "sql": "SELECT psid, order_id, tracking_number FROM orders ORDER BY rowid",
-        "sql_conn_id": SHOP,
         "action": "broadcast_block",
         "block_name": "shipping_update",
         "user_id_column": "psid",
-        "ledger_path": str(tmp_path / "ledger"),
     }
     with new_dag("sql_per_customer") as per_customer:
-        SqlToAhaChatOperator(task_id="send", **common)
+        sql_transfer(tmp_path, task_id="send", **common)
     with new_dag("sql_per_order") as per_order:
-        SqlToAhaChatOperator(task_id="send", dedupe_on=["order_id"], **common)
+        sql_transfer(tmp_path, task_id="send", dedupe_on=["order_id"], **common)
 
     first = run_sql_dag(dag_runner, per_customer, sandbox, f"sqlite://{db}", tmp_path)
 
@@ -333,17 +333,15 @@ def test_progress_has_a_total_and_the_log_ends_with_one_summary_line(
     ids = sandbox.generate_users(3)
     db = orders_db(tmp_path / "shop.db", [(uid, None, f"DH{n}", f"T{n}") for n, uid in enumerate(ids)])
     common: dict[str, Any] = {
-        "sql_conn_id": SHOP,
         "action": "add_tags",
         "tags": "da_giao",
         "user_id_column": "psid",
-        "ledger_path": str(tmp_path / "ledger"),
     }
     with new_dag("sql_counted") as counted:
-        SqlToAhaChatOperator(task_id="send", sql="SELECT psid FROM orders", **common)
+        sql_transfer(tmp_path, task_id="send", sql="SELECT psid FROM orders", **common)
     with new_dag("sql_uncounted") as uncounted:
         # A trailing comment swallows the count's closing parenthesis: the count fails, the run goes on.
-        SqlToAhaChatOperator(task_id="send", sql="SELECT psid FROM orders -- shipped", **common)
+        sql_transfer(tmp_path, task_id="send", sql="SELECT psid FROM orders -- shipped", **common)
 
     first = run_sql_dag(dag_runner, counted, sandbox, f"sqlite://{db}", tmp_path)
 
