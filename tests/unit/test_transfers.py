@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,33 @@ def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, db: Path, tmp_path: P
     return run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path, **kwargs)
 
 
+RunTransfer = Callable[..., Any]
+
+
+@pytest.fixture
+def run_transfer(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> RunTransfer:
+    """Runs a DAG of one :func:`sql_transfer` task reading a database file, as :func:`run` does.
+
+    Its arguments: the database file, the DAG's ID, ``dag_kwargs`` (more arguments of the DAG,
+    e.g. ``template_searchpath``), ``run_kwargs`` (more arguments of the run, e.g. ``logical_date``)
+    and the task's own arguments.
+    """
+
+    def _run(
+        db: Path,
+        dag_id: str,
+        *,
+        dag_kwargs: dict[str, Any] | None = None,
+        run_kwargs: dict[str, Any] | None = None,
+        **transfer: Any,
+    ) -> Any:
+        with new_dag(dag_id, **(dag_kwargs or {})) as dag:
+            sql_transfer(tmp_path, **transfer)
+        return run(dag_runner, dag, sandbox, db, tmp_path, **(run_kwargs or {}))
+
+    return _run
+
+
 def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -51,20 +78,20 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
         [(uid, None, f"DH{n}", f"GHN{n}", f"Khách {n}", "2026-11-11", None) for n, uid in enumerate(ids)],
     )
     common: dict[str, Any] = {
-        "sql_conn_id": SHOP,
         "action": "broadcast_block",
         "block_name": "shipping_update",
-        "ledger_path": str(tmp_path / "ledger"),
     }
     with new_dag("sql_broadcast") as dag:
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="as_list",
             sql="SELECT user_id, ma_don AS order_id, ma_van_don AS tracking_number, ten FROM orders "
             "WHERE rowid <= 3",
             attribute_columns=["order_id", "tracking_number"],
             **common,
         )
-        SqlToAhaChatOperator(
+        sql_transfer(
+            tmp_path,
             task_id="as_mapping",
             sql="SELECT user_id, ma_don, ma_van_don, ten FROM orders WHERE rowid > 3",
             attribute_columns={"ma_don": "order_id", "ma_van_don": "tracking_number"},
@@ -89,7 +116,7 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
 
 
 def test_add_tags_by_phone_with_templated_parameters(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     ids = sandbox.generate_users(6)
     phones = [sandbox.user(uid)["phone"] for uid in ids]
@@ -100,20 +127,19 @@ def test_add_tags_by_phone_with_templated_parameters(
         tmp_path / "shop.db",
         [(None, typed[n], f"DH{n}", None, None, days[n], None) for n in range(6)],
     )
-    with new_dag("sql_tags_by_phone") as dag:
-        sql_transfer(
-            tmp_path,
-            task_id="tags",
-            sql="SELECT phone AS sdt FROM orders WHERE shipped_on = :day AND ma_don != :skip",
-            parameters={"day": "{{ ds }}", "skip": "{{ params.skip }}"},
-            params={"skip": "DH4"},
-            phone_column="sdt",
-            action="add_tags",
-            tags=["da_giao_{{ ds_nodash }}"],
-        )
-
     day = datetime.datetime(2026, 11, 11, tzinfo=datetime.timezone.utc)
-    result = run(dag_runner, dag, sandbox, db, tmp_path, logical_date=day)
+    result = run_transfer(
+        db,
+        "sql_tags_by_phone",
+        run_kwargs={"logical_date": day},
+        task_id="tags",
+        sql="SELECT phone AS sdt FROM orders WHERE shipped_on = :day AND ma_don != :skip",
+        parameters={"day": "{{ ds }}", "skip": "{{ params.skip }}"},
+        params={"skip": "DH4"},
+        phone_column="sdt",
+        action="add_tags",
+        tags=["da_giao_{{ ds_nodash }}"],
+    )
 
     assert result.succeeded, result.summary()
     summary = result.xcoms["tags"]
@@ -130,7 +156,7 @@ def test_add_tags_by_phone_with_templated_parameters(
 
 @pytest.mark.slow
 def test_more_rows_than_fetch_size_each_reached_once(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
@@ -151,18 +177,16 @@ def test_more_rows_than_fetch_size_each_reached_once(
             return super().cursor(factory)
 
     monkeypatch.setattr(SqliteHook, "get_conn", lambda self: sqlite3.connect(db, factory=CountingConnection))
-    with new_dag("sql_fetch_size") as dag:
-        sql_transfer(
-            tmp_path,
-            task_id="broadcast",
-            sql="SELECT user_id, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
-            action="broadcast_block",
-            block_name="shipping_update",
-            fetch_size=100,
-            rate_limit=0,
-        )
-
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_transfer(
+        db,
+        "sql_fetch_size",
+        task_id="broadcast",
+        sql="SELECT user_id, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
+        action="broadcast_block",
+        block_name="shipping_update",
+        fetch_size=100,
+        rate_limit=0,
+    )
 
     assert result.succeeded, result.summary()
     summary = result.xcoms["broadcast"]
@@ -173,7 +197,7 @@ def test_more_rows_than_fetch_size_each_reached_once(
 
 
 def test_decimal_date_and_null_values(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
@@ -193,17 +217,15 @@ def test_decimal_date_and_null_values(
     monkeypatch.setattr(
         SqliteHook, "get_conn", lambda self: sqlite3.connect(db, detect_types=sqlite3.PARSE_DECLTYPES)
     )
-    with new_dag("sql_types") as dag:
-        sql_transfer(
-            tmp_path,
-            task_id="attrs",
-            sql="SELECT user_id, ma_van_don, ten, shipped_on, total FROM orders",
-            action="add_attributes",
-            attributes={"nguon": "sql"},
-            null_attributes="omit",
-        )
-
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_transfer(
+        db,
+        "sql_types",
+        task_id="attrs",
+        sql="SELECT user_id, ma_van_don, ten, shipped_on, total FROM orders",
+        action="add_attributes",
+        attributes={"nguon": "sql"},
+        null_attributes="omit",
+    )
 
     assert result.succeeded, result.summary()
     assert result.xcoms["attrs"]["outcomes"] == {"delivered": 3}
@@ -218,22 +240,20 @@ def test_decimal_date_and_null_values(
     assert sandbox.user(ids[2])["attributes"] == {"nguon": "sql", "total": "kept"}
 
 
-def test_dry_run_sends_nothing(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_dry_run_sends_nothing(run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path) -> None:
     ids = sandbox.generate_users(4)
     db = shop_db(
         tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
     )
-    with new_dag("sql_dry_run") as dag:
-        sql_transfer(
-            tmp_path,
-            task_id="text",
-            sql="SELECT user_id FROM orders",
-            action="send_text",
-            text="Đơn hàng của bạn đã được giao",
-            dry_run=True,
-        )
-
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_transfer(
+        db,
+        "sql_dry_run",
+        task_id="text",
+        sql="SELECT user_id FROM orders",
+        action="send_text",
+        text="Đơn hàng của bạn đã được giao",
+        dry_run=True,
+    )
 
     assert result.succeeded, result.summary()
     summary = result.xcoms["text"]
@@ -313,7 +333,7 @@ def test_wrong_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], mes
 
 
 def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     """``phone_column`` is for rows without a user ID: a customer with both is reached by ID, once."""
     ids = sandbox.generate_users(4)
@@ -327,16 +347,14 @@ def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
             ("", phones[3], "DH3", "T3", None, None, None),  # an empty ID: the phone
         ],
     )
-    with new_dag("sql_id_and_phone") as dag:
-        sql_transfer(
-            tmp_path,
-            task_id="broadcast",
-            sql="SELECT user_id, phone, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
-            action="broadcast_block",
-            block_name="shipping_update",
-        )
-
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_transfer(
+        db,
+        "sql_id_and_phone",
+        task_id="broadcast",
+        sql="SELECT user_id, phone, ma_don AS order_id, ma_van_don AS tracking_number FROM orders",
+        action="broadcast_block",
+        block_name="shipping_update",
+    )
 
     assert result.succeeded, result.summary()
     assert result.xcoms["broadcast"]["outcomes"] == {"delivered": 4}
@@ -392,7 +410,7 @@ def test_sql_from_a_templated_file_with_positional_parameters(
 
 
 def test_a_delivery_mark_rides_on_every_message_of_the_transfer(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     from airflow_provider_ahachat.bulk import Ledger
 
@@ -400,16 +418,15 @@ def test_a_delivery_mark_rides_on_every_message_of_the_transfer(
     db = shop_db(
         tmp_path / "shop.db", [(uid, None, f"DH{n}", None, None, None, None) for n, uid in enumerate(ids)]
     )
-    with new_dag("sql_marked") as dag:
-        sql_transfer(
-            tmp_path,
-            task_id="send",
-            sql="SELECT user_id, ma_don AS order_id FROM orders",
-            action="broadcast_block",
-            block_name="shipping_update",
-            delivery_mark="da_gui",
-        )
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_transfer(
+        db,
+        "sql_marked",
+        task_id="send",
+        sql="SELECT user_id, ma_don AS order_id FROM orders",
+        action="broadcast_block",
+        block_name="shipping_update",
+        delivery_mark="da_gui",
+    )
     assert result.succeeded, result.summary()
     ledger = Ledger(result.xcoms["send"]["ledger"])
     for uid in ids:  # what a retry of this task instance would look for
