@@ -36,6 +36,15 @@ def shop_db(path: Path, orders: Iterable[tuple[Any, ...]]) -> Path:
     return sqlite_table(path, create, orders)
 
 
+Shop = Callable[[Iterable[tuple[Any, ...]]], Path]
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Shop:
+    """Writes a shop database of these ``orders`` (see :func:`shop_db`) in the test's folder."""
+    return lambda orders: shop_db(tmp_path / "shop.db", orders)
+
+
 def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, db: Path, tmp_path: Path, **kwargs: Any) -> Any:
     """Run ``dag`` with the AhaChat and the SQLite connections; the token must appear nowhere."""
     # The SQLite provider reads ``sqlite://`` + an absolute path (``sqlite:////abs`` is refused).
@@ -70,11 +79,10 @@ def run_transfer(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> Run
 
 
 def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    dag_runner: Any, sandbox: SandboxServer, shop: Shop, tmp_path: Path
 ) -> None:
     ids = sandbox.generate_users(6)
-    db = shop_db(
-        tmp_path / "shop.db",
+    db = shop(
         [(uid, None, f"DH{n}", f"GHN{n}", f"Khách {n}", "2026-11-11", None) for n, uid in enumerate(ids)],
     )
     common: dict[str, Any] = {
@@ -116,15 +124,14 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
 
 
 def test_add_tags_by_phone_with_templated_parameters(
-    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path
+    run_transfer: RunTransfer, sandbox: SandboxServer, shop: Shop
 ) -> None:
     ids = sandbox.generate_users(6)
     phones = [sandbox.user(uid)["phone"] for uid in ids]
     # Phones as customers type them; three shipped on the run's day, three the day before.
     typed = [f"0{p[3:6]} {p[6:9]} {p[9:]}" for p in phones]
     days = ["2026-11-11", "2026-11-10"] * 3
-    db = shop_db(
-        tmp_path / "shop.db",
+    db = shop(
         [(None, typed[n], f"DH{n}", None, None, days[n], None) for n in range(6)],
     )
     day = datetime.datetime(2026, 11, 11, tzinfo=datetime.timezone.utc)
@@ -156,14 +163,12 @@ def test_add_tags_by_phone_with_templated_parameters(
 
 @pytest.mark.slow
 def test_more_rows_than_fetch_size_each_reached_once(
-    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_transfer: RunTransfer, sandbox: SandboxServer, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
     ids = sandbox.generate_users(2_500)
-    db = shop_db(
-        tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
-    )
+    db = shop([(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)])
     fetched: list[int] = []
 
     class CountingCursor(sqlite3.Cursor):
@@ -197,14 +202,13 @@ def test_more_rows_than_fetch_size_each_reached_once(
 
 
 def test_decimal_date_and_null_values(
-    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_transfer: RunTransfer, sandbox: SandboxServer, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
     ids = sandbox.generate_users(3)
     sandbox.update_user(ids[2], attributes={"total": "kept"})
-    db = shop_db(
-        tmp_path / "shop.db",
+    db = shop(
         [
             (ids[0], None, "DH0", None, "Lan", "2026-11-11", "199000"),
             (ids[1], None, "DH1", None, None, "2026-11-12", "12.5"),
@@ -240,11 +244,9 @@ def test_decimal_date_and_null_values(
     assert sandbox.user(ids[2])["attributes"] == {"nguon": "sql", "total": "kept"}
 
 
-def test_dry_run_sends_nothing(run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_dry_run_sends_nothing(run_transfer: RunTransfer, sandbox: SandboxServer, shop: Shop) -> None:
     ids = sandbox.generate_users(4)
-    db = shop_db(
-        tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
-    )
+    db = shop([(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)])
     result = run_transfer(
         db,
         "sql_dry_run",
@@ -269,12 +271,10 @@ def test_dry_run_sends_nothing(run_transfer: RunTransfer, sandbox: SandboxServer
 
 
 def test_bad_queries_and_connections_fail_before_anything_is_sent(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    dag_runner: Any, sandbox: SandboxServer, shop: Shop, tmp_path: Path
 ) -> None:
     ids = sandbox.generate_users(2)
-    db = shop_db(
-        tmp_path / "shop.db", [(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)]
-    )
+    db = shop([(uid, None, f"DH{n}", "X", None, None, None) for n, uid in enumerate(ids)])
     common: dict[str, Any] = {"action": "add_tags", "tags": "x", "ledger_path": str(tmp_path / "ledger")}
     with new_dag("sql_bad") as dag:
         SqlToAhaChatOperator(
@@ -333,13 +333,12 @@ def test_wrong_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], mes
 
 
 def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
-    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path
+    run_transfer: RunTransfer, sandbox: SandboxServer, shop: Shop
 ) -> None:
     """``phone_column`` is for rows without a user ID: a customer with both is reached by ID, once."""
     ids = sandbox.generate_users(4)
     phones = [sandbox.user(uid)["phone"] for uid in ids]
-    db = shop_db(
-        tmp_path / "shop.db",
+    db = shop(
         [
             (ids[0], phones[0], "DH0", "T0", None, None, None),  # both
             (ids[1], None, "DH1", "T1", None, None, None),  # the ID only
@@ -370,11 +369,10 @@ def test_rows_with_both_a_user_id_and_a_phone_use_the_user_id(
 
 
 def test_sql_from_a_templated_file_with_positional_parameters(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    dag_runner: Any, sandbox: SandboxServer, shop: Shop, tmp_path: Path
 ) -> None:
     ids = sandbox.generate_users(4)
-    db = shop_db(
-        tmp_path / "shop.db",
+    db = shop(
         [
             (uid, None, f"DH{n}", None, None, ["2026-11-11", "2026-11-12"][n % 2], None)
             for n, uid in enumerate(ids)
@@ -410,14 +408,12 @@ def test_sql_from_a_templated_file_with_positional_parameters(
 
 
 def test_a_delivery_mark_rides_on_every_message_of_the_transfer(
-    run_transfer: RunTransfer, sandbox: SandboxServer, tmp_path: Path
+    run_transfer: RunTransfer, sandbox: SandboxServer, shop: Shop
 ) -> None:
     from airflow_provider_ahachat.bulk import Ledger
 
     ids = sandbox.generate_users(3)
-    db = shop_db(
-        tmp_path / "shop.db", [(uid, None, f"DH{n}", None, None, None, None) for n, uid in enumerate(ids)]
-    )
+    db = shop([(uid, None, f"DH{n}", None, None, None, None) for n, uid in enumerate(ids)])
     result = run_transfer(
         db,
         "sql_marked",
