@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,25 @@ def unknown_id(number: int) -> str:
 def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, ledger: Path | None = None, **kwargs: Any) -> Any:
     """Run ``dag``; check that the token is nowhere: log, XCom, errors, report and journal files."""
     return run_without_token(dag_runner, dag, sandbox, files=[ledger] if ledger else (), **kwargs)
+
+
+RunTask = Callable[..., Any]
+
+
+@pytest.fixture
+def run_task(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> RunTask:
+    """Runs a DAG of one task, its ledger in the test's folder, as :func:`run` does.
+
+    Its arguments: the DAG's ID, the operator class and the task's own arguments.
+    """
+
+    def _run(dag_id: str, operator: Any, **arguments: Any) -> Any:
+        ledger = tmp_path / "ledger"
+        with new_dag(dag_id) as dag:
+            operator(ledger_path=str(ledger), **arguments)
+        return run(dag_runner, dag, sandbox, ledger)
+
+    return _run
 
 
 def assert_is_summary(summary: Any, action: str, outcomes: dict[str, int]) -> None:
@@ -580,9 +600,7 @@ def test_bad_shared_arguments_fail_before_anything_is_sent(
     assert not list((tmp_path / "ledger").rglob("journal-*"))
 
 
-def test_bad_rows_are_invalid_and_the_rest_delivered(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
-) -> None:
+def test_bad_rows_are_invalid_and_the_rest_delivered(run_task: RunTask, sandbox: SandboxServer) -> None:
     from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
 
     ids = sandbox.generate_users(5)
@@ -598,16 +616,14 @@ def test_bad_rows_are_invalid_and_the_rest_delivered(
         ids[0],
     ]
 
-    with new_dag("bulk_bad_rows") as dag:
-        BroadcastBlockOperator(
-            task_id="broadcast",
-            recipients=rows,
-            block_name="shipping_update",
-            max_failures=5,
-            ledger_path=str(tmp_path / "ledger"),
-        )
-
-    result = run(dag_runner, dag, sandbox, tmp_path / "ledger")
+    result = run_task(
+        "bulk_bad_rows",
+        BroadcastBlockOperator,
+        task_id="broadcast",
+        recipients=rows,
+        block_name="shipping_update",
+        max_failures=5,
+    )
 
     assert result.succeeded, result.summary()
     summary = result.xcoms["broadcast"]
@@ -673,23 +689,21 @@ def test_a_refused_token_stops_the_run_and_is_never_written(
 # --------------------------------------------------------------------------- 9. progress
 
 
-def test_progress_lines_in_the_task_log(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_progress_lines_in_the_task_log(run_task: RunTask, sandbox: SandboxServer) -> None:
     from airflow_provider_ahachat.operators.ahachat import AddTagsOperator
 
     ids = sandbox.generate_users(40)
     sandbox.configure(latency_ms=50)
-    with new_dag("bulk_progress") as dag:
-        AddTagsOperator(
-            task_id="tags",
-            recipients=ids,
-            tags="x",
-            concurrency=2,
-            rate_limit=0,
-            progress_interval=0.2,
-            ledger_path=str(tmp_path / "ledger"),
-        )
-
-    result = run(dag_runner, dag, sandbox, tmp_path / "ledger")
+    result = run_task(
+        "bulk_progress",
+        AddTagsOperator,
+        task_id="tags",
+        recipients=ids,
+        tags="x",
+        concurrency=2,
+        rate_limit=0,
+        progress_interval=0.2,
+    )
 
     assert result.succeeded, result.summary()
     log = result.tasks["tags"].log
