@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.dag_helpers import CONN, new_dag, report
+from helpers.dag_helpers import CONN, SHOP, new_dag, report
 from helpers.paths import EXAMPLE_DAGS
-from test_messenger_rules import BAO, SINGLE_SENDS, many_operator, run, third_outside
-from test_transfers import SHOP
+from test_messenger_rules import BAO, SINGLE_SENDS, ThirdOutside, many_operator, run
+from test_messenger_rules import third as third  # the fixture: tests here ask for it by name
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.held.store import HeldStore, Selection
@@ -83,11 +83,10 @@ def test_a_single_send_outside_the_window_is_held_once_and_the_task_succeeds(
 
 
 @pytest.mark.usefixtures("airflow_db")
-@pytest.mark.parametrize("kind", ["broadcast", "text", "dynamic", "sql_transfer"])
 def test_a_run_of_many_sends_inside_the_window_and_holds_for_the_others(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, kind: str
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, third: ThirdOutside
 ) -> None:
-    inside, outside, people, audience, conns = third_outside(sandbox, tmp_path, kind)
+    kind, inside, outside, people, audience, conns = third
     path = tmp_path / "held.sqlite3"
     env = {"AIRFLOW__AHACHAT__HELD_PATH": str(path)}
     logical_date = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)

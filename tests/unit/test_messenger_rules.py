@@ -15,12 +15,12 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
-from helpers.dag_helpers import CONN, new_dag, report, run_without_token
+from helpers.dag_helpers import CONN, SHOP, new_dag, report, run_without_token
 from helpers.recording_server import RecordingServer, Reply
-from test_transfers import SHOP, shop_db
+from test_transfers import shop_db
 
 from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import (
@@ -514,12 +514,31 @@ def third_outside(
     return inside, outside, people, audience, conns
 
 
+MANY_SENDS = ["broadcast", "text", "dynamic", "sql_transfer"]  # the kinds :func:`many_operator` builds
+
+
+class ThirdOutside(NamedTuple):
+    """What :func:`third_outside` makes, with the kind of run of many it was made for."""
+
+    kind: str
+    inside: list[str]
+    outside: list[str]
+    people: list[str]
+    audience: list[dict[str, Any]]
+    conns: dict[str, str]
+
+
+@pytest.fixture(params=MANY_SENDS)
+def third(request: pytest.FixtureRequest, sandbox: SandboxServer, tmp_path: Path) -> ThirdOutside:
+    """12 customers, every third outside the window (:func:`third_outside`), for each kind of send."""
+    return ThirdOutside(request.param, *third_outside(sandbox, tmp_path, request.param))
+
+
 @pytest.mark.usefixtures("airflow_db")
-@pytest.mark.parametrize("kind", ["broadcast", "text", "dynamic", "sql_transfer"])
 def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks_nobody_again(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, kind: str
+    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, third: ThirdOutside
 ) -> None:
-    inside, outside, people, audience, conns = third_outside(sandbox, tmp_path, kind)
+    kind, inside, outside, people, audience, conns = third
     logical_date = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
     with new_dag(f"third_outside_{kind}") as dag:
         # 4 of 12 outside: more than max_failure_ratio allows, if they counted.
