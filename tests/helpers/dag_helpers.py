@@ -112,6 +112,14 @@ def run_sql_dag(
     return result
 
 
+def run_sqlite_dag(
+    dag_runner: Callable[..., Any], dag: Any, sandbox: SandboxServer, db: Path, tmp_path: Path, **kwargs: Any
+) -> Any:
+    """:func:`run_sql_dag` with the database :data:`SHOP` the SQLite file ``db``."""
+    # The SQLite provider reads ``sqlite://`` + an absolute path (``sqlite:////abs`` is refused).
+    return run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path, **kwargs)
+
+
 def ahachat_lines(log: str) -> list[str]:
     """The provider's own lines of a task log."""
     return [line for line in log.splitlines() if "] AhaChat" in line]

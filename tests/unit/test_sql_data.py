@@ -20,6 +20,7 @@ from helpers.dag_helpers import (
     new_dag,
     report,
     run_sql_dag,
+    run_sqlite_dag,
     sql_transfer,
     sqlite_table,
 )
@@ -81,7 +82,7 @@ def test_every_column_named_must_be_in_the_query(
             **common,
         )
 
-    result = run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path)
+    result = run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path)
 
     assert set(result.task_states.values()) == {"failed"}, result.summary()
     errors = {task_id: outcome.error_text or "" for task_id, outcome in result.tasks.items()}
@@ -200,7 +201,7 @@ def test_nulls_are_a_choice(dag_runner: Any, sandbox: SandboxServer, tmp_path: P
         )
         sql_transfer(tmp_path, task_id="empty", sql=select.format("= 7"), null_attributes="empty", **common)
 
-    result = run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path)
+    result = run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path)
 
     assert result.succeeded, result.summary()
     invalid = result.xcoms["invalid"]
@@ -241,7 +242,7 @@ def test_a_null_phone_is_named_in_the_reason(dag_runner: Any, sandbox: SandboxSe
             tags="da_giao",
         )
 
-    result = run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path)
+    result = run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path)
 
     assert result.task_states == {"tags": "failed"}, result.summary()
     assert "phone is NULL in row 2" in (result.tasks["tags"].error_text or "")
@@ -269,7 +270,7 @@ def test_repeats_are_counted_and_dedupe_on_sends_one_message_per_order(
     with new_dag("sql_per_order") as per_order:
         sql_transfer(tmp_path, task_id="send", dedupe_on=["order_id"], **common)
 
-    first = run_sql_dag(dag_runner, per_customer, sandbox, f"sqlite://{db}", tmp_path)
+    first = run_sqlite_dag(dag_runner, per_customer, sandbox, db, tmp_path)
 
     assert first.succeeded, first.summary()
     summary = first.xcoms["send"]
@@ -283,7 +284,7 @@ def test_repeats_are_counted_and_dedupe_on_sends_one_message_per_order(
     )
     assert "2 delivered, 0 failed, 0 invalid, 2 repeats, 0 unknown of 4 rows" in lines[-1]
 
-    second = run_sql_dag(dag_runner, per_order, sandbox, f"sqlite://{db}", tmp_path)
+    second = run_sqlite_dag(dag_runner, per_order, sandbox, db, tmp_path)
 
     assert second.succeeded, second.summary()
     summary = second.xcoms["send"]
@@ -343,7 +344,7 @@ def test_progress_has_a_total_and_the_log_ends_with_one_summary_line(
         # A trailing comment swallows the count's closing parenthesis: the count fails, the run goes on.
         sql_transfer(tmp_path, task_id="send", sql="SELECT psid FROM orders -- shipped", **common)
 
-    first = run_sql_dag(dag_runner, counted, sandbox, f"sqlite://{db}", tmp_path)
+    first = run_sqlite_dag(dag_runner, counted, sandbox, db, tmp_path)
 
     assert first.succeeded, first.summary()
     lines = ahachat_lines(first.log)
@@ -360,7 +361,7 @@ def test_progress_has_a_total_and_the_log_ends_with_one_summary_line(
         )
     )
 
-    second = run_sql_dag(dag_runner, uncounted, sandbox, f"sqlite://{db}", tmp_path)
+    second = run_sqlite_dag(dag_runner, uncounted, sandbox, db, tmp_path)
 
     assert second.succeeded, second.summary()
     lines = ahachat_lines(second.log)

@@ -16,7 +16,7 @@ from helpers.dag_helpers import (
     assert_nothing_sent,
     new_dag,
     report,
-    run_sql_dag,
+    run_sqlite_dag,
     sql_transfer,
     sqlite_table,
 )
@@ -45,18 +45,12 @@ def shop(tmp_path: Path) -> Shop:
     return lambda orders: shop_db(tmp_path / "shop.db", orders)
 
 
-def run(dag_runner: Any, dag: Any, sandbox: SandboxServer, db: Path, tmp_path: Path, **kwargs: Any) -> Any:
-    """Run ``dag`` with the AhaChat and the SQLite connections; the token must appear nowhere."""
-    # The SQLite provider reads ``sqlite://`` + an absolute path (``sqlite:////abs`` is refused).
-    return run_sql_dag(dag_runner, dag, sandbox, f"sqlite://{db}", tmp_path, **kwargs)
-
-
 RunTransfer = Callable[..., Any]
 
 
 @pytest.fixture
 def run_transfer(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> RunTransfer:
-    """Runs a DAG of one :func:`sql_transfer` task reading a database file, as :func:`run` does.
+    """Runs a DAG of one :func:`sql_transfer` task reading a database file, as :func:`run_sqlite_dag` does.
 
     Its arguments: the database file, the DAG's ID, ``dag_kwargs`` (more arguments of the DAG,
     e.g. ``template_searchpath``), ``run_kwargs`` (more arguments of the run, e.g. ``logical_date``)
@@ -73,7 +67,7 @@ def run_transfer(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> Run
     ) -> Any:
         with new_dag(dag_id, **(dag_kwargs or {})) as dag:
             sql_transfer(tmp_path, **transfer)
-        return run(dag_runner, dag, sandbox, db, tmp_path, **(run_kwargs or {}))
+        return run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path, **(run_kwargs or {}))
 
     return _run
 
@@ -106,7 +100,7 @@ def test_broadcast_with_attribute_columns_as_a_list_and_a_mapping(
             **common,
         )
 
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path)
 
     assert result.succeeded, result.summary()
     for task_id in ("as_list", "as_mapping"):
@@ -290,7 +284,7 @@ def test_bad_queries_and_connections_fail_before_anything_is_sent(
         SqlToAhaChatOperator(task_id="not_sql", sql="SELECT 1", sql_conn_id=CONN, **common)
         SqlToAhaChatOperator(task_id="bad_sql", sql="SELECT user_id FROM nowhere", sql_conn_id=SHOP, **common)
 
-    result = run(dag_runner, dag, sandbox, db, tmp_path)
+    result = run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path)
 
     assert set(result.task_states.values()) == {"failed"}, result.summary()
     errors = {task_id: outcome.error_text or "" for task_id, outcome in result.tasks.items()}
@@ -395,7 +389,7 @@ def test_sql_from_a_templated_file_with_positional_parameters(
         sandbox.update_user(uid, add_tags=["cho_giao_hang", "vip"])
 
     day = datetime.datetime(2026, 11, 11, tzinfo=datetime.timezone.utc)
-    result = run(dag_runner, dag, sandbox, db, tmp_path, logical_date=day)
+    result = run_sqlite_dag(dag_runner, dag, sandbox, db, tmp_path, logical_date=day)
 
     assert result.succeeded, result.summary()
     assert result.xcoms["tags"]["outcomes"] == {"delivered": 1}
