@@ -6,6 +6,7 @@ Airflow's own processes: ``tests/integration/test_bulk_kills.py``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,28 @@ TESTS = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
-def run_send(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, dag_id: str, operator: Any, **arguments: Any
-) -> Any:
-    """Run one task ``send`` of ``operator`` at full speed (no rate limit), its ledger in ``tmp_path``.
+RunSend = Callable[..., Any]
 
-    :param arguments: the operator's own arguments (what to send, to whom).
+
+@pytest.fixture
+def run_send(dag_runner: Any, sandbox: SandboxServer, tmp_path: Path) -> RunSend:
+    """Runs one task ``send`` at full speed (no rate limit), its ledger in the test's folder.
+
+    Its arguments: the DAG's ID, the operator class and the operator's own arguments (what to send,
+    to whom).
     """
-    with new_dag(dag_id) as dag:
-        operator(task_id="send", rate_limit=0, ledger_path=str(tmp_path), **arguments)
-    return dag_runner(dag, {CONN: sandbox.connection_uri})
+
+    def _run(dag_id: str, operator: Any, **arguments: Any) -> Any:
+        with new_dag(dag_id) as dag:
+            operator(task_id="send", rate_limit=0, ledger_path=str(tmp_path), **arguments)
+        return dag_runner(dag, {CONN: sandbox.connection_uri})
+
+    return _run
 
 
 @pytest.mark.slow
 def test_injected_503s_and_429s_deliver_to_everyone_exactly_once(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
+    run_send: RunSend, sandbox: SandboxServer
 ) -> None:
     from airflow_provider_ahachat.operators.ahachat import BroadcastBlockOperator
 
@@ -41,9 +49,8 @@ def test_injected_503s_and_429s_deliver_to_everyone_exactly_once(
     rows = [{"user_id": uid, "order_id": f"DH{i}"} for i, uid in enumerate(ids)]
     sandbox.configure(error_rate=0.10, error_status=[503, 429], retry_after=0)
     result = run_send(
-        dag_runner, sandbox, tmp_path, "bulk_faults", BroadcastBlockOperator,
-        block_name="shipping_update", recipients=rows, concurrency=16,
-    )  # fmt: skip
+        "bulk_faults", BroadcastBlockOperator, block_name="shipping_update", recipients=rows, concurrency=16
+    )
     assert result.succeeded, result.summary()
 
     stats = sandbox.stats()["by_status"]
@@ -55,17 +62,18 @@ def test_injected_503s_and_429s_deliver_to_everyone_exactly_once(
     assert sandbox.user(ids[7])["attributes"]["order_id"] == "DH7"
 
 
-def test_processed_500s_are_reported_unknown_not_resent(
-    dag_runner: Any, sandbox: SandboxServer, tmp_path: Path
-) -> None:
+def test_processed_500s_are_reported_unknown_not_resent(run_send: RunSend, sandbox: SandboxServer) -> None:
     from airflow_provider_ahachat.operators.ahachat import SendTextMessageOperator
 
     ids = sandbox.generate_users(200)
     sandbox.configure(error_rate=0.05, error_status=500, deliver_before_fail=True)
     result = run_send(
-        dag_runner, sandbox, tmp_path, "bulk_unknown", SendTextMessageOperator,
-        text="Đơn hàng của bạn đã được giao.", recipients=ids, max_failure_ratio=0.2,
-    )  # fmt: skip
+        "bulk_unknown",
+        SendTextMessageOperator,
+        text="Đơn hàng của bạn đã được giao.",
+        recipients=ids,
+        max_failure_ratio=0.2,
+    )
     assert result.succeeded, result.summary()
     unknown = int(sandbox.stats()["by_status"]["500"])
     assert unknown > 0
