@@ -165,7 +165,7 @@ def api_server(tmp: Path) -> Iterator[Any]:
     server = AirflowProcesses(home, dags_folder=dags, env=env, command="api-server", start_timeout=900)
     home.mkdir(parents=True, exist_ok=True)
     server.airflow("db", "migrate")
-    with server.start():
+    with server:
         yield server
 
 

@@ -125,6 +125,9 @@ class AirflowProcesses(Started):
 
     def start(self) -> AirflowProcesses:
         """Start the command and wait until the API server answers (and, standalone, the scheduler)."""
+        if self.process is not None:
+            # A second start would leave the first processes running with nobody to stop them.
+            raise RuntimeError(f"airflow {self.command} is already started")
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
