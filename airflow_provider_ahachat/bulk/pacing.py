@@ -22,6 +22,13 @@ class Stopped(Exception):
     """The run was stopped before this request was sent."""
 
 
+#: How late a worker may wake for its slot and still send. Waking a few milliseconds late is the
+#: scheduler's ordinary noise on a busy machine; a worker that took a new slot each time would leave
+#: a hole in the schedule and go to the back of the line, and a busy machine would send well below
+#: its limit.
+LATE_ENOUGH = 0.02
+
+
 class RateLimiter:
     """
     One pace for every worker: at most ``rate`` requests per second, evenly spaced.
@@ -41,20 +48,36 @@ class RateLimiter:
 
     def acquire(self, stop: threading.Event | None = None) -> None:
         """Wait for this worker's turn (or until ``stop`` is set)."""
-        wait = self._reserve()
-        if wait > 0:
-            if stop is not None:
-                stop.wait(wait)
-            else:
-                time.sleep(wait)
+        while True:
+            due = self._reserve()
+            wait = due - time.monotonic()
+            if wait > 0:
+                if stop is not None:
+                    stop.wait(wait)
+                else:
+                    time.sleep(wait)
+            if (stop is not None and stop.is_set()) or not self._stale(due):
+                return
+
+    def _stale(self, due: float) -> bool:
+        """
+        Whether a slot is too old to use: its worker woke later than :data:`LATE_ENOUGH` allows.
+
+        A stall (a busy machine, a pause of the whole process) wakes every waiting worker late and
+        together; were they all to send, the server would see a burst of as many requests as there
+        are workers. A late worker takes a new slot instead, so a stall lets through at most the
+        slots of ``LATE_ENOUGH`` (one slot, or 20 ms of them) and the rest stay spaced.
+        """
+        if self.rate <= 0:
+            return False
+        return time.monotonic() - due > max(1.0 / self.rate, LATE_ENOUGH)
 
     def _reserve(self) -> float:
-        """Take the next slot of the schedule; return the seconds until it comes."""
+        """Take the next slot of the schedule; return when it comes (``time.monotonic()``)."""
         with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
+            slot = max(time.monotonic(), self._next)
             self._next = slot + (1.0 / self.rate if self.rate > 0 else 0.0)
-        return slot - time.monotonic()
+        return slot
 
     def slow_down(self, retry_after: float | None) -> None:
         """A 429 came back: pause everyone, and go slower."""
@@ -208,8 +231,8 @@ class RedisRateLimiter(RateLimiter):
         return float(wait)
 
     def _reserve(self) -> float:
-        """Take the next slot of the bot's shared schedule."""
-        return self._call("acquire")
+        """Take the next slot of the bot's shared schedule (Redis's clock; the wait is what counts)."""
+        return time.monotonic() + self._call("acquire")
 
     def slow_down(self, retry_after: float | None) -> None:
         """A 429 came back: pause every sender of the bot, and go slower."""
