@@ -517,10 +517,10 @@ def test_error_rate(sandbox: SandboxServer) -> None:
 
 
 def test_latency_does_not_block_other_requests(sandbox: SandboxServer) -> None:
-    sandbox.configure(latency_ms=300)
+    sandbox.configure(latency_ms=1000)
     started = time.perf_counter()
     ok_data(call(sandbox, "GET", ""))
-    assert time.perf_counter() - started >= 0.3
+    assert time.perf_counter() - started >= 1.0
     results: list[int] = []
 
     def one() -> None:
@@ -536,11 +536,12 @@ def test_latency_does_not_block_other_requests(sandbox: SandboxServer) -> None:
     for thread in threads:
         thread.join()
     assert results == [200] * 5
-    assert time.perf_counter() - started < 1.4  # five 300 ms requests overlap (1.5 s one after another)
+    # Five 1 s requests overlap: one after another they would take 5 s; a busy machine adds far less.
+    assert time.perf_counter() - started < 3.5
     # The control API is never slowed down.
     started = time.perf_counter()
     sandbox.stats()
-    assert time.perf_counter() - started < 0.29
+    assert time.perf_counter() - started < 0.9
 
 
 def test_config_rejects_bad_knobs(sandbox: SandboxServer) -> None:
