@@ -592,9 +592,7 @@ def _until_settled(answer: Answer, settle: float) -> float:
 
     with create_session() as session:
         row = session.execute(
-            select(
-                TaskInstance.state, TaskInstance.try_number, TaskInstance.updated_at, HITLDetail.responded_at
-            )
+            select(TaskInstance.state, TaskInstance.try_number, TaskInstance.updated_at, HITLDetail)
             .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
             .where(
                 TaskInstance.dag_id == answer.dag_id,
@@ -603,8 +601,12 @@ def _until_settled(answer: Answer, settle: float) -> float:
                 TaskInstance.map_index == answer.map_index,
             )
         ).first()
-    if row is None or row.try_number != answer.try_number or row.responded_at is not None:
-        return 0.0  # refused below: no question, another try, already answered
+        if row is None or row.try_number != answer.try_number or row.HITLDetail.responded_at is not None:
+            return 0.0  # refused below: no question, another try, already answered
+        # The whole record, not its columns: ``assigned_users`` is computed, and differs by release.
+        detail = row.HITLDetail
+        if _not_theirs(detail.assigned_users, detail.options, answer) is not None:
+            return 0.0  # refused below at once, whatever the task's state: no need to wait for it
     state = str(getattr(row.state, "value", row.state))
     if state == "running":  # the question is out, the task parks next
         return _POLL
@@ -662,6 +664,9 @@ def _refusal(ti: Any, answer: Answer) -> AnswerOutcome | None:
     if ti.try_number != answer.try_number:
         return "earlier_try"
     detail = ti.hitl_detail
+    not_theirs = _not_theirs(detail.assigned_users, detail.options, answer)
+    if not_theirs is not None:
+        return not_theirs
     if detail.response_received:
         return "answered"
     deadlines = [d for d in (getattr(ti, "trigger_timeout", None), answer.deadline) if d is not None]
@@ -670,9 +675,18 @@ def _refusal(ti: Any, answer: Answer) -> AnswerOutcome | None:
         return "expired" if past_deadline else "closed"
     if past_deadline:
         return "expired"  # the scheduler has not swept it yet; the deadline has passed all the same
-    if answer.user_id not in {user["id"] for user in detail.assigned_users or []}:
+    return None
+
+
+def _not_theirs(assigned_users: Any, options: Any, answer: Answer) -> AnswerOutcome | None:
+    """
+    ``not_assigned`` or ``bad_option`` when the answer could never be taken, whatever the task's
+    state: these are fixed when the question is asked, so such a tap is refused at once, without
+    waiting for the task to park, and says nothing of the task to someone it was not asked.
+    """
+    if answer.user_id not in {user["id"] for user in assigned_users or []}:
         return "not_assigned"
-    if answer.option not in (detail.options or []):
+    if answer.option not in (options or []):
         return "bad_option"
     return None
 

@@ -177,6 +177,28 @@ def test_a_refused_answer_records_nothing(waiting: Answer, change: dict[str, Any
     assert state_of(waiting) == (parked_state(), None, None)
 
 
+@pytest.mark.parametrize(
+    ("change", "outcome"),
+    [
+        ({"user_id": "ahachat:1", "user_name": "ahachat:1"}, "not_assigned"),
+        ({"user_id": "ahachat:2", "user_name": "ahachat:2"}, "not_assigned"),
+        ({"option": "Maybe"}, "bad_option"),
+        ({"option": ""}, "bad_option"),
+    ],
+)
+@pytest.mark.parametrize("state", ["running", "parked just now", "failed"])
+def test_a_tap_that_could_never_be_taken_is_refused_at_once_whatever_the_task_is_doing(
+    waiting: Answer, change: dict[str, Any], outcome: str, state: str
+) -> None:
+    from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
+
+    # Who may answer and the options are fixed when the question is asked: such a tap neither
+    # waits for the task to park (it would answer "unavailable", tap again) nor tells of its state.
+    park(waiting, parked_state() if state == "parked just now" else state)
+    assert record_hitl_answer(Answer(**{**waiting.__dict__, **change}), settle=30, max_hold=0.5) == outcome
+    assert state_of(waiting)[1:] == (None, None)
+
+
 def test_a_tap_on_a_task_parked_just_now_waits_until_it_has_settled(waiting: Answer) -> None:
     from airflow_provider_ahachat.inbound.airflow_internals import record_hitl_answer
 
