@@ -277,9 +277,9 @@ def xcom_value(dag_id: str, task_id: str, key: str) -> Any:
 @pytest.mark.parametrize(
     ("total", "limits"),
     [
-        pytest.param(10_000, {"max_failure_ratio": 0.05}, id="ratio", marks=pytest.mark.slow),
+        pytest.param(3_000, {"max_failure_ratio": 0.05}, id="ratio", marks=pytest.mark.slow),
         # The same with neither limit (any failure fails), on fewer recipients to keep the suite quick.
-        pytest.param(2_000, {}, id="default", marks=pytest.mark.slow),
+        pytest.param(1_000, {}, id="default", marks=pytest.mark.slow),
     ],
 )
 def test_many_recipients_with_three_percent_unknown(

@@ -16,12 +16,13 @@ import pytest
 from helpers.dag_helpers import report
 
 from airflow_provider_ahachat.bulk import AhaChatBulkError, BulkRunner, Columns, Ledger
-from airflow_provider_ahachat.client import AhaChatClient
+from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.registry import ACTIONS
 from airflow_provider_ahachat.sandbox import SandboxServer
 
 MARK = "airflow_delivery"
+QUICK_RETRIES = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
 CONFIRMED = f"its {MARK} is on the customer"
 
 #: Arguments richer than the registry's examples: a message that sets an attribute of its own too.
@@ -41,7 +42,8 @@ def run(
     sandbox: SandboxServer, action: str, ledger: Path, audience: list[Any], **options: Any
 ) -> dict[str, Any]:
     options.setdefault("delivery_mark", MARK)
-    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
+    # Retries as many as by default, without the default backoff's seconds of waiting.
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=QUICK_RETRIES) as client:
         runner = BulkRunner(
             client,
             client.bind(action, MESSAGES.get(action, ACTIONS[action].example())),
@@ -136,7 +138,8 @@ def test_a_mark_that_cannot_work_is_refused_before_anything_is_sent(
     ids = sandbox.generate_users(2)
     options.setdefault("delivery_mark", MARK)
     ledger = options.pop("ledger", tmp_path)
-    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url) as client:
+    # Retries as many as by default, without the default backoff's seconds of waiting.
+    with AhaChatClient(sandbox.bot_id, sandbox.token, sandbox.url, retry=QUICK_RETRIES) as client:
         bound = client.bind(action, MESSAGES.get(action, ACTIONS[action].example()))
         with pytest.raises(AhaChatValidationError) as caught:
             BulkRunner(client, bound, ledger=Ledger(ledger) if ledger else None, **options).run(ids)
