@@ -2,11 +2,12 @@
 Helpers shared by the tests that run the provider's operators inside Airflow against the sandbox.
 
 - :func:`new_dag`: a DAG whose tasks use the connection :data:`CONN` and never retry.
-- :func:`run_without_token`: run a DAG and check that the bot token appears nowhere it could leak.
+- :func:`run_without_token`: run a DAG and check that the bot token appears nowhere it could leak;
+  :func:`run_with_ledger`: the same, the ledger a test keeps under its ``tmp_path`` checked too.
 - :func:`report`: the per-recipient report a bulk summary points to.
 - :func:`operator_for`: the operator class of an action of the registry.
 - :func:`sqlite_table`, :func:`run_sql_dag`: a SQLite file of one table, and a DAG of the SQL
-  transfer run against it (or any database) and the sandbox.
+  transfer run against it (or any database) and the sandbox; :func:`shop_db`: the shop's orders.
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ def run_without_token(
     return result
 
 
+def run_with_ledger(
+    dag_runner: Callable[..., Any],
+    dag: Any,
+    sandbox: SandboxServer,
+    tmp_path: Path | None = None,
+    **kwargs: Any,
+) -> Any:
+    """
+    :func:`run_without_token`, the ledger at ``tmp_path / "ledger"`` checked too when there is one.
+
+    :param tmp_path: the test's folder; none (or no ledger in it) for a DAG that keeps no ledger there.
+    :param kwargs: passed on to :func:`run_without_token` (``conns``, then ``dag_runner``'s own).
+    """
+    files = [tmp_path / "ledger"] if tmp_path is not None and (tmp_path / "ledger").exists() else []
+    return run_without_token(dag_runner, dag, sandbox, files=files, **kwargs)
+
+
 def report(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-recipient report a bulk summary points to, one dict per line."""
     return [json.loads(line) for line in Path(summary["report"]).read_text(encoding="utf-8").splitlines()]
@@ -90,6 +108,15 @@ def sqlite_table(path: Path, create: str, rows: Iterable[Sequence[Any]]) -> Path
             db.executemany(f"INSERT INTO {create.split()[2]} VALUES ({', '.join('?' * len(rows[0]))})", rows)
     db.close()
     return path
+
+
+def shop_db(path: Path, orders: Iterable[tuple[Any, ...]]) -> Path:
+    """A shop database: ``orders`` rows of (user_id, phone, ma_don, ma_van_don, ten, shipped_on, total)."""
+    create = (
+        "CREATE TABLE orders (user_id TEXT, phone TEXT, ma_don TEXT, ma_van_don TEXT, ten TEXT, "
+        "shipped_on DAY, total DECIMAL)"
+    )
+    return sqlite_table(path, create, orders)
 
 
 def run_sql_dag(

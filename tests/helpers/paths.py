@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 #: The example DAGs (``example_dags/``).
 EXAMPLE_DAGS = ROOT / "example_dags"
+#: The benchmark scripts (``benchmarks/``).
+BENCHMARKS = ROOT / "benchmarks"
 #: The code the docs site shows (``docs/examples/``), included by markers.
 DOCS_EXAMPLES = ROOT / "docs" / "examples"
 

@@ -8,33 +8,16 @@ and that the provider lost and doubled nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def run(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run a benchmark script; past ``timeout``, SIGTERM it (SIGKILL would orphan the servers it started)."""
-    command = [sys.executable, str(BENCHMARKS / script), *args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
-        try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            out, err = process.communicate(timeout=120)
-            pytest.fail(f"{script} took over {timeout:.0f} s:\n{out[-3000:]}{err[-3000:]}")
-    assert process.returncode == 0, out[-3000:] + err[-3000:]
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
+from helpers.benchmark_runner import run_benchmark
 
 
 @pytest.mark.slow
 def test_bulk_throughput_quick(tmp_path: Path) -> None:
     figures = tmp_path / "throughput.json"
-    done = run("bulk_throughput.py", "--quick", "--json", str(figures))
+    done = run_benchmark("bulk_throughput.py", "--quick", "--json", str(figures))
     assert "messages/s" in done.stdout
     document = json.loads(figures.read_text())
     assert document["rate_limit"] == 200
@@ -52,7 +35,7 @@ def test_bulk_throughput_quick(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bulk_memory_small(tmp_path: Path) -> None:
     figures = tmp_path / "memory.json"
-    done = run("bulk_memory.py", "--sizes", "300", "--send-sizes", "200", "--json", str(figures))
+    done = run_benchmark("bulk_memory.py", "--sizes", "300", "--send-sizes", "200", "--json", str(figures))
     assert "peak RSS" in done.stdout
     document = json.loads(figures.read_text())
     rows = {(f["rows"], f["mode"]): f for f in document["figures"]}

@@ -12,14 +12,16 @@ import json
 from pathlib import Path
 
 import pytest
-from test_benchmarks import run
+from helpers.benchmark_runner import run_benchmark
 
 
 @pytest.mark.airflow_processes
 @pytest.mark.timeout(1200)
 def test_held_delivery_quick(tmp_path: Path) -> None:
     figures = tmp_path / "held.json"
-    done = run("held_delivery.py", "--quick", "--database", "sqlite", "--json", str(figures), timeout=900)
+    done = run_benchmark(
+        "held_delivery.py", "--quick", "--database", "sqlite", "--json", str(figures), timeout=900
+    )
     [store] = json.loads(figures.read_text())["store"]
     assert store["database"] == "SQLite"
     assert [row["held"] for row in store["latency"]] == [0, 1, 20]

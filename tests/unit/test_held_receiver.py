@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 from helpers.app_server import AppServer
-from test_receiver import clear_events, conn_json, recorded, sync_consumer
+from helpers.webhook_helpers import clear_events, conn_json, recorded, sync_consumer
 
 from airflow_provider_ahachat.held.delivery import Holder
 from airflow_provider_ahachat.held.store import HeldStore, TaskRef

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.dag_helpers import CONN, SHOP, new_dag, report
+from helpers.dag_helpers import CONN, SHOP, new_dag, report, run_with_ledger
 from helpers.paths import EXAMPLE_DAGS
-from test_messenger_rules import BAO, SINGLE_SENDS, ThirdOutside, many_operator, run
-from test_messenger_rules import third as third  # the fixture: tests here ask for it by name
+from helpers.window_helpers import BAO, SINGLE_SENDS, ThirdOutside, many_operator
 
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
 from airflow_provider_ahachat.held.store import HeldStore, Selection
@@ -57,8 +56,12 @@ def test_a_single_send_outside_the_window_is_held_once_and_the_task_succeeds(
         operator(task_id="send", outside_window="hold", hold_for=datetime.timedelta(days=2), **arguments)
     env = {"AIRFLOW__AHACHAT__HELD_PATH": str(path)}
 
-    first = run(dag_runner, dag, sandbox, env=env, logical_date=logical_date, run_after=logical_date)
-    again = run(dag_runner, dag, sandbox, env=env, logical_date=logical_date, run_after=logical_date)
+    first = run_with_ledger(
+        dag_runner, dag, sandbox, env=env, logical_date=logical_date, run_after=logical_date
+    )
+    again = run_with_ledger(
+        dag_runner, dag, sandbox, env=env, logical_date=logical_date, run_after=logical_date
+    )
 
     assert first.task_states == {"send": "success"}, first.summary()
     result = first.xcoms["send"]
@@ -94,7 +97,7 @@ def test_a_run_of_many_sends_inside_the_window_and_holds_for_the_others(
         many_operator(kind, audience, str(tmp_path / "ledger"), outside_window="hold", max_failure_ratio=0)
     when = {"logical_date": logical_date, "run_after": logical_date}
 
-    first = run(dag_runner, dag, sandbox, tmp_path, conns=conns, env=env, **when)
+    first = run_with_ledger(dag_runner, dag, sandbox, tmp_path, conns=conns, env=env, **when)
 
     assert first.succeeded, first.summary()
     summary = first.xcoms["send"]
@@ -115,7 +118,7 @@ def test_a_run_of_many_sends_inside_the_window_and_holds_for_the_others(
     assert sum(asked.values()) == 12 and set(asked.values()) == {1}
     before = sandbox.stats()["total"]
 
-    second = run(dag_runner, dag, sandbox, tmp_path, conns=conns, env=env, **when)
+    second = run_with_ledger(dag_runner, dag, sandbox, tmp_path, conns=conns, env=env, **when)
 
     assert second.run_id == first.run_id and second.succeeded, second.summary()
     assert second.xcoms["send"]["outcomes"] == {"delivered": 8, "held": 4}
@@ -136,7 +139,9 @@ def test_a_store_that_cannot_be_opened_fails_the_task_before_anything_is_sent(
             "text", [{"user_id": u} for u in outside], str(tmp_path / "ledger"), outside_window="hold"
         )
 
-    result = run(dag_runner, dag, sandbox, env={"AIRFLOW__AHACHAT__HELD_PATH": str(blocker / "held.sqlite3")})
+    result = run_with_ledger(
+        dag_runner, dag, sandbox, env={"AIRFLOW__AHACHAT__HELD_PATH": str(blocker / "held.sqlite3")}
+    )
 
     assert result.task_states == {"send": "failed"}, result.summary()
     assert posts(sandbox) == []
@@ -206,7 +211,7 @@ def test_the_held_shipping_example_delivers_inside_the_window_and_holds_outside(
     spec.loader.exec_module(module)
     chau = "5281407936251407"  # last wrote 30 days ago
 
-    result = run(
+    result = run_with_ledger(
         dag_runner,
         module.dag,
         sandbox,

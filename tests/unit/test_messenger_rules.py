@@ -15,12 +15,12 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
-from helpers.dag_helpers import CONN, SHOP, new_dag, report, run_without_token
+from helpers.dag_helpers import CONN, SHOP, new_dag, report, run_with_ledger, run_without_token
 from helpers.recording_server import RecordingServer, Reply
-from test_transfers import shop_db
+from helpers.window_helpers import BAO, SINGLE_SENDS, ThirdOutside, many_operator
 
 from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import (
@@ -40,7 +40,6 @@ TOKEN = "0f3c9a7e5b1d4f2a8c6e0b9d7f5a3c1e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a"
 BOT = "12404829"
 USER = "3824547807572463"
 LAN = "3824547807572463"  # wrote 30 minutes ago
-BAO = "5310298476123984"  # wrote 3 days ago
 HUNG = "2958174603928174"  # wrote 8 days ago
 #: Retries a misread refusal would get: the test would see more than one request.
 RETRYING = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.02, max_retry_time=5)
@@ -393,27 +392,8 @@ def test_a_connection_names_the_tags_its_page_may_still_use(
 # ------------------------------------------------------------ 3. the window, against the sandbox
 
 
-def run(
-    dag_runner: Any, dag: Any, sandbox: SandboxServer, tmp_path: Path | None = None, **kwargs: Any
-) -> Any:
-    files = [tmp_path / "ledger"] if tmp_path is not None and (tmp_path / "ledger").exists() else []
-    return run_without_token(dag_runner, dag, sandbox, files=files, **kwargs)
-
-
 def requests_about(sandbox: SandboxServer, user_id: str) -> list[dict[str, Any]]:
     return [r for r in sandbox.request_log(limit=10_000) if f"/users/{user_id}/" in r["path"]]
-
-
-SINGLE_SENDS: dict[str, dict[str, Any]] = {
-    "text": {"operator": "SendTextMessageOperator", "text": "Đơn hàng của bạn đã được giao.", "user_id": BAO},
-    "dynamic": {"operator": "SendDynamicMessageOperator", "message": [{"text": "Chào Bảo"}], "user_id": BAO},
-    "broadcast_by_user": {"operator": "BroadcastBlockOperator", "block_name": "welcome", "user_id": BAO},
-    "broadcast_by_phone": {
-        "operator": "BroadcastBlockOperator",
-        "block_name": "welcome",
-        "phone": "0903 456 789",
-    },
-}
 
 
 @pytest.mark.usefixtures("airflow_db")
@@ -432,7 +412,7 @@ def test_one_customer_outside_the_window_fails_after_exactly_one_request_and_no_
         operator(task_id="send", **arguments)
         operator(task_id="skip", outside_window="skip", **arguments)
 
-    result = run(dag_runner, dag, sandbox)
+    result = run_with_ledger(dag_runner, dag, sandbox)
 
     assert result.task_states == {"send": "failed", "skip": "skipped"}, result.summary()
     error = result.tasks["send"].error
@@ -464,76 +444,6 @@ def test_the_outside_window_error_survives_pickling_as_both_errors() -> None:
     assert without_retries(final) is final
 
 
-def many_operator(kind: str, audience: list[dict[str, Any]], ledger: str, **kwargs: Any) -> Any:
-    """An operator that messages ``audience`` (each row's ``user_id`` or ``phone``) the ``kind`` way."""
-    from airflow_provider_ahachat.operators.ahachat import (
-        BroadcastBlockOperator,
-        SendDynamicMessageOperator,
-        SendTextMessageOperator,
-    )
-
-    common = {"task_id": "send", "ledger_path": ledger, "rate_limit": 0, **kwargs}
-    if kind == "broadcast":
-        return BroadcastBlockOperator(block_name="shipping_update", recipients=audience, **common)
-    if kind == "text":
-        ids = [row["user_id"] for row in audience]
-        return SendTextMessageOperator(text="Đơn hàng đã giao.", recipients=ids, **common)
-    if kind == "dynamic":
-        ids = [row["user_id"] for row in audience]
-        return SendDynamicMessageOperator(message=[{"text": "Chào bạn!"}], recipients=ids, **common)
-    return SqlToAhaChatOperator(
-        sql="SELECT user_id, phone, ma_don AS order_id FROM orders ORDER BY rowid",
-        sql_conn_id=SHOP,
-        action="broadcast_block",
-        block_name="shipping_update",
-        **common,
-    )
-
-
-def third_outside(
-    sandbox: SandboxServer, tmp_path: Path, kind: str
-) -> tuple[list[str], list[str], list[str], list[dict[str, Any]], dict[str, str]]:
-    """
-    12 customers, every third outside the window: those inside, those outside, everyone in order,
-    the audience (every other broadcast by phone: the window is checked the same way) and the
-    connections (with the shop's database for the SQL transfer).
-    """
-    inside = sandbox.generate_users(8)
-    outside = sandbox.generate_users(4, start=100, in_window=False)
-    people = [uid for pair in zip(inside[::2], inside[1::2], outside, strict=True) for uid in pair]
-    audience = [
-        {"user_id": uid} if n % 2 or kind != "broadcast" else {"phone": sandbox.user(uid)["phone"]}
-        for n, uid in enumerate(people)
-    ]
-    conns = {CONN: sandbox.connection_uri}
-    if kind == "sql_transfer":
-        db = shop_db(
-            tmp_path / "shop.db", [(uid, None, f"DH{n}", "", "", "", 0) for n, uid in enumerate(people)]
-        )
-        conns[SHOP] = f"sqlite://{db}"
-    return inside, outside, people, audience, conns
-
-
-MANY_SENDS = ["broadcast", "text", "dynamic", "sql_transfer"]  # the kinds :func:`many_operator` builds
-
-
-class ThirdOutside(NamedTuple):
-    """What :func:`third_outside` makes, with the kind of run of many it was made for."""
-
-    kind: str
-    inside: list[str]
-    outside: list[str]
-    people: list[str]
-    audience: list[dict[str, Any]]
-    conns: dict[str, str]
-
-
-@pytest.fixture(params=MANY_SENDS)
-def third(request: pytest.FixtureRequest, sandbox: SandboxServer, tmp_path: Path) -> ThirdOutside:
-    """12 customers, every third outside the window (:func:`third_outside`), for each kind of send."""
-    return ThirdOutside(request.param, *third_outside(sandbox, tmp_path, request.param))
-
-
 @pytest.mark.usefixtures("airflow_db")
 def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks_nobody_again(
     dag_runner: Any, sandbox: SandboxServer, tmp_path: Path, third: ThirdOutside
@@ -544,7 +454,7 @@ def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks
         # 4 of 12 outside: more than max_failure_ratio allows, if they counted.
         many_operator(kind, audience, str(tmp_path / "ledger"), max_failure_ratio=0.2)
 
-    first = run(
+    first = run_with_ledger(
         dag_runner, dag, sandbox, tmp_path, conns=conns, logical_date=logical_date, run_after=logical_date
     )
 
@@ -575,7 +485,7 @@ def test_a_run_of_many_with_a_third_outside_the_window_succeeds_and_a_retry_asks
     before = sandbox.stats()["total"]
 
     # A retry of the task (dag.test() reruns the same DAG run, with the same ledger) asks nobody again.
-    second = run(
+    second = run_with_ledger(
         dag_runner, dag, sandbox, tmp_path, conns=conns, logical_date=logical_date, run_after=logical_date
     )
 
@@ -599,7 +509,7 @@ def test_outside_window_fail_counts_them_against_the_limits(
             "broadcast", audience, str(tmp_path / "ledger"), outside_window="fail", max_failure_ratio=0.2
         )
 
-    result = run(dag_runner, dag, sandbox, tmp_path)
+    result = run_with_ledger(dag_runner, dag, sandbox, tmp_path)
 
     assert result.task_states == {"send": "failed"}, result.summary()
     error = result.tasks["send"].error

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 from helpers.app_server import AppServer
+from helpers.webhook_helpers import BOT_ID, CONN, clear_events, conn_json, recorded, sync_consumer
 
-from airflow_provider_ahachat.events import ahachat_event
 from airflow_provider_ahachat.inbound.receiver import (
     MAX_BODY_BYTES,
     SECRET_HEADER,
@@ -28,33 +28,9 @@ from airflow_provider_ahachat.inbound.receiver import (
 )
 
 SECRET = "whsec-9f3a1c77-NEVER-IN-LOGS"
-BOT_ID = "12404829"
 USER_ID = "3824547807572463"
-CONN = "aha_hook"
 EVENTS = ("order_status", "cancel_order", "quiet", "limited")
 REPLY = "Đang tra cứu đơn hàng…"
-
-
-def conn_json(**extra: Any) -> str:
-    return json.dumps(
-        {"conn_type": "ahachat", "login": BOT_ID, "password": "tok-abc", "extra": extra}, ensure_ascii=False
-    )
-
-
-def sync_consumer(dag_id: str, events: tuple[str, ...], conn_id: str) -> str:
-    """A DAG scheduled on ``events`` of ``conn_id``, written to the DB so that their assets exist."""
-    from airflow.sdk import DAG
-    from airflow.sdk.bases.operator import BaseOperator
-    from helpers.airflow_harness import sync_dag_to_db
-
-    class Noop(BaseOperator):
-        def execute(self, context: Any) -> None:
-            return None
-
-    with DAG(dag_id, schedule=[ahachat_event(e, ahachat_conn_id=conn_id) for e in events]) as dag:
-        Noop(task_id="noop")
-    sync_dag_to_db(dag)
-    return dag.dag_id
 
 
 @pytest.fixture(scope="module")
@@ -86,33 +62,6 @@ def hook_conn(monkeypatch: pytest.MonkeyPatch, receiver_url: str) -> str:
     )
     clear_events()
     return receiver_url
-
-
-def clear_events() -> None:
-    from airflow.models.asset import AssetDagRunQueue, AssetEvent
-    from airflow.utils.session import create_session
-    from sqlalchemy import delete
-
-    with create_session() as session:
-        session.execute(delete(AssetDagRunQueue))
-        session.execute(delete(AssetEvent))
-
-
-def recorded(event: str = "order_status", conn_id: str = CONN) -> list[dict[str, Any]]:
-    """The extras of the events recorded on ``event``'s asset, oldest first."""
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    uri = ahachat_event(event, ahachat_conn_id=conn_id).uri
-    with create_session() as session:
-        rows = session.scalars(
-            select(AssetEvent)
-            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri == uri)
-            .order_by(AssetEvent.id)
-        ).all()
-        return [dict(row.extra) for row in rows]
 
 
 def queued_dags() -> set[str]:

@@ -17,23 +17,14 @@ from helpers.dag_helpers import (
     new_dag,
     report,
     run_sqlite_dag,
+    shop_db,
     sql_transfer,
-    sqlite_table,
 )
 
 from airflow_provider_ahachat.sandbox import SandboxServer
 from airflow_provider_ahachat.transfers.sql_to_ahachat import SqlToAhaChatOperator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-def shop_db(path: Path, orders: Iterable[tuple[Any, ...]]) -> Path:
-    """A shop database: ``orders`` rows of (user_id, phone, ma_don, ma_van_don, ten, shipped_on, total)."""
-    create = (
-        "CREATE TABLE orders (user_id TEXT, phone TEXT, ma_don TEXT, ma_van_don TEXT, ten TEXT, "
-        "shipped_on DAY, total DECIMAL)"
-    )
-    return sqlite_table(path, create, orders)
 
 
 Shop = Callable[[Iterable[tuple[Any, ...]]], Path]
