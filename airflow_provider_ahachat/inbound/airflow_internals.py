@@ -20,7 +20,7 @@ Each group has its test, which checks the contract it relies on, on the installe
   database), read by the plugin for each call (:func:`read_connection`).
 - **The connection Test route** (``tests/unit/test_connection_test_button.py``): its ``_same_endpoint``
   comparison, asked whether it still takes a port of 0 for another destination (fixed by
-  apache/airflow#73298): :func:`test_route_refuses_port_0`.
+  apache/airflow#73298): :func:`connection_test_route_refuses_port_0`.
 
 Everything here runs in Airflow's API server, in worker threads, with its own database sessions.
 """
@@ -65,7 +65,7 @@ def read_connection(conn_id: str) -> Any:
 # --------------------------------------------------------------------------- the connection Test route
 
 
-def test_route_refuses_port_0() -> bool:
+def connection_test_route_refuses_port_0() -> bool:
     """
     Whether this Airflow's connection Test route takes ``port: 0`` for a port other than a stored
     ``NULL`` (Airflow 3.3.0 to 3.3.2; fixed by apache/airflow#73298).

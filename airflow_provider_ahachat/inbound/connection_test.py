@@ -33,7 +33,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_ahachat.inbound.airflow_internals import test_route_refuses_port_0
+from airflow_provider_ahachat.inbound.airflow_internals import connection_test_route_refuses_port_0
 from airflow_provider_ahachat.inbound.intake import Refused, parse_json
 
 Scope = MutableMapping[str, Any]
@@ -84,7 +84,7 @@ class ConnectionTestPortFix:
 
     def __init__(self, app: ASGIApp, enabled: bool | None = None) -> None:
         self.app = app
-        self.enabled = fix_wanted() and test_route_refuses_port_0() if enabled is None else enabled
+        self.enabled = fix_wanted() and connection_test_route_refuses_port_0() if enabled is None else enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ahachat.inbound.airflow_internals import test_route_refuses_port_0
+from airflow_provider_ahachat.inbound.airflow_internals import connection_test_route_refuses_port_0
 from airflow_provider_ahachat.inbound.connection_test import (
     AhaChatConnectionTestPlugin,
     ConnectionTestPortFix,
@@ -128,11 +128,11 @@ def press_test(api: Any, conn_id: str) -> Any:
 
 def test_the_test_button_works_for_a_connection_without_a_port(api: Any, stored: Any, sandbox: Any) -> None:
     if route_compares_destinations():  # 3.3.0 to 3.3.2: the workaround runs
-        assert test_route_refuses_port_0(), (
+        assert connection_test_route_refuses_port_0(), (
             "Airflow has the fix: this test shows the workaround no longer runs"
         )
     else:  # before 3.3 there is nothing to work around
-        assert not test_route_refuses_port_0()
+        assert not connection_test_route_refuses_port_0()
     assert any(
         m["middleware"] is ConnectionTestPortFix for m in AhaChatConnectionTestPlugin.fastapi_root_middlewares
     )
