@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from helpers.dag_helpers import CONN, new_dag, operator_for, run_without_token
+from helpers.paths import load_example
 from helpers.paths import load_example_dag as example_dag
 
 from airflow_provider_ahachat.sandbox import SandboxServer
@@ -43,67 +44,34 @@ def api_requests(sandbox: SandboxServer) -> list[dict[str, Any]]:
 def test_a_customer_found_then_tagged_and_messaged_in_one_dag(
     dag_runner: Any, sandbox: SandboxServer
 ) -> None:
-    from airflow_provider_ahachat.operators.ahachat import (
-        AddAttributesOperator,
-        AddTagsOperator,
-        BroadcastBlockOperator,
-        FindUserOperator,
-        RemoveTagsOperator,
-        ResetAttributesOperator,
-        SendDynamicMessageOperator,
-        SendTextMessageOperator,
-    )
+    """The how-to's DAG (``docs/examples/howto_operators.py``, shown in the docs): every operator."""
+    dag = load_example("howto_operators")["dag"]
 
-    with new_dag("find_tag_message") as dag:
-        find = FindUserOperator(task_id="find", phone="0908 071 111")
-        uid = find.output["messenger_user_id"]
-        add_attrs = AddAttributesOperator(
-            task_id="add_attrs", user_id=uid, attributes={"codeso": 99999, "s_d_t": "0908071111"}
-        )
-        reset = ResetAttributesOperator(task_id="reset", user_id=uid, attributes=["city"])
-        add_tags = AddTagsOperator(task_id="add_tags", user_id=uid, tags=["da_mua_hang", "loyal"])
-        remove_tags = RemoveTagsOperator(task_id="remove_tags", user_id=uid, tags="vip")
-        text = SendTextMessageOperator(
-            task_id="text", user_id=uid, text="Chào Lan! Đơn hàng #123 đã sẵn sàng."
-        )
-        dynamic = SendDynamicMessageOperator(
-            task_id="dynamic",
-            user_id=uid,
-            message=[{"text": "Chọn size:", "quick_replies": [{"title": "M", "block_name": "size_m"}]}],
-        )
-        broadcast = BroadcastBlockOperator(
-            task_id="broadcast",
-            user_id=MINH,
-            block_name="shipping_update",
-            attributes={"order_id": "DH777", "tracking_number": "GHN0001VN"},
-        )
-        find >> add_attrs >> reset >> add_tags >> remove_tags >> text >> dynamic >> broadcast
-
-    result = run(dag_runner, dag, sandbox)
+    result = run_without_token(dag_runner, dag, sandbox, {"ahachat_default": sandbox.connection_uri})
 
     assert result.succeeded, result.summary()
     user = result.xcoms["find"]
     assert user["messenger_user_id"] == LAN and isinstance(user["messenger_user_id"], str)
     assert (user["first_name"], user["phone"]) == ("Lan", "+84908071111")
-    tagged = result.xcoms["add_tags"]
+    tagged = result.xcoms["tag"]
     assert (tagged["action"], tagged["user_id"], tagged["phone"]) == ("add_tags", LAN, None)
     # AhaChat's answer, as the sandbox gives it: the user with the tags just added.
     assert tagged["data"]["messenger_user_id"] == LAN
-    assert {"da_mua_hang", "loyal"} <= set(tagged["data"]["tags"])
+    assert {"vip", "da_mua_hang"} <= set(tagged["data"]["tags"])
 
     lan = sandbox.user(LAN)
-    assert lan["attributes"]["codeso"] == 99999 and lan["attributes"]["s_d_t"] == "0908071111"
-    assert "city" not in lan["attributes"]
-    assert set(lan["tags"]) == {"khach_quen", "cho_giao_hang", "da_mua_hang", "loyal"}
-    assert sandbox.user(MINH)["attributes"]["tracking_number"] == "GHN0001VN"
+    assert set(lan["tags"]) == {"khach_quen", "vip", "da_mua_hang"}  # cho_giao_hang removed
+    assert lan["attributes"]["s_d_t"] == "0908071111" and "codeso" not in lan["attributes"]
+    assert lan["attributes"]["size_asked"] == "yes"  # set by the dynamic message
+    assert [e["kind"] for e in sandbox.outbox(LAN)] == ["text", "dynamic"]
+    assert sandbox.outbox(LAN)[0]["text"] == "Chào Lan!"  # the template, rendered from find's XCom
 
-    delivered = [(e["messenger_user_id"], e["kind"]) for e in sandbox.outbox()]
-    assert delivered == [(LAN, "text"), (LAN, "dynamic"), (MINH, "broadcast")]
-    broadcast_entry = sandbox.outbox(MINH)[0]
-    assert broadcast_entry["message_tag"] is None  # no tag by default: a standard message
-    assert ("ahachat_message_tag" in api_requests(sandbox)[-1]["query"]) is False
-    assert "DH777" in json.dumps(broadcast_entry, ensure_ascii=False)
-    assert "GHN0001VN" in json.dumps(broadcast_entry, ensure_ascii=False)
+    (shipped,) = sandbox.outbox(MINH)  # by phone
+    assert (shipped["block_name"], shipped["attributes"]["order_id"]) == ("shipping_update", "DH10232")
+    assert sandbox.user(MINH)["attributes"]["tracking_number"] == "GHN8123457VN"
+    assert shipped["message_tag"] is None  # no tag by default: a standard message
+    broadcasts = [r for r in api_requests(sandbox) if r["path"].endswith("/phones/send")]
+    assert len(broadcasts) == 1 and "ahachat_message_tag" not in broadcasts[0]["query"]
 
 
 def test_the_operator_of_every_action_acts_once(dag_runner: Any, sandbox: SandboxServer) -> None:
