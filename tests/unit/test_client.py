@@ -308,7 +308,7 @@ def test_retry_after_longer_than_the_time_budget_is_not_waited(server: Recording
     started = time.monotonic()
     with AhaChatClient(BOT, TOKEN, server.url, retry=policy) as c, pytest.raises(AhaChatRateLimitError):
         c.run("add_tags", {"tags": "vip"}, user_id=USER)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # waiting for Retry-After would take 30 s
     assert len(server.requests) == 1
 
 

@@ -120,7 +120,7 @@ def test_deadline_gives_a_timeout_event(conn: SandboxServer) -> None:
         )
     )
     assert event["status"] == "timeout", event
-    assert 0.7 < time.monotonic() - started < 3
+    assert 0.7 < time.monotonic() - started < 8  # its own deadline, not the default 10 s
     assert "did not match (delivery_confirmed='yes')" in event["message"]
 
 
@@ -164,7 +164,7 @@ def test_a_wrong_token_is_an_error_event_without_the_token(
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_uri(sandbox.url, sandbox.bot_id, wrong))
     started = time.monotonic()
     event = first_event(trigger(user_id=LAN))
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # a wait would last until the 10 s deadline
     assert event["status"] == "error"
     assert event["error"] == "AhaChatAuthError"
     assert event["http_status"] == 401
@@ -181,7 +181,7 @@ def test_a_wrong_bot_id_is_an_error_event_not_a_wait(
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", connection_uri(sandbox.url, "99999999", sandbox.token))
     started = time.monotonic()
     event = first_event(trigger(user_id=LAN))
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # a wait would last until the 10 s deadline
     assert (event["status"], event["error"], event["http_status"]) == ("error", "AhaChatNotFoundError", 404)
     assert "AhaChat knows no bot with this Bot ID" in event["message"]
 
