@@ -1,7 +1,7 @@
 """
 The how-to "A broadcast and the other actions": one customer, every operator.
 
-The docs include the part between the markers. ``tests/unit/test_operators.py`` runs this DAG with
+The docs include the part between the markers. ``tests/unit/test_docs_examples.py`` runs this DAG with
 ``dag.test()`` against the sandbox, as the connection ``ahachat_default``, and checks what Lan and
 Minh received.
 """

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from helpers.dag_helpers import CONN, new_dag, operator_for, run_without_token
-from helpers.paths import load_example
 from helpers.paths import load_example_dag as example_dag
 
 from airflow_provider_ahachat.sandbox import SandboxServer
@@ -39,39 +38,6 @@ def rendered_fields(dag_id: str) -> dict[str, Any]:
 
 def api_requests(sandbox: SandboxServer) -> list[dict[str, Any]]:
     return sandbox.request_log(limit=1000)
-
-
-def test_a_customer_found_then_tagged_and_messaged_in_one_dag(
-    dag_runner: Any, sandbox: SandboxServer
-) -> None:
-    """The how-to's DAG (``docs/examples/howto_operators.py``, shown in the docs): every operator."""
-    dag = load_example("howto_operators")["dag"]
-
-    result = run_without_token(dag_runner, dag, sandbox, {"ahachat_default": sandbox.connection_uri})
-
-    assert result.succeeded, result.summary()
-    user = result.xcoms["find"]
-    assert user["messenger_user_id"] == LAN and isinstance(user["messenger_user_id"], str)
-    assert (user["first_name"], user["phone"]) == ("Lan", "+84908071111")
-    tagged = result.xcoms["tag"]
-    assert (tagged["action"], tagged["user_id"], tagged["phone"]) == ("add_tags", LAN, None)
-    # AhaChat's answer, as the sandbox gives it: the user with the tags just added.
-    assert tagged["data"]["messenger_user_id"] == LAN
-    assert {"vip", "da_mua_hang"} <= set(tagged["data"]["tags"])
-
-    lan = sandbox.user(LAN)
-    assert set(lan["tags"]) == {"khach_quen", "vip", "da_mua_hang"}  # cho_giao_hang removed
-    assert lan["attributes"]["s_d_t"] == "0908071111" and "codeso" not in lan["attributes"]
-    assert lan["attributes"]["size_asked"] == "yes"  # set by the dynamic message
-    assert [e["kind"] for e in sandbox.outbox(LAN)] == ["text", "dynamic"]
-    assert sandbox.outbox(LAN)[0]["text"] == "Chào Lan!"  # the template, rendered from find's XCom
-
-    (shipped,) = sandbox.outbox(MINH)  # by phone
-    assert (shipped["block_name"], shipped["attributes"]["order_id"]) == ("shipping_update", "DH10232")
-    assert sandbox.user(MINH)["attributes"]["tracking_number"] == "GHN8123457VN"
-    assert shipped["message_tag"] is None  # no tag by default: a standard message
-    broadcasts = [r for r in api_requests(sandbox) if r["path"].endswith("/phones/send")]
-    assert len(broadcasts) == 1 and "ahachat_message_tag" not in broadcasts[0]["query"]
 
 
 def test_the_operator_of_every_action_acts_once(dag_runner: Any, sandbox: SandboxServer) -> None:
