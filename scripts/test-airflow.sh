@@ -4,7 +4,7 @@
 # resolved under Airflow's constraints for that release and this Python; then pytest there.
 #
 #   scripts/test-airflow.sh 3.1.8                  the unit tier: no Airflow process, no server
-#   scripts/test-airflow.sh 3.1.8 --integration    and the webhook and approval tests on real Airflow
+#   scripts/test-airflow.sh 3.1.8 --integration    and the webhook, approval and held-message tests on real Airflow
 #   scripts/test-airflow.sh 3.2.2 -- -k receiver   pytest's own arguments after --
 #
 # The constraints: AIRFLOW_CONSTRAINTS=<file or URL> when set; else Airflow's published file
@@ -108,14 +108,16 @@ EOF
 echo "Environment ready in $((SECONDS - started)) s"
 
 # The tests: the unit tier (tests/unit: no Airflow process, no server); with --integration also the
-# webhook's and the approvals' tests of the integration tier, which start Airflow's own processes.
+# webhook's, the approvals' and the held messages' tests of the integration tier, which start
+# Airflow's own processes (the inbound code calls Airflow's internals, which differ by release).
 # Not the attack tests (test_inbound_attack.py): they hold the scheduler's sweep of HITL timeouts by a
 # hook on a method Airflow 3.3 added, so Airflow 3.1's scheduler does not start under them.
 # The installed provider is tested, not this tree's source: pytest runs from the environment's bin
 # folder, so the tree's root is not on sys.path.
 SELECTION=(tests/unit)
 if [[ $INTEGRATION == 1 ]]; then
-  SELECTION+=(tests/integration/test_webhook_airflow.py tests/integration/test_approvals_airflow.py)
+  SELECTION+=(tests/integration/test_webhook_airflow.py tests/integration/test_approvals_airflow.py
+    tests/integration/test_held_airflow.py)
 fi
 echo "Running pytest on Airflow $AIRFLOW_VERSION: ${SELECTION[*]} ${PYTEST_ARGS[*]}"
 tests_started=$SECONDS

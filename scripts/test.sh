@@ -2,8 +2,9 @@
 # Checks and tests, from the pinned development environment (uv.lock).
 #
 #   ./scripts/test.sh            everything, as CI runs it: ruff, mypy, the docs build, the three test
-#                                tiers (unit, integration, system), then the unit tier and the webhook
-#                                and approval tests on the oldest Airflow release claimed (3.1.8).
+#                                tiers (unit, integration, system), then the unit tier and the webhook,
+#                                approval and held-message tests on the oldest Airflow release claimed
+#                                (3.1.8).
 #                                As root, it first installs with apt-get the Debian packages the
 #                                tests start when they are missing: redis-server, postgresql, chromium.
 #   ./scripts/test.sh --fast     ruff, mypy and the unit tier (no Airflow process, no server): the
@@ -30,7 +31,7 @@ case $MODE in
   args) echo "test.sh: ruff, mypy, then pytest $*" ;;
   all)
     echo "test.sh: ruff, mypy, the docs build, the unit, integration and system tiers, then the unit tier"
-    echo "and the webhook and approval tests on Airflow $OLDEST_AIRFLOW. Run as root, it first installs with"
+    echo "and the webhook, approval and held-message tests on Airflow $OLDEST_AIRFLOW. Run as root, it first installs with"
     echo "apt-get the Debian packages the tests start when they are missing: redis-server, postgresql, chromium."
     ;;
 esac
@@ -86,7 +87,7 @@ tier "integration tier" "Airflow's own processes, Redis, PostgreSQL, moto's S3, 
   uv run --frozen pytest tests/integration --verbose
 tier "system tier" "the scale scenario and the benchmarks" \
   uv run --frozen pytest tests/system --verbose
-tier "Airflow $OLDEST_AIRFLOW" "the unit tier, the webhook's and the approvals' tests, under its constraints" \
+tier "Airflow $OLDEST_AIRFLOW" "the unit tier, the webhook's, approvals' and held messages' tests, under its constraints" \
   ./scripts/test-airflow.sh "$OLDEST_AIRFLOW" --integration
 
 echo
