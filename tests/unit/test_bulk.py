@@ -357,6 +357,25 @@ def test_a_429_holds_every_worker_until_retry_after(sandbox: SandboxServer, clie
     assert max(datetime.fromisoformat(r["time"]).timestamp() for r in log) - refused >= 0.9
 
 
+def test_the_ledger_works_on_object_storage(sandbox: SandboxServer, client: AhaChatClient) -> None:
+    # fsspec's in-memory filesystem stands in for S3 or GCS: it cannot append either.
+    from upath import UPath
+
+    folder = UPath("memory://ledgers/test_object_storage")
+    ids = sandbox.generate_users(12)
+    first = runner(client, "send_text", folder, text="Hi", concurrency=4)
+    assert not first.claims.each  # object storage: claimed a batch at a time
+    first.run(ids[:6])
+    summary = runner(client, "send_text", folder, text="Hi", concurrency=4).run(ids)
+    assert summary["outcomes"] == {"delivered": 12} and summary["delivered_in_earlier_tries"] == 6
+    assert summary["report"].endswith("ledgers/test_object_storage/report.jsonl")
+    assert max(sandbox.outbox_counts().values()) == 1
+    journals = [p.name for p in folder.iterdir() if p.name.startswith("journal-")]
+    assert len(journals) >= 4  # object storage cannot append: one object per write
+    text = "".join((folder / name).read_text() for name in journals)
+    assert sandbox.token not in text and ids[0] in text
+
+
 # --------------------------------------------------------------------------- pacing
 
 
