@@ -493,10 +493,6 @@ class BulkRunner:
                 result = _Outcome(job.row, NOT_SENT, _STOPPED_REASON)
             except Exception as exc:  # pragma: no cover - a bug; record rather than lose the row
                 result = _Outcome(job.row, UNKNOWN, f"internal error: {type(exc).__name__}")
-            if result.fatal is not None:
-                # Stop every worker now, not when the producer thread next reads the results: on a
-                # busy machine that can be many requests later, each refused the same way.
-                self.stop_event.set()
             self.claims.settled(job.row.key, result.outcome, result.reason)  # at once: a kill loses nothing
             self._results.put(result)
 
