@@ -425,6 +425,34 @@ def test_a_worker_woken_a_little_late_keeps_its_slot(monkeypatch: pytest.MonkeyP
     assert not RateLimiter(None)._stale(due - 60)  # without a limit, no slot is ever too old
 
 
+def test_a_worker_woken_late_goes_on_a_new_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: clock[0])
+
+    class Stalled:
+        """A worker's wait that ends a second late, as after a stall of the machine."""
+
+        def __init__(self, stopped: bool) -> None:
+            self.stopped = stopped
+
+        def wait(self, seconds: float) -> bool:
+            clock[0] += seconds + 1.0
+            return self.stopped
+
+        def is_set(self) -> bool:
+            return self.stopped
+
+    limiter = RateLimiter(40)
+    limiter._reserve(), limiter._reserve()  # two workers ahead: this one's slot is 50 ms away
+    limiter.acquire(Stalled(stopped=False))  # type: ignore[arg-type]
+    # Its slot (1000.05) was a second old when it woke: it took the next one, which is now.
+    assert limiter._next == pytest.approx(clock[0] + 1 / 40)
+    # A stopped run takes no new slot: the caller gives up instead.
+    taken = limiter._next
+    limiter.acquire(Stalled(stopped=True))  # type: ignore[arg-type]
+    assert limiter._next == pytest.approx(taken + 1 / 40)
+
+
 def test_a_429_pauses_every_worker_together() -> None:
     limiter = RateLimiter(100)
     started = time.monotonic()
@@ -475,6 +503,29 @@ def test_a_refused_token_stops_the_run_at_once(sandbox: SandboxServer, tmp_path:
     assert sandbox.stats()["total"] <= 8  # the requests already in flight, no more
     assert "stopped" in str(caught.value) and "401" in str(caught.value)
     assert "wrong-token" not in str(caught.value)
+
+
+def test_a_refused_token_stops_the_workers_while_the_producer_is_busy(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # The thread reading the input is busy (a slow query, a large file) while the workers send
+    # what it queued: the first refusal must stop them, not wait until that thread reads it.
+    ids = sandbox.generate_users(40)
+
+    def slow_input() -> Iterator[str]:
+        # Two batches of four: the queue (twice the workers) takes them without blocking, so the
+        # producer reads no result until its input goes on.
+        yield from ids[:8]
+        time.sleep(1.5)
+        yield from ids[8:]
+
+    with (
+        AhaChatClient(sandbox.bot_id, "wrong-token", sandbox.url) as bad,
+        pytest.raises(AhaChatBulkError) as caught,
+    ):
+        runner(bad, "add_tags", tmp_path, tags="t", concurrency=4).run(slow_input())
+    assert caught.value.summary["outcomes"] == {"not_sent": 40}, caught.value.summary
+    assert sandbox.stats()["total"] <= 4  # the requests in flight at the refusal, none queued after
 
 
 def test_stop_finishes_what_is_in_flight_and_a_rerun_completes(
