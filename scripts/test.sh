@@ -58,7 +58,7 @@ uv run --frozen mypy
 if [[ $MODE == fast ]]; then
   # Four workers on two cores: the unit tier waits more than it computes (servers' answers, leases,
   # retries), so two more workers fill the waits (measured on a quiet machine: 154 s with two
-  # workers, 115 s with four). A -n of yours comes later and wins.
+  # workers, 115 s with four; six were no faster than four). A -n of yours comes later and wins.
   uv run --frozen pytest tests/unit -n 4 "$@"
   echo "test.sh --fast: done in $((SECONDS - started)) s"
   exit 0

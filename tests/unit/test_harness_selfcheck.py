@@ -287,3 +287,22 @@ def test_repeated_runs_are_fast_and_isolated(dag_runner: Callable[..., DagResult
     assert second.xcoms == {"one": "b", "two": "b!"}
     assert first.run_id != second.run_id
     print(f"warm 2-task run_dag (incl. DAG sync + collection): {elapsed:.2f}s")
+
+
+@pytest.mark.parametrize("on_sigterm", ["exits", "ignores it"])
+def test_a_benchmark_that_overruns_is_stopped_and_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sigterm: str
+) -> None:
+    from helpers import benchmark_runner
+
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if on_sigterm == "ignores it" else ""
+    marker = f"overrun-{os.getpid()}-{on_sigterm.replace(' ', '-')}"
+    script = tmp_path / f"{marker}.py"
+    script.write_text(f"import signal, time\n{ignore}time.sleep(120)\n")
+    monkeypatch.setattr(benchmark_runner, "BENCHMARKS", tmp_path)
+    monkeypatch.setattr(benchmark_runner, "STOP_GRACE", 1.0)
+
+    with pytest.raises(pytest.fail.Exception, match="took over 1 s"):
+        benchmark_runner.run_benchmark(script.name, timeout=1)
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == "", left
