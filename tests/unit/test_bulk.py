@@ -25,6 +25,7 @@ from airflow_provider_ahachat.bulk import (
     parse_row,
     read_recipients,
 )
+from airflow_provider_ahachat.bulk import runner as runner_module
 from airflow_provider_ahachat.bulk.pacing import LATE_ENOUGH
 from airflow_provider_ahachat.client import AhaChatClient, RetryPolicy
 from airflow_provider_ahachat.exceptions import AhaChatValidationError
@@ -379,10 +380,17 @@ def test_the_ledger_works_on_object_storage(sandbox: SandboxServer, client: AhaC
 # --------------------------------------------------------------------------- pacing
 
 
-def test_the_rate_limit_holds_for_the_whole_run(sandbox: SandboxServer, client: AhaChatClient) -> None:
+def test_the_rate_limit_holds_for_the_whole_run(
+    sandbox: SandboxServer, client: AhaChatClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = sandbox.generate_users(120)
-    limiter = SlotsTaken(40)
-    summary = runner(client, "add_tags", tags="t", concurrency=16, limiter=limiter).run(ids)
+    # The run builds its own limiter from rate_limit=40, as the operators' runs do; this one keeps
+    # the slots it gives.
+    monkeypatch.setattr(runner_module, "RateLimiter", SlotsTaken)
+    run = runner(client, "add_tags", tags="t", concurrency=16, rate_limit=40)
+    limiter = run.limiter
+    assert isinstance(limiter, SlotsTaken) and limiter.limit == 40
+    summary = run.run(ids)
     assert summary["outcomes"] == {"delivered": 120}
     # Every request went on a slot of its own, and the slots are 1/40 s apart.
     slots = sorted(limiter.taken)
